@@ -1,0 +1,106 @@
+/**
+ * Reads one sample through the host's FileSource and PixelDecoder and hands
+ * back 8-bit pixels at the training size: RGB for the image, 0/1 for the mask.
+ * Problems that still leave a usable pair (mask of another size, grey mask
+ * values) become warnings naming the file; unreadable files throw.
+ */
+import type { BinaryMask, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
+import type { Sample } from './layouts.ts';
+
+export interface Size {
+  width: number;
+  height: number;
+}
+
+export interface LoadedSample {
+  image: RgbImage;
+  mask?: BinaryMask;
+  /** The image file's own size. */
+  sourceWidth: number;
+  sourceHeight: number;
+  warnings: string[];
+}
+
+export async function loadSample(
+  sample: Sample,
+  source: FileSource,
+  decoder: PixelDecoder,
+  size: Size,
+): Promise<LoadedSample> {
+  const maskPath = sample.mask;
+  const [imageBytes, maskBytes] = await Promise.all([
+    source.read(sample.image),
+    maskPath === undefined ? undefined : source.read(maskPath),
+  ]);
+  const image = await decoder.decode({
+    path: sample.image,
+    bytes: imageBytes,
+    resize: { ...size, filter: 'bilinear' },
+  });
+  const loaded: LoadedSample = {
+    image: rgbaToRgb(image.pixels),
+    sourceWidth: image.sourceWidth,
+    sourceHeight: image.sourceHeight,
+    warnings: [],
+  };
+  if (maskPath === undefined || maskBytes === undefined) return loaded;
+
+  // Both go to the target size independently, so a mask of another size
+  // lines up with its image once resized (nearest keeps it binary).
+  const mask = await decoder.decode({ path: maskPath, bytes: maskBytes, resize: { ...size, filter: 'nearest' } });
+  if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
+    loaded.warnings.push(
+      `${maskPath}: mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ` +
+        `${image.sourceWidth}x${image.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
+    );
+  }
+  const { mask: binary, warning } = binariseMask(mask.pixels);
+  if (warning) loaded.warnings.push(`${maskPath}: ${warning}`);
+  loaded.mask = binary;
+  return loaded;
+}
+
+export function rgbaToRgb(pixels: RgbaPixels): RgbImage {
+  const count = pixels.width * pixels.height;
+  const data = new Uint8Array(count * 3);
+  for (let i = 0; i < count; i++) {
+    data[i * 3] = pixels.data[i * 4];
+    data[i * 3 + 1] = pixels.data[i * 4 + 1];
+    data[i * 3 + 2] = pixels.data[i * 4 + 2];
+  }
+  return { width: pixels.width, height: pixels.height, data };
+}
+
+/**
+ * A pixel is lesion when the brightest of its R, G, B is above 127, so grey,
+ * RGB and colour-coded masks all work. Masks stored as 0/1 (common outside
+ * ISIC) would come out empty that way, so a mask made only of 0 and 1 counts
+ * 1 as lesion. The value check runs on the pixels at the target size.
+ */
+export function binariseMask(pixels: RgbaPixels): { mask: BinaryMask; warning?: string } {
+  const count = pixels.width * pixels.height;
+  const values = new Uint8Array(count);
+  let lesion = 0;
+  let nonBinary = 0;
+  let onlyZeroOne = true;
+  for (let i = 0; i < count; i++) {
+    const at = i * 4;
+    const v = Math.max(pixels.data[at], pixels.data[at + 1], pixels.data[at + 2]);
+    values[i] = v;
+    if (v > 127) lesion++;
+    if (v !== 0 && v !== 255) nonBinary++;
+    if (v > 1) onlyZeroOne = false;
+  }
+  const zeroOne = onlyZeroOne && lesion === 0 && nonBinary > 0;
+  const threshold = zeroOne ? 0 : 127;
+  for (let i = 0; i < count; i++) values[i] = values[i] > threshold ? 1 : 0;
+  const mask = { width: pixels.width, height: pixels.height, data: values };
+  if (zeroOne) return { mask, warning: 'mask is stored as 0/1 instead of 0/255; 1 taken as lesion' };
+  if (nonBinary > 0) {
+    return {
+      mask,
+      warning: `mask is not binary (${nonBinary} of ${count} pixels are neither 0 nor 255); binarised at >127`,
+    };
+  }
+  return { mask };
+}

@@ -1,0 +1,82 @@
+/**
+ * FileSource over folders on disk. Each root's files are listed as
+ * `<root folder name>/<path below it>`, so that several roots (e.g. an ISIC
+ * folder and a PH2 folder) share one namespace, as a browser folder drop does.
+ */
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { LesionError } from '../core/errors.ts';
+import type { FileSource } from '../core/io.ts';
+
+export class FsFileSource implements FileSource {
+  private readonly roots = new Map<string, string>();
+
+  constructor(roots: string[]) {
+    for (const root of roots) {
+      const absolute = resolve(root);
+      const name = basename(absolute);
+      const other = this.roots.get(name);
+      if (other !== undefined && other !== absolute) {
+        throw new LesionError('dataset', `two roots share the folder name '${name}': ${other} and ${absolute}`);
+      }
+      this.roots.set(name, absolute);
+    }
+  }
+
+  async list(): Promise<string[]> {
+    const paths: string[] = [];
+    for (const [name, absolute] of this.roots) await walk(absolute, name, new Set(), paths);
+    return paths.sort();
+  }
+
+  async read(path: string): Promise<Uint8Array> {
+    const slash = path.indexOf('/');
+    const root = this.roots.get(slash < 0 ? path : path.slice(0, slash));
+    const rest = slash < 0 ? '' : path.slice(slash + 1);
+    if (root === undefined || rest === '' || rest.split('/').includes('..')) {
+      throw new LesionError('read', 'not a file below any of the given folders', path);
+    }
+    try {
+      return await readFile(join(root, rest));
+    } catch (error) {
+      throw new LesionError('read', describeFsError(error), path);
+    }
+  }
+}
+
+/** Follows symbolic links, once per real folder, so a link cycle cannot loop. */
+async function walk(absolute: string, relative: string, visited: Set<string>, out: string[]): Promise<void> {
+  let entries;
+  try {
+    const real = await realpath(absolute);
+    if (visited.has(real)) return;
+    visited.add(real);
+    entries = await readdir(absolute, { withFileTypes: true });
+  } catch (error) {
+    throw new LesionError('read', describeFsError(error), relative);
+  }
+  for (const entry of entries) {
+    const childAbsolute = join(absolute, entry.name);
+    const childRelative = `${relative}/${entry.name}`;
+    let isDirectory = entry.isDirectory();
+    let isFile = entry.isFile();
+    if (entry.isSymbolicLink()) {
+      const target = await stat(childAbsolute).catch(() => undefined);
+      isDirectory = target?.isDirectory() ?? false;
+      isFile = target?.isFile() ?? false;
+    }
+    if (isDirectory) await walk(childAbsolute, childRelative, visited, out);
+    else if (isFile) out.push(childRelative);
+  }
+}
+
+function describeFsError(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const known: Record<string, string> = {
+    ENOENT: 'no such file or folder',
+    EACCES: 'permission denied',
+    EISDIR: 'is a folder, not a file',
+    ENOTDIR: 'not a folder',
+  };
+  return (code && known[code]) ?? (error instanceof Error ? error.message : String(error));
+}

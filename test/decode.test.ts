@@ -1,0 +1,280 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Jimp, ResizeStrategy } from 'jimp';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadSample } from '../src/core/dataset/loader.ts';
+import type { Sample } from '../src/core/dataset/layouts.ts';
+import { DecodeError, LesionError } from '../src/core/errors.ts';
+import type { FileSource, RgbaPixels } from '../src/core/io.ts';
+import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
+import { FsFileSource } from '../src/node/files.ts';
+
+const repoRoot = path.resolve(import.meta.dirname, '..');
+const datasets = path.resolve(repoRoot, '../shared/datasets');
+const decoder = new JimpDecoder();
+
+const isicImage = 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg';
+const isicMask = 'isic2018/ISIC2018_Task1_Training_GroundTruth/ISIC_0000013_segmentation.png';
+const ph2Image = 'ph2/PH2 Dataset images/IMD004/IMD004_Dermoscopic_Image/IMD004.bmp';
+const ph2Mask = 'ph2/PH2 Dataset images/IMD004/IMD004_lesion/IMD004_lesion.bmp';
+const fullImage = 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000377.jpg';
+const fullMask = 'isic2018/ISIC2018_Task1_Training_GroundTruth/ISIC_0000377_segmentation.png';
+
+const bytesOf = (file: string) => new Uint8Array(readFileSync(path.join(datasets, file)));
+
+function distinctValues(pixels: RgbaPixels): Set<number> {
+  const values = new Set<number>();
+  for (let i = 0; i < pixels.data.length; i += 4) values.add(pixels.data[i]);
+  return values;
+}
+
+function channelMeans(pixels: RgbaPixels): number[] {
+  const sums = [0, 0, 0];
+  for (let i = 0; i < pixels.data.length; i += 4) for (let c = 0; c < 3; c++) sums[c] += pixels.data[i + c];
+  return sums.map((sum) => sum / (pixels.width * pixels.height));
+}
+
+/** BMP header fields, read here independently of the decoder. */
+function bmpHeader(bytes: Uint8Array) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return {
+    offset: view.getUint32(10, true),
+    width: view.getInt32(18, true),
+    height: view.getInt32(22, true),
+    bits: view.getUint16(28, true),
+  };
+}
+
+describe('JimpDecoder on the real files', () => {
+  it('decodes an ISIC JPEG at the size of its mask (read from the PNG header)', async () => {
+    const maskBytes = bytesOf(isicMask);
+    const view = new DataView(maskBytes.buffer, maskBytes.byteOffset);
+    const { pixels, sourceWidth, sourceHeight } = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    expect([sourceWidth, sourceHeight]).toEqual([view.getUint32(16), view.getUint32(20)]);
+    expect([pixels.width, pixels.height, pixels.data.length]).toEqual([sourceWidth, sourceHeight, sourceWidth * sourceHeight * 4]);
+    expect(distinctValues(pixels).size).toBeGreaterThan(50);
+  });
+
+  it('decodes an ISIC PNG mask to exactly 0 and 255', async () => {
+    const { pixels } = await decoder.decode({ path: isicMask, bytes: bytesOf(isicMask) });
+    expect(distinctValues(pixels)).toEqual(new Set([0, 255]));
+  });
+
+  it('decodes a PH2 24-bit BMP in RGB order, top row first', async () => {
+    const bytes = bytesOf(ph2Image);
+    const header = bmpHeader(bytes);
+    expect(header.bits).toBe(24);
+    const { pixels } = await decoder.decode({ path: ph2Image, bytes });
+    expect([pixels.width, pixels.height]).toEqual([header.width, Math.abs(header.height)]);
+    // Bottom-up rows: the image's top row is the file's last row; pixels are stored B, G, R.
+    const rowBytes = Math.ceil((header.width * 3) / 4) * 4;
+    const top = header.offset + (header.height - 1) * rowBytes;
+    for (const x of [0, 1, 300]) {
+      const at = top + x * 3;
+      expect([...pixels.data.slice(x * 4, x * 4 + 4)]).toEqual([bytes[at + 2], bytes[at + 1], bytes[at], 255]);
+    }
+  });
+
+  it('decodes a PH2 1-bit BMP mask pixel for pixel', async () => {
+    const bytes = bytesOf(ph2Mask);
+    const header = bmpHeader(bytes);
+    expect(header.bits).toBe(1);
+    const { pixels } = await decoder.decode({ path: ph2Mask, bytes });
+    const palette = [bytes[54], bytes[58]]; // blue byte of each palette entry: 0 and 255
+    const rowBytes = Math.ceil(header.width / 32) * 4;
+    let mismatches = 0;
+    let lesion = 0;
+    for (let y = 0; y < header.height; y++) {
+      const row = header.offset + (header.height - 1 - y) * rowBytes;
+      for (let x = 0; x < header.width; x++) {
+        const bit = (bytes[row + (x >> 3)] >> (7 - (x & 7))) & 1;
+        const decoded = pixels.data[(y * header.width + x) * 4];
+        if (decoded !== palette[bit]) mismatches++;
+        if (decoded === 255) lesion++;
+      }
+    }
+    expect(mismatches).toBe(0);
+    expect(lesion).toBeGreaterThan(0);
+    expect(lesion).toBeLessThan(header.width * header.height);
+  });
+
+  it('decodes and resizes a full-size 3072x2304 original without losing its colours or lesion area', async () => {
+    const bytes = bytesOf(fullImage);
+    const full = await decoder.decode({ path: fullImage, bytes });
+    const small = await decoder.decode({ path: fullImage, bytes, resize: { width: 256, height: 256, filter: 'bilinear' } });
+    expect([small.sourceWidth, small.sourceHeight, small.pixels.width, small.pixels.height]).toEqual([3072, 2304, 256, 256]);
+    const fullMeans = channelMeans(full.pixels);
+    channelMeans(small.pixels).forEach((mean, c) => expect(Math.abs(mean - fullMeans[c])).toBeLessThan(0.5));
+    // The filter weighs the 12x9 block under a target pixel most: its mean is close to that pixel.
+    for (const [x, y] of [[40, 60], [128, 128], [200, 30]]) {
+      let sum = 0;
+      for (let sy = y * 9; sy < y * 9 + 9; sy++) for (let sx = x * 12; sx < x * 12 + 12; sx++) sum += full.pixels.data[(sy * 3072 + sx) * 4];
+      expect(Math.abs(small.pixels.data[(y * 256 + x) * 4] - sum / 108)).toBeLessThan(6);
+    }
+
+    const maskBytes = bytesOf(fullMask);
+    const mask = await decoder.decode({ path: fullMask, bytes: maskBytes, resize: { width: 256, height: 256, filter: 'nearest' } });
+    const fullMaskPixels = (await decoder.decode({ path: fullMask, bytes: maskBytes })).pixels;
+    expect(distinctValues(mask.pixels)).toEqual(new Set([0, 255]));
+    const area = (pixels: RgbaPixels) => countAbove(pixels, 127) / (pixels.width * pixels.height);
+    expect(Math.abs(area(mask.pixels) - area(fullMaskPixels))).toBeLessThan(0.005);
+  });
+});
+
+function countAbove(pixels: RgbaPixels, threshold: number): number {
+  let n = 0;
+  for (let i = 0; i < pixels.data.length; i += 4) if (pixels.data[i] > threshold) n++;
+  return n;
+}
+
+describe('resizeRgba', () => {
+  const grey = (values: number[], width: number): RgbaPixels => ({
+    width,
+    height: values.length / width,
+    data: new Uint8Array(values.flatMap((v) => [v, v, v, 255])),
+  });
+  const firstChannel = (pixels: RgbaPixels) => [...pixels.data].filter((_, i) => i % 4 === 0);
+
+  it('upsamples bilinearly with half-pixel centres', () => {
+    expect(firstChannel(resizeRgba(grey([0, 255], 2), 4, 1, 'bilinear'))).toEqual([0, 64, 191, 255]);
+  });
+
+  it('widens the triangle by the scale when shrinking, as PIL and torchvision antialias do', () => {
+    // Halving: target centre 1.0 sees source centres 0.5, 1.5, 2.5 at weights 0.75, 0.75, 0.25 (normalised).
+    expect(firstChannel(resizeRgba(grey([10, 10, 200, 200], 4), 2, 1, 'bilinear'))).toEqual([37, 173]);
+  });
+
+  it('keeps a flat image flat at any size', () => {
+    const flat = grey(new Array(35).fill(77), 7);
+    expect(new Set(firstChannel(resizeRgba(flat, 3, 2, 'bilinear')))).toEqual(new Set([77]));
+    expect(new Set(firstChannel(resizeRgba(flat, 11, 13, 'bilinear')))).toEqual(new Set([77]));
+  });
+
+  it('keeps only source values with nearest', () => {
+    const resized = resizeRgba(grey([0, 255, 0, 255, 0, 255], 3), 7, 5, 'nearest');
+    expect(new Set(firstChannel(resized))).toEqual(new Set([0, 255]));
+    expect(firstChannel(resized).slice(0, 7)).toEqual([0, 0, 255, 255, 255, 0, 0]);
+  });
+});
+
+describe('bad files', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lesion-decode-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const real = bytesOf(isicImage);
+  writeFileSync(path.join(dir, 'empty.jpg'), new Uint8Array(0));
+  writeFileSync(path.join(dir, 'text.jpg'), 'this is a text file, not a JPEG\n');
+  writeFileSync(path.join(dir, 'truncated.jpg'), real.subarray(0, Math.floor(real.length / 2)));
+  const source = new FsFileSource([dir]);
+  const root = path.basename(dir);
+
+  async function decodeError(name: string): Promise<DecodeError> {
+    const file = `${root}/${name}`;
+    const error = await decoder.decode({ path: file, bytes: await source.read(file) }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DecodeError);
+    expect((error as DecodeError).file).toBe(file);
+    expect((error as DecodeError).message).toContain(file);
+    return error as DecodeError;
+  }
+
+  it('a 0-byte file is an empty-file error', async () => {
+    expect((await decodeError('empty.jpg')).code).toBe('empty-file');
+  });
+
+  it('text named .jpg is not an image', async () => {
+    const error = await decodeError('text.jpg');
+    expect(error.code).toBe('unsupported-format');
+    expect(error.message).toMatch(/not a JPEG, PNG or BMP/);
+  });
+
+  it('a truncated JPEG is a decode error that says so', async () => {
+    const error = await decodeError('truncated.jpg');
+    expect(error.code).toBe('decode');
+    expect(error.message).toMatch(/corrupt or truncated JPEG/);
+  });
+
+  it('reaches loadSample callers unchanged', async () => {
+    const sample: Sample = { id: 'truncated', set: 's', layout: 'unlabeled', split: 'unspecified', image: `${root}/truncated.jpg` };
+    await expect(loadSample(sample, source, decoder, { width: 64, height: 64 })).rejects.toThrow(DecodeError);
+  });
+
+  it('a missing file is a read error naming it', async () => {
+    const error = await source.read(`${root}/missing.jpg`).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LesionError);
+    expect((error as LesionError).code).toBe('read');
+    expect((error as LesionError).message).toBe(`${root}/missing.jpg: no such file or folder`);
+  });
+});
+
+/** Real files plus masks made here from real masks, addressed like a FileSource. */
+class MemorySource implements FileSource {
+  constructor(private readonly files: Map<string, Uint8Array>) {}
+  async list(): Promise<string[]> {
+    return [...this.files.keys()];
+  }
+  async read(file: string): Promise<Uint8Array> {
+    const bytes = this.files.get(file);
+    if (!bytes) throw new LesionError('read', 'no such file', file);
+    return bytes;
+  }
+}
+
+describe('loadSample', () => {
+  const size = { width: 128, height: 128 };
+  const pair: Sample = { id: 'ISIC_0000013', set: 'isic2018', layout: 'isic2018', split: 'train', image: isicImage, mask: isicMask };
+
+  /** The real mask re-encoded as PNG, recoloured and optionally resized. */
+  async function maskVariant(recolour: (value: number, i: number) => number, resizeTo?: { w: number; h: number }) {
+    const mask = await Jimp.fromBuffer(Buffer.from(bytesOf(isicMask)));
+    if (resizeTo) mask.resize({ ...resizeTo, mode: ResizeStrategy.NEAREST_NEIGHBOR });
+    const data = mask.bitmap.data;
+    for (let i = 0; i < data.length; i += 4) data[i] = data[i + 1] = data[i + 2] = recolour(data[i], i / 4);
+    return new Uint8Array(await mask.getBuffer('image/png'));
+  }
+
+  it('loads a real pair at the target size, RGB and 0/1, without warnings', async () => {
+    const source = new FsFileSource([datasets]);
+    const prefixed = { ...pair, image: `datasets/${isicImage}`, mask: `datasets/${isicMask}` };
+    const loaded = await loadSample(prefixed, source, decoder, size);
+    expect(loaded.warnings).toEqual([]);
+    expect([loaded.image.width, loaded.image.height, loaded.image.data.length]).toEqual([128, 128, 128 * 128 * 3]);
+    expect(loaded.mask!.data.length).toBe(128 * 128);
+    expect(new Set(loaded.mask!.data)).toEqual(new Set([0, 1]));
+    const reference = await decoder.decode({ path: isicMask, bytes: bytesOf(isicMask), resize: { ...size, filter: 'nearest' } });
+    expect(loaded.mask!.data.every((v, i) => v === reference.pixels.data[i * 4] / 255)).toBe(true);
+    expect([loaded.sourceWidth, loaded.sourceHeight]).toEqual([reference.sourceWidth, reference.sourceHeight]);
+  });
+
+  it('warns about a mask of another size, naming it, and still lines it up', async () => {
+    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const smaller = await maskVariant((v) => v, { w: 400, h: 300 });
+    const source = new MemorySource(new Map([[isicImage, bytesOf(isicImage)], ['small_mask.png', smaller]]));
+    const loaded = await loadSample({ ...pair, mask: 'small_mask.png' }, source, decoder, size);
+    expect(loaded.warnings).toEqual([
+      `small_mask.png: mask is 400x300 but its image is ${image.sourceWidth}x${image.sourceHeight}; resized to 128x128 with nearest neighbour`,
+    ]);
+    const exact = await loadSample(pair, new MemorySource(new Map([[isicImage, bytesOf(isicImage)], [isicMask, bytesOf(isicMask)]])), decoder, size);
+    const agree = loaded.mask!.data.filter((v, i) => v === exact.mask!.data[i]).length;
+    expect(agree / loaded.mask!.data.length).toBeGreaterThan(0.98);
+  });
+
+  it('binarises a grey mask at >127 and warns', async () => {
+    // Lesion at 200, background at 0 with every 7th pixel at 60.
+    const grey = await maskVariant((v, i) => (v > 127 ? 200 : i % 7 === 0 ? 60 : 0));
+    const files = new Map([[isicImage, bytesOf(isicImage)], ['grey.png', grey], [isicMask, bytesOf(isicMask)]]);
+    const loaded = await loadSample({ ...pair, mask: 'grey.png' }, new MemorySource(files), decoder, size);
+    const exact = await loadSample(pair, new MemorySource(files), decoder, size);
+    expect(loaded.warnings).toHaveLength(1);
+    expect(loaded.warnings[0]).toMatch(/^grey\.png: mask is not binary \(\d+ of 16384 pixels are neither 0 nor 255\); binarised at >127$/);
+    expect(loaded.mask!.data).toEqual(exact.mask!.data);
+  });
+
+  it('reads a 0/1 mask as lesion = 1, with a warning', async () => {
+    const zeroOne = await maskVariant((v) => (v > 127 ? 1 : 0));
+    const files = new Map([[isicImage, bytesOf(isicImage)], ['01.png', zeroOne], [isicMask, bytesOf(isicMask)]]);
+    const loaded = await loadSample({ ...pair, mask: '01.png' }, new MemorySource(files), decoder, size);
+    const exact = await loadSample(pair, new MemorySource(files), decoder, size);
+    expect(loaded.warnings).toEqual(['01.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion']);
+    expect(loaded.mask!.data).toEqual(exact.mask!.data);
+  });
+});

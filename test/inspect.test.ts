@@ -1,0 +1,72 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+
+const repoRoot = path.resolve(import.meta.dirname, '..');
+const run = promisify(execFile);
+
+interface Outcome {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<Outcome> {
+  try {
+    const { stdout, stderr } = await run('node', ['bin/lesion-studio.js', ...args], { cwd: repoRoot });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+/** Pairs per set as MANIFEST.csv lists them, so the expected counts come from the data. */
+function manifestCounts(): Record<string, number> {
+  const counts: Record<string, number> = {};
+  const rows = readFileSync(path.resolve(repoRoot, '../shared/datasets/MANIFEST.csv'), 'utf8').trim().split('\n').slice(1);
+  for (const row of rows) {
+    const set = row.slice(0, row.indexOf(','));
+    counts[set] = (counts[set] ?? 0) + 1;
+  }
+  return counts;
+}
+
+describe('lesion-studio inspect', () => {
+  it('reports the shared data sets as JSON with exact counts and no strays', async () => {
+    const { code, stdout, stderr } = await cli('inspect', '../shared/datasets', '--json');
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(manifestCounts()).toEqual({ isic2018: 33, isic2017: 65, ph2: 32 });
+    expect(report.sets.map((set: { name: string; labeled: number; unlabeled: number }) => [set.name, set.labeled, set.unlabeled])).toEqual([
+      ['isic2017', 65, 0],
+      ['isic2018', 33, 0],
+      ['ph2', 32, 0],
+    ]);
+    expect(report.sets[1]).toMatchObject({ layout: 'isic2018', root: 'datasets/isic2018' });
+    expect(report.sets[1].bySplit.train).toEqual({ labeled: 33, unlabeled: 0 });
+    expect(report.sets[0].bySplit.val).toEqual({ labeled: 65, unlabeled: 0 });
+    expect(report.strays).toEqual([]);
+  });
+
+  it('prints a readable summary without --json', async () => {
+    const { code, stdout } = await cli('inspect', '../shared/datasets');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^3 data sets: 130 labeled pairs, 0 unlabeled images, 0 strays\n/);
+    expect(stdout).toMatch(/ph2\s+32 labeled \[unspecified 32\]/);
+  });
+
+  it('exits 2 with a clear message for an unknown command or a missing folder', async () => {
+    const unknown = await cli('frobnicate');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+    expect(unknown.stderr).toContain('inspect');
+
+    const missing = await cli('inspect', 'no/such/folder');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no/such/folder: no such folder');
+  });
+});
