@@ -1,0 +1,283 @@
+/**
+ * Training on the wasm backend.
+ *
+ * tfjs-backend-wasm 4.22 ships no Conv2DBackpropFilter and no depthwise
+ * backprop kernels (tensorflow/tfjs#8474), and its Conv2DBackpropInput is a
+ * naive loop ten times slower than its XNNPACK forward convolution. Every one of
+ * these gradients is itself a convolution (or a matrix product, or a few
+ * elementwise products), so we register kernels that rewrite them in terms of
+ * the fast forward ops the backend does have. Registering at the kernel level,
+ * not the gradient level, also covers the fused convolutions that tfjs-layers
+ * uses, whose gradients call these kernels directly.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
+
+interface ConvGeometry {
+  kh: number;
+  kw: number;
+  strideH: number;
+  strideW: number;
+  padTop: number;
+  padLeft: number;
+  outH: number;
+  outW: number;
+}
+
+function geometry(
+  xShape: [number, number, number, number],
+  filterShape: [number, number, number, number],
+  strides: number | [number, number],
+  pad: tf.backend_util.ExplicitPadding | 'valid' | 'same' | number,
+  dimRoundingMode: 'floor' | 'round' | 'ceil' | undefined,
+  depthwise: boolean,
+): ConvGeometry {
+  const info = tf.backend_util.computeConv2DInfo(
+    xShape,
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    depthwise,
+  );
+  return {
+    kh: info.filterHeight,
+    kw: info.filterWidth,
+    strideH: info.strideHeight,
+    strideW: info.strideWidth,
+    padTop: info.padInfo.top,
+    padLeft: info.padInfo.left,
+    outH: info.outHeight,
+    outW: info.outWidth,
+  };
+}
+
+/**
+ * Pads (or crops, for a negative amount) the spatial dims of an NHWC tensor:
+ * the rewritten gradients need both, depending on how the forward pass rounded.
+ */
+function padOrCrop(x: tf.Tensor4D, top: number, bottom: number, left: number, right: number): tf.Tensor4D {
+  const [, h, w] = x.shape;
+  const cropTop = Math.max(0, -top);
+  const cropBottom = Math.max(0, -bottom);
+  const cropLeft = Math.max(0, -left);
+  const cropRight = Math.max(0, -right);
+  let y = x;
+  if (cropTop || cropBottom || cropLeft || cropRight) {
+    y = tf.slice(y, [0, cropTop, cropLeft, 0], [-1, h - cropTop - cropBottom, w - cropLeft - cropRight, -1]);
+  }
+  const padding: Pad4 = [[0, 0], [Math.max(0, top), Math.max(0, bottom)], [Math.max(0, left), Math.max(0, right)], [0, 0]];
+  return padding[1][0] || padding[1][1] || padding[2][0] || padding[2][1] ? (tf.pad(y, padding) as tf.Tensor4D) : y;
+}
+
+/** Inserts stride-1 zeros between rows and columns: the transpose of a strided read. */
+function dilateSpatial(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
+  if (sh === 1 && sw === 1) return x;
+  const [b, h, w, c] = x.shape;
+  const spread = tf.pad(tf.reshape(x, [b, h, 1, w, 1, c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+  const full = tf.reshape(spread, [b, h * sh, w * sw, c]) as tf.Tensor4D;
+  return tf.slice(full, [0, 0, 0, 0], [b, (h - 1) * sh + 1, (w - 1) * sw + 1, c]);
+}
+
+/**
+ * dx of a convolution: a stride-1 convolution of the zero-dilated output gradient
+ * with the filter flipped in space and transposed in channels.
+ */
+export function convBackpropInput(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  inputShape: [number, number, number, number],
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const [, h, w] = inputShape;
+  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
+  const top = g.kh - 1 - g.padTop;
+  const left = g.kw - 1 - g.padLeft;
+  const bottom = h + g.kh - 1 - top - dilated.shape[1];
+  const right = w + g.kw - 1 - left - dilated.shape[2];
+  const padded = padOrCrop(dilated, top, bottom, left, right);
+  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+  return tf.conv2d(padded, flipped, 1, 'valid');
+}
+
+/**
+ * dW of a convolution: the input (batch and channels swapped) convolved with
+ * the output gradient used as the filter, dilated by the forward stride.
+ */
+export function convBackpropFilter(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const [kh, kw, ci, co] = filterShape;
+  const [b, h, w] = x.shape;
+  const rows = b * g.outH * g.outW;
+  const bottom = (g.outH - 1) * g.strideH + kh - h - g.padTop;
+  const right = (g.outW - 1) * g.strideW + kw - w - g.padLeft;
+  // Channels first, so that each tap's window is a [ci, rows] matrix.
+  const xT = tf.transpose(padOrCrop(x, g.padTop, bottom, g.padLeft, right), [3, 0, 1, 2]);
+  // As a filter, the output gradient needs no transpose at all.
+  const dyFilter = tf.reshape(dy, [1, 1, rows, co]) as tf.Tensor4D;
+  const taps: tf.Tensor[] = [];
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const window = g.strideH === 1 && g.strideW === 1
+        ? tf.slice(xT, [0, 0, i, j], [ci, b, g.outH, g.outW])
+        : tf.stridedSlice(
+            xT,
+            [0, 0, i, j],
+            [ci, b, i + (g.outH - 1) * g.strideH + 1, j + (g.outW - 1) * g.strideW + 1],
+            [1, 1, g.strideH, g.strideW],
+          );
+      // A 1x1 convolution is the backend's fastest matrix product (XNNPACK);
+      // its BatchMatMul with a transposed operand is several times slower.
+      taps.push(tf.conv2d(tf.reshape(window, [ci, 1, 1, rows]) as tf.Tensor4D, dyFilter, 1, 'valid'));
+    }
+  }
+  return tf.reshape(tf.stack(taps), filterShape);
+}
+
+/**
+ * dW of a depthwise convolution (channel multiplier 1): with batch folded into
+ * channels, a depthwise convolution of the input by the output gradient
+ * (dilated by the stride) yields every tap at once; then sum over the batch.
+ */
+export function depthwiseBackpropFilter(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  filterShape: [number, number, number, number],
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const [kh, kw, c] = filterShape;
+  const [b, h, w] = x.shape;
+  const bottom = (g.outH - 1) * g.strideH + kh - h - g.padTop;
+  const right = (g.outW - 1) * g.strideW + kw - w - g.padLeft;
+  const padded = padOrCrop(x, g.padTop, bottom, g.padLeft, right);
+  const [, ph, pw] = padded.shape;
+  const xFolded = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, ph, pw, b * c]) as tf.Tensor4D;
+  const dyFilter = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), [g.outH, g.outW, b * c, 1]) as tf.Tensor4D;
+  const taps = tf.depthwiseConv2d(xFolded, dyFilter, 1, 'valid', 'NHWC', [g.strideH, g.strideW]);
+  return tf.reshape(tf.sum(tf.reshape(taps, [kh, kw, b, c]), 2), filterShape);
+}
+
+/** dx of a depthwise convolution: the same transposition as for a full one. */
+export function depthwiseBackpropInput(
+  dy: tf.Tensor4D,
+  filter: tf.Tensor4D,
+  inputShape: [number, number, number, number],
+  g: ConvGeometry,
+): tf.Tensor4D {
+  const [, h, w] = inputShape;
+  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
+  const top = g.kh - 1 - g.padTop;
+  const left = g.kw - 1 - g.padLeft;
+  const bottom = h + g.kh - 1 - top - dilated.shape[1];
+  const right = w + g.kw - 1 - left - dilated.shape[2];
+  const padded = padOrCrop(dilated, top, bottom, left, right);
+  return tf.depthwiseConv2d(padded, tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
+}
+
+type Attrs = Record<string, unknown>;
+
+function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
+  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
+    throw new Error(`${kernel} on wasm: only NHWC is supported, got ${String(attrs.dataFormat)}`);
+  }
+  const d = attrs.dilations as number | [number, number] | undefined;
+  if (d !== undefined && (Array.isArray(d) ? d[0] !== 1 || d[1] !== 1 : d !== 1)) {
+    throw new Error(`${kernel} on wasm: dilated gradients are computed by the atrous layers, got dilations ${String(d)}`);
+  }
+}
+
+/**
+ * Runs a tensor-level function as a kernel body. Wrapping a TensorInfo in a
+ * Tensor does not take a reference, yet disposing the wrapper drops one: each
+ * input gets an extra reference first, and the result keeps one that the
+ * engine takes over when it wraps the returned info.
+ */
+function asKernel(
+  backend: tf.KernelBackend,
+  inputs: tf.TensorInfo[],
+  body: (...ts: tf.Tensor4D[]) => tf.Tensor,
+): tf.TensorInfo {
+  const refs = backend as unknown as { incRef(dataId: object): void };
+  const result = tf.tidy(() => {
+    const ts = inputs.map((info) => {
+      refs.incRef(info.dataId);
+      return tf.engine().makeTensorFromTensorInfo(info, backend) as tf.Tensor4D;
+    });
+    return body(...ts);
+  });
+  refs.incRef(result.dataId);
+  const info = { dataId: result.dataId, shape: result.shape, dtype: result.dtype };
+  result.dispose();
+  return info;
+}
+
+const BACKEND = 'wasm';
+let registered = false;
+
+function register(config: { kernelName: string; kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo }): void {
+  if (tf.getKernel(config.kernelName, BACKEND)) tf.unregisterKernel(config.kernelName, BACKEND);
+  tf.registerKernel({ ...config, backendName: BACKEND } as tf.KernelConfig);
+}
+
+/** Idempotent; call after the wasm backend module is imported, before training. */
+export function registerWasmTrainingKernels(): void {
+  if (registered) return;
+  registered = true;
+
+  register({
+    kernelName: 'Conv2DBackpropFilter',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as Attrs;
+      assertNhwcUndilated('Conv2DBackpropFilter', a);
+      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+      const filterShape = a.filterShape as [number, number, number, number];
+      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
+      return asKernel(backend, [x, dy], (xt, dyt) => convBackpropFilter(xt, dyt, filterShape, g));
+    },
+  });
+
+  // Replaces the backend's own, a naive loop.
+  register({
+    kernelName: 'Conv2DBackpropInput',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as Attrs;
+      assertNhwcUndilated('Conv2DBackpropInput', a);
+      const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+      const inputShape = a.inputShape as [number, number, number, number];
+      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
+      return asKernel(backend, [dy, filter], (dyt, ft) => convBackpropInput(dyt, ft, inputShape, g));
+    },
+  });
+
+  register({
+    kernelName: 'DepthwiseConv2dNativeBackpropFilter',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as Attrs;
+      assertNhwcUndilated('DepthwiseConv2dNativeBackpropFilter', a);
+      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+      const filterShape = a.filterShape as [number, number, number, number];
+      if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
+      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
+      return asKernel(backend, [x, dy], (xt, dyt) => depthwiseBackpropFilter(xt, dyt, filterShape, g));
+    },
+  });
+
+  register({
+    kernelName: 'DepthwiseConv2dNativeBackpropInput',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const a = attrs as Attrs;
+      assertNhwcUndilated('DepthwiseConv2dNativeBackpropInput', a);
+      const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+      if (filter.shape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropInput on wasm: channel multiplier must be 1');
+      const inputShape = a.inputShape as [number, number, number, number];
+      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
+      return asKernel(backend, [dy, filter], (dyt, ft) => depthwiseBackpropInput(dyt, ft, inputShape, g));
+    },
+  });
+}

@@ -1,0 +1,324 @@
+/**
+ * The run card: one JSON document that holds every knob of a Noisy Student
+ * run, so that a run can be exported, imported, resumed and reproduced.
+ * Validation names the offending field and what it accepts, and never
+ * half-applies a card.
+ */
+import { ConfigError } from './errors.ts';
+import type { ModelConfig } from './model/deeplab.ts';
+import { DISTORTION_KINDS, NOISE_STEPS, type NoiseConfig } from './noise.ts';
+
+export const RUN_CARD_VERSION = 1;
+
+export type BackendChoice = 'auto' | 'webgpu' | 'wasm' | 'webgl' | 'cpu';
+
+export type OptimizerConfig =
+  | { kind: 'sgd'; lr: number; momentum: number; weightDecay: number }
+  | { kind: 'adam'; lr: number; beta1: number; beta2: number; epsilon: number; weightDecay: number };
+
+export interface TrainConfig {
+  epochs: number;
+  batchSize: number;
+  optimizer: OptimizerConfig;
+  loss: 'dice' | 'bce';
+  /** BCE only: weight of lesion pixels (the paper's alternative used 1.25). */
+  posWeight: number;
+  /** Scalars are read back from the device every this many steps, not every step. */
+  readEverySteps: number;
+  /** A resumable checkpoint every this many steps, and at every epoch's end. */
+  checkpointEverySteps: number;
+  /** nnU-Net's rule: the best checkpoint maximises an EMA of the validation metric. */
+  emaSmoothing: number;
+}
+
+export interface DataConfig {
+  /** How labeled images are held out: seeded fractions, or the paper's mod-15 folds. */
+  split: { kind: 'fractions'; val: number; test: number } | { kind: 'paper-fold'; valFold: number; test: number };
+  /** The paper's 1/m: unlabeled images used per labeled training image (all when fewer). */
+  unlabeledPerLabeled: number;
+}
+
+export interface PseudoLabelConfig {
+  /** Lesion probability at or above which a pixel is lesion in a pseudo-label. */
+  threshold: number;
+  /** Pseudo-labels with a smaller lesion fraction are dropped (the paper: ~34 px at 256x256). */
+  minLesionFraction: number;
+  /** Average the prediction with its horizontally flipped twin. */
+  flipTta: boolean;
+}
+
+export interface StudentConfig {
+  /** The paper: the student starts from the teacher's initialisation, not its weights. */
+  init: 'same-as-teacher' | 'teacher-weights';
+  /** 2 = student and student*, as in the paper. */
+  rounds: number;
+}
+
+export interface EvalConfig {
+  /** The paper thresholds RAW logits at 0.5 (a lesion probability of 0.622). */
+  logitThreshold: number;
+}
+
+export interface RunCard {
+  version: number;
+  name: string;
+  seed: number;
+  backend: BackendChoice;
+  model: ModelConfig;
+  train: TrainConfig;
+  noise: NoiseConfig;
+  data: DataConfig;
+  pseudo: PseudoLabelConfig;
+  student: StudentConfig;
+  eval: EvalConfig;
+}
+
+export type PresetName = 'paper' | 'quick';
+
+/** The paper's protocol (paper-protocol.md), with the offline MobileNetV2 initialisation. */
+export function paperCard(): RunCard {
+  return {
+    version: RUN_CARD_VERSION,
+    name: 'paper',
+    seed: 2137,
+    backend: 'auto',
+    model: {
+      encoder: 'mobilenetv2',
+      width: 1,
+      outputStride: 8,
+      atrousRates: [12, 24, 36],
+      asppChannels: 256,
+      dropout: 0.5,
+      inputSize: 256,
+      init: 'imagenet',
+      inputRange: 'symmetric',
+    },
+    train: {
+      epochs: 65,
+      batchSize: 10,
+      optimizer: { kind: 'sgd', lr: 0.006, momentum: 0.81, weightDecay: 0.02 },
+      loss: 'dice',
+      posWeight: 1.25,
+      readEverySteps: 5,
+      checkpointEverySteps: 20,
+      emaSmoothing: 0.9,
+    },
+    noise: { preset: 'paper', distortion: 'optical' },
+    data: { split: { kind: 'paper-fold', valFold: 0, test: 0.2 }, unlabeledPerLabeled: 4 },
+    pseudo: { threshold: 0.5, minLesionFraction: 34 / (256 * 256), flipTta: false },
+    student: { init: 'same-as-teacher', rounds: 2 },
+    eval: { logitThreshold: 0.5 },
+  };
+}
+
+/** Small enough to run the four stages on a laptop CPU in minutes (wasm backend). */
+export function quickCard(): RunCard {
+  const card = paperCard();
+  return {
+    ...card,
+    name: 'quick',
+    model: { ...card.model, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 128, inputSize: 128 },
+    train: {
+      ...card.train,
+      epochs: 8,
+      batchSize: 8,
+      optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
+      readEverySteps: 2,
+      checkpointEverySteps: 10,
+    },
+    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 4 },
+    pseudo: { ...card.pseudo, minLesionFraction: 34 / (256 * 256) },
+  };
+}
+
+export function presetCard(name: PresetName): RunCard {
+  return name === 'paper' ? paperCard() : quickCard();
+}
+
+// ---- validation -------------------------------------------------------------
+
+type Obj = Record<string, unknown>;
+
+function obj(v: unknown, field: string): Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(field, 'must be an object');
+  return v as Obj;
+}
+
+function num(o: Obj, key: string, field: string, min: number, max: number, integer = false): number {
+  const v = o[key];
+  const where = `${field}.${key}`;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(where, `must be a number, got ${JSON.stringify(v)}`);
+  if (integer && !Number.isInteger(v)) throw new ConfigError(where, `must be an integer, got ${v}`);
+  if (v < min || v > max) throw new ConfigError(where, `must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function oneOf<T extends string | number | boolean>(o: Obj, key: string, field: string, allowed: readonly T[]): T {
+  const v = o[key] as T;
+  if (!allowed.includes(v)) {
+    throw new ConfigError(`${field}.${key}`, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function str(o: Obj, key: string, field: string): string {
+  const v = o[key];
+  if (typeof v !== 'string' || v.length === 0 || v.length > 200) throw new ConfigError(`${field}.${key}`, 'must be a non-empty string of at most 200 characters');
+  return v;
+}
+
+function model(o: Obj): ModelConfig {
+  const f = 'model';
+  const encoder = oneOf(o, 'encoder', f, ['mobilenetv2', 'resnet34'] as const);
+  const outputStride = oneOf(o, 'outputStride', f, [8, 16] as const);
+  const inputSize = num(o, 'inputSize', f, 32, 1024, true);
+  if (inputSize % 32 !== 0) throw new ConfigError('model.inputSize', `must be a multiple of 32, got ${inputSize}`);
+  const rates = o.atrousRates;
+  if (!Array.isArray(rates) || rates.length !== 3 || !rates.every((r) => Number.isInteger(r) && r >= 1 && r <= 64)) {
+    throw new ConfigError('model.atrousRates', `must be three integers between 1 and 64, got ${JSON.stringify(rates)}`);
+  }
+  const width = num(o, 'width', f, 0.1, 2);
+  const init = oneOf(o, 'init', f, ['imagenet', 'random', 'user'] as const);
+  if (init === 'imagenet' && (encoder !== 'mobilenetv2' || width !== 1)) {
+    throw new ConfigError('model.init', `"imagenet" is available for mobilenetv2 at width 1 only (offline weights); got ${encoder} at width ${width}`);
+  }
+  return {
+    encoder,
+    width,
+    outputStride,
+    atrousRates: rates as [number, number, number],
+    asppChannels: num(o, 'asppChannels', f, 8, 1024, true),
+    dropout: num(o, 'dropout', f, 0, 0.95),
+    inputSize,
+    init,
+    inputRange: oneOf(o, 'inputRange', f, ['unit', 'symmetric'] as const),
+  };
+}
+
+function optimizer(o: Obj): OptimizerConfig {
+  const f = 'train.optimizer';
+  const kind = oneOf(o, 'kind', f, ['sgd', 'adam'] as const);
+  const lr = num(o, 'lr', f, 1e-7, 10);
+  const weightDecay = num(o, 'weightDecay', f, 0, 1);
+  if (kind === 'sgd') return { kind, lr, momentum: num(o, 'momentum', f, 0, 0.999), weightDecay };
+  return {
+    kind,
+    lr,
+    beta1: num(o, 'beta1', f, 0, 0.9999),
+    beta2: num(o, 'beta2', f, 0, 0.99999),
+    epsilon: num(o, 'epsilon', f, 1e-12, 1),
+    weightDecay,
+  };
+}
+
+function train(o: Obj): TrainConfig {
+  const f = 'train';
+  return {
+    epochs: num(o, 'epochs', f, 1, 10000, true),
+    batchSize: num(o, 'batchSize', f, 1, 512, true),
+    optimizer: optimizer(obj(o.optimizer, 'train.optimizer')),
+    loss: oneOf(o, 'loss', f, ['dice', 'bce'] as const),
+    posWeight: num(o, 'posWeight', f, 0.01, 100),
+    readEverySteps: num(o, 'readEverySteps', f, 1, 1000, true),
+    checkpointEverySteps: num(o, 'checkpointEverySteps', f, 1, 100000, true),
+    emaSmoothing: num(o, 'emaSmoothing', f, 0, 0.999),
+  };
+}
+
+function noise(o: Obj): NoiseConfig {
+  const f = 'noise';
+  const config: NoiseConfig = {
+    preset: oneOf(o, 'preset', f, ['paper', 'none'] as const),
+    distortion: oneOf(o, 'distortion', f, DISTORTION_KINDS),
+  };
+  if (o.probabilities !== undefined) {
+    const p = obj(o.probabilities, 'noise.probabilities');
+    for (const key of Object.keys(p)) {
+      if (!(NOISE_STEPS as readonly string[]).includes(key)) {
+        throw new ConfigError(`noise.probabilities.${key}`, `unknown step; steps are ${NOISE_STEPS.join(', ')}`);
+      }
+      num(p, key, 'noise.probabilities', 0, 1);
+    }
+    config.probabilities = p as NoiseConfig['probabilities'];
+  }
+  return config;
+}
+
+function data(o: Obj): DataConfig {
+  const split = obj(o.split, 'data.split');
+  const kind = oneOf(split, 'kind', 'data.split', ['fractions', 'paper-fold'] as const);
+  const test = num(split, 'test', 'data.split', 0, 0.9);
+  const parsed: DataConfig['split'] = kind === 'fractions'
+    ? { kind, val: num(split, 'val', 'data.split', 0, 0.9), test }
+    : { kind, valFold: num(split, 'valFold', 'data.split', 0, 4, true), test };
+  if (parsed.kind === 'fractions' && parsed.val + parsed.test >= 1) {
+    throw new ConfigError('data.split', `val + test must leave images to train on, got ${parsed.val} + ${parsed.test}`);
+  }
+  return { split: parsed, unlabeledPerLabeled: num(o, 'unlabeledPerLabeled', 'data', 0, 1000) };
+}
+
+/** Parses and validates an imported card; throws ConfigError naming the first bad field. */
+export function parseRunCard(input: unknown): RunCard {
+  const o = obj(input, 'card');
+  const version = num(o, 'version', 'card', 1, Number.MAX_SAFE_INTEGER, true);
+  if (version > RUN_CARD_VERSION) {
+    throw new ConfigError('card.version', `this studio reads run cards up to version ${RUN_CARD_VERSION}; this one is version ${version}, made by a newer studio`);
+  }
+  const pseudo = obj(o.pseudo, 'pseudo');
+  const student = obj(o.student, 'student');
+  const evalConfig = obj(o.eval, 'eval');
+  if (typeof pseudo.flipTta !== 'boolean') throw new ConfigError('pseudo.flipTta', 'must be true or false');
+  return {
+    version,
+    name: str(o, 'name', 'card'),
+    seed: num(o, 'seed', 'card', 0, 2 ** 32 - 1, true),
+    backend: oneOf(o, 'backend', 'card', ['auto', 'webgpu', 'wasm', 'webgl', 'cpu'] as const),
+    model: model(obj(o.model, 'model')),
+    train: train(obj(o.train, 'train')),
+    noise: noise(obj(o.noise, 'noise')),
+    data: data(obj(o.data, 'data')),
+    pseudo: {
+      threshold: num(pseudo, 'threshold', 'pseudo', 0.01, 0.99),
+      minLesionFraction: num(pseudo, 'minLesionFraction', 'pseudo', 0, 0.5),
+      flipTta: pseudo.flipTta,
+    },
+    student: {
+      init: oneOf(student, 'init', 'student', ['same-as-teacher', 'teacher-weights'] as const),
+      rounds: num(student, 'rounds', 'student', 0, 5, true),
+    },
+    eval: { logitThreshold: num(evalConfig, 'logitThreshold', 'eval', -20, 20) },
+  };
+}
+
+/** One line per knob, for the studio's configure view and the CLI's help. */
+export const KNOB_HELP: Record<string, string> = {
+  seed: 'Seeds the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
+  backend: 'auto = WebGPU when present, else wasm, else WebGL, else CPU.',
+  'model.encoder': 'MobileNetV2 (fast, offline ImageNet-derived init) or ResNet-34 (the paper\'s likely backbone).',
+  'model.width': 'Channel width multiplier; 1 is the standard network.',
+  'model.outputStride': '8 keeps more detail (rates 12/24/36); 16 is about 3x cheaper (rates 6/12/18).',
+  'model.atrousRates': 'Dilation rates of the three ASPP 3x3 branches.',
+  'model.asppChannels': 'Channels of every ASPP branch and of the decoder (256 in the paper).',
+  'model.dropout': 'Dropout after the ASPP projection: the student\'s model noise (0.5 in the paper).',
+  'model.inputSize': 'Images and masks are resized to this square side (256 in the paper).',
+  'model.init': 'imagenet = MobileNetV2 weights shipped offline; random; user = a tfjs layers model you supply.',
+  'model.inputRange': 'unit feeds pixels in [0,1] (the paper); symmetric rescales to [-1,1] (what MobileNetV2 weights expect).',
+  'train.epochs': 'Passes over the training images per stage (65 in the paper).',
+  'train.batchSize': 'Images per step; the ragged last batch is dropped (10 in the paper).',
+  'train.optimizer': 'SGD lr 0.006, momentum 0.81, weight decay 0.02 in the paper; Adam converges faster on small sets.',
+  'train.loss': 'dice = soft Dice pooled over the batch (the paper); bce = BCE with logits and pos_weight.',
+  'train.posWeight': 'BCE only: the weight of lesion pixels.',
+  'train.readEverySteps': 'How often the loss is read back from the device (reading every step stalls a GPU).',
+  'train.checkpointEverySteps': 'How often a resumable checkpoint is saved (and at every epoch\'s end).',
+  'train.emaSmoothing': 'Smoothing of the validation mIoU whose maximum picks the best checkpoint (nnU-Net: 0.9).',
+  noise: 'paper = the ten augmentations of the paper; none = resize only.',
+  'noise.distortion': 'The one distortion of step 6: optical, grid, elastic or coarse-dropout.',
+  'data.split': 'Held-out labeled images: seeded fractions, or the paper\'s mod-15 folds plus a test fraction.',
+  'data.unlabeledPerLabeled': 'The paper\'s 1/m ratio: unlabeled images used per labeled training image (m = 4).',
+  'pseudo.threshold': 'Lesion probability at which a pseudo-label pixel becomes lesion.',
+  'pseudo.minLesionFraction': 'Pseudo-labels with less lesion than this fraction of the image are dropped.',
+  'pseudo.flipTta': 'Average the teacher\'s prediction with that of the flipped image.',
+  'student.init': 'same-as-teacher = the paper (fresh from the same init); teacher-weights = fine-tune the teacher.',
+  'student.rounds': '2 = student and student*, as in the paper; 0 = teacher only.',
+  'eval.logitThreshold': 'Metrics threshold raw logits here (the paper: 0.5, i.e. probability 0.622).',
+};

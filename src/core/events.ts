@@ -1,0 +1,58 @@
+/**
+ * What a run tells the world. The pipeline emits these through an EventSink;
+ * the Node runner prints them, the worker forwards them to the page, tests
+ * collect them. Plain data only (structured-clonable).
+ */
+import type { MetricReport } from './metrics.ts';
+
+export type StageName = 'teacher' | 'pseudo-teacher' | 'student' | 'pseudo-student' | 'student-star';
+
+export const STAGE_TITLES: Record<StageName, string> = {
+  teacher: 'Teacher',
+  'pseudo-teacher': 'Pseudo-labels (teacher)',
+  student: 'Noisy student',
+  'pseudo-student': 'Pseudo-labels (student)',
+  'student-star': 'Student*',
+};
+
+/** Metrics without the per-image list, for charts and tables. */
+export type MetricSummary = Omit<MetricReport, 'perImage'>;
+
+export interface PseudoLabelRecord {
+  /** Sample id of the unlabeled image. */
+  id: string;
+  image: string;
+  /** Key of the stored mask in the key-value store. */
+  key: string;
+  lesionFraction: number;
+  /** Mean binary entropy of the lesion probability, in bits (0 = certain). */
+  uncertainty: number;
+  /** Too little lesion: left out of training. */
+  dropped: boolean;
+}
+
+export type TrainerEvent =
+  | { type: 'run'; runId: string; status: 'started' | 'resumed' | 'paused' | 'continued' | 'cancelled' | 'completed' | 'failed'; message?: string }
+  | { type: 'stage'; stage: StageName; status: 'started' | 'completed' | 'skipped'; message?: string }
+  | {
+      type: 'step';
+      stage: StageName;
+      epoch: number;
+      /** Step within the stage, from 1. */
+      step: number;
+      totalSteps: number;
+      loss: number;
+      imagesPerSecond: number;
+      etaSeconds: number;
+      numTensors: number;
+      numBytes: number;
+    }
+  | { type: 'epoch'; stage: StageName; epoch: number; epochs: number; metrics: MetricSummary; ema: number; best: boolean; seconds: number }
+  | { type: 'evaluation'; stage: StageName; split: 'val' | 'test'; bySet: Record<string, MetricSummary>; overall: MetricSummary }
+  | { type: 'pseudo'; stage: StageName; done: number; total: number; kept: number; dropped: number; imagesPerSecond: number }
+  | { type: 'checkpoint'; stage: StageName; epoch: number; step: number; kind: 'latest' | 'best'; bytes: number }
+  | { type: 'progress'; task: string; done: number; total: number; etaSeconds?: number }
+  | { type: 'warning'; message: string; file?: string }
+  | { type: 'log'; message: string };
+
+export type EventSink = (event: TrainerEvent) => void;

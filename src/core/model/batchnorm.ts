@@ -1,0 +1,74 @@
+/**
+ * Batch normalisation written with broadcasting ops. tfjs's batchNorm
+ * gradient tiles its per-channel factors to the full activation size in every
+ * layer (a quarter of a training step on wasm); broadcasting gradients reduce
+ * instead. Weights and their names match tf.layers.batchNormalization, so the
+ * export build uses that layer and plain tfjs loads the result.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface BatchNormArgs extends tf.serialization.ConfigDict {
+  name: string;
+  epsilon: number;
+  /** Keras convention: moving = moving * momentum + batch * (1 - momentum). */
+  momentum: number;
+}
+
+export class BatchNorm extends tf.layers.Layer {
+  static readonly className = 'BatchNorm';
+  private gamma!: tf.LayerVariable;
+  private beta!: tf.LayerVariable;
+  private movingMean!: tf.LayerVariable;
+  private movingVariance!: tf.LayerVariable;
+
+  constructor(private readonly args: BatchNormArgs) {
+    super({ name: args.name });
+  }
+
+  build(inputShape: tf.Shape | tf.Shape[]): void {
+    const shape = inputShape as tf.Shape;
+    const c = [shape[shape.length - 1] as number];
+    this.gamma = this.addWeight('gamma', c, 'float32', tf.initializers.ones());
+    this.beta = this.addWeight('beta', c, 'float32', tf.initializers.zeros());
+    this.movingMean = this.addWeight('moving_mean', c, 'float32', tf.initializers.zeros(), undefined, false);
+    this.movingVariance = this.addWeight('moving_variance', c, 'float32', tf.initializers.ones(), undefined, false);
+    this.built = true;
+  }
+
+  computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    return inputShape as tf.Shape;
+  }
+
+  call(inputs: tf.Tensor | tf.Tensor[], kwargs: tf.serialization.ConfigDict): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const gamma = this.gamma.read();
+    const beta = this.beta.read();
+    const eps = this.args.epsilon;
+    if (!kwargs.training) {
+      const scale = tf.mul(gamma, tf.rsqrt(tf.add(this.movingVariance.read(), eps)));
+      return tf.add(tf.mul(tf.sub(x, this.movingMean.read()), scale), beta);
+    }
+    const axes = [0, 1, 2];
+    const mean = tf.mean(x, axes);
+    const centred = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(centred), axes);
+    this.updateMovingStatistics(mean, variance, x.size / mean.size);
+    return tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, eps)))), beta);
+  }
+
+  private updateMovingStatistics(mean: tf.Tensor, variance: tf.Tensor, n: number): void {
+    const m = this.args.momentum;
+    tf.tidy(() => {
+      // Like PyTorch, the running variance is the unbiased estimate.
+      const unbiased = tf.mul(variance, n / Math.max(1, n - 1));
+      this.movingMean.write(tf.add(tf.mul(this.movingMean.read(), m), tf.mul(mean, 1 - m)));
+      this.movingVariance.write(tf.add(tf.mul(this.movingVariance.read(), m), tf.mul(unbiased, 1 - m)));
+    });
+  }
+
+  getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), ...this.args };
+  }
+}
+
+tf.serialization.registerClass(BatchNorm);

@@ -1,0 +1,125 @@
+/**
+ * The few layer shapes the encoders and the decoder are made of, built once
+ * for training (atrous layers that train everywhere) or for export (tfjs's own
+ * dilated layers, which plain tfjs loads), with identical weight names.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { AtrousConv2D, BatchToSpace, SpaceToBatch } from './atrous.ts';
+import { BatchNorm } from './batchnorm.ts';
+
+export type BuildMode = 'train' | 'export';
+type Sym = tf.SymbolicTensor;
+
+export interface ConvSpec {
+  filters: number;
+  kernel: number;
+  stride?: number;
+  rate?: number;
+  bias?: boolean;
+  name: string;
+  /** Keras-style explicit padding before a 'valid' conv; otherwise 'same'. */
+  padding?: 'same' | 'valid';
+}
+
+export interface BnSpec {
+  name: string;
+  epsilon: number;
+  momentum: number;
+}
+
+export class LayerKit {
+  /** In training builds, the sub-grid factor the current stage runs on. */
+  private regrid = 1;
+
+  constructor(readonly mode: BuildMode) {}
+
+  /**
+   * Enters a dilated encoder stage. Training builds regrid once (see
+   * SpaceToBatch) and run the stage's convolutions undilated; export builds
+   * keep tfjs's own dilated layers, which plain tfjs loads.
+   */
+  dilateStage(x: Sym, rate: number, name: string): Sym {
+    if (this.mode === 'export' || rate === this.regrid) return x;
+    const factor = rate / this.regrid;
+    this.regrid = rate;
+    return new SpaceToBatch({ name, factor }).apply(x) as Sym;
+  }
+
+  /** Leaves all dilated stages: back to the full-resolution grid. */
+  undilate(x: Sym, name: string): Sym {
+    if (this.regrid === 1) return x;
+    const factor = this.regrid;
+    this.regrid = 1;
+    return new BatchToSpace({ name, factor }).apply(x) as Sym;
+  }
+
+  /** A spec without a rate is pointwise or belongs to the current stage. */
+  private effectiveRate(rate: number | undefined): number {
+    return (rate ?? this.regrid) / this.regrid;
+  }
+
+  conv(x: Sym, s: ConvSpec): Sym {
+    const rate = this.effectiveRate(s.rate);
+    if (rate > 1 && s.kernel > 1 && this.mode === 'train') {
+      if (s.bias) throw new Error(`${s.name}: atrous convolutions are built without bias`);
+      return new AtrousConv2D({ name: s.name, filters: s.filters, kernelSize: s.kernel, rate }).apply(x) as Sym;
+    }
+    return tf.layers
+      .conv2d({
+        name: s.name,
+        filters: s.filters,
+        kernelSize: s.kernel,
+        strides: s.stride ?? 1,
+        dilationRate: rate,
+        padding: s.padding ?? 'same',
+        useBias: s.bias ?? false,
+        kernelInitializer: 'heNormal',
+      })
+      .apply(x) as Sym;
+  }
+
+  depthwise(x: Sym, s: Omit<ConvSpec, 'filters'>): Sym {
+    const rate = this.effectiveRate(s.rate);
+    if (rate > 1 && this.mode === 'train') {
+      throw new Error(`${s.name}: dilated depthwise convolutions train only inside a regridded stage`);
+    }
+    return tf.layers
+      .depthwiseConv2d({
+        name: s.name,
+        kernelSize: s.kernel,
+        strides: s.stride ?? 1,
+        dilationRate: rate,
+        padding: s.padding ?? 'same',
+        useBias: false,
+        depthwiseInitializer: 'heNormal',
+      })
+      .apply(x) as Sym;
+  }
+
+  bn(x: Sym, s: BnSpec): Sym {
+    if (this.mode === 'train') return new BatchNorm({ name: s.name, epsilon: s.epsilon, momentum: s.momentum }).apply(x) as Sym;
+    return tf.layers.batchNormalization({ name: s.name, epsilon: s.epsilon, momentum: s.momentum }).apply(x) as Sym;
+  }
+
+  relu(x: Sym, name: string, maxValue?: number): Sym {
+    return tf.layers.reLU({ name, maxValue }).apply(x) as Sym;
+  }
+
+  zeroPad(x: Sym, name: string, padding: [[number, number], [number, number]]): Sym {
+    return tf.layers.zeroPadding2d({ name, padding }).apply(x) as Sym;
+  }
+
+  maxPool(x: Sym, name: string, pool: number, stride: number): Sym {
+    return tf.layers.maxPooling2d({ name, poolSize: pool, strides: stride, padding: 'same' }).apply(x) as Sym;
+  }
+
+  add(xs: Sym[], name: string): Sym {
+    return tf.layers.add({ name }).apply(xs) as Sym;
+  }
+}
+
+/** Keras' _make_divisible: channel counts for a width multiplier. */
+export function makeDivisible(v: number, divisor = 8): number {
+  const rounded = Math.max(divisor, Math.floor(v + divisor / 2) - (Math.floor(v + divisor / 2) % divisor));
+  return rounded < 0.9 * v ? rounded + divisor : rounded;
+}
