@@ -284,7 +284,7 @@ export function parseRunCard(input: unknown): RunCard {
     },
     student: {
       init: oneOf(student, 'init', 'student', ['same-as-teacher', 'teacher-weights'] as const),
-      rounds: num(student, 'rounds', 'student', 0, 5, true),
+      rounds: num(student, 'rounds', 'student', 0, 2, true),
     },
     eval: { logitThreshold: num(evalConfig, 'logitThreshold', 'eval', -20, 20) },
   };

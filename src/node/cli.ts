@@ -35,6 +35,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'recognise the data sets in folders and report pairs, splits and strays',
     load: () => import('./commands/inspect.ts'),
   },
+  train: {
+    summary: 'run the Noisy Student pipeline (teacher, pseudo-labels, student, student*) headless',
+    load: () => import('./commands/train.ts'),
+  },
 };
 
 export const EXIT_USAGE = 2;

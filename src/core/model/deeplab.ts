@@ -64,7 +64,7 @@ export function buildDeepLabV3(config: ModelConfig, mode: BuildMode = 'train'): 
 
   let x = tf.layers.concatenate({ name: 'aspp_concat', axis: -1 }).apply(branches) as Sym;
   x = branch(x, 'aspp_project', 1, 1);
-  x = tf.layers.dropout({ name: 'aspp_dropout', rate: config.dropout }).apply(x) as Sym;
+  x = kit.dropout(x, 'aspp_dropout', config.dropout);
   x = branch(x, 'decoder', 3, 1);
   x = kit.conv(x, { name: 'head', filters: 1, kernel: 1, bias: true });
   const logits = tf.layers

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { AtrousConv2D, BatchToSpace, SpaceToBatch } from './atrous.ts';
 import { BatchNorm } from './batchnorm.ts';
+import { SeededDropout } from './dropout.ts';
 
 export type BuildMode = 'train' | 'export';
 type Sym = tf.SymbolicTensor;
@@ -107,6 +108,11 @@ export class LayerKit {
 
   zeroPad(x: Sym, name: string, padding: [[number, number], [number, number]]): Sym {
     return tf.layers.zeroPadding2d({ name, padding }).apply(x) as Sym;
+  }
+
+  dropout(x: Sym, name: string, rate: number): Sym {
+    if (this.mode === 'train') return new SeededDropout({ name, rate }).apply(x) as Sym;
+    return tf.layers.dropout({ name, rate }).apply(x) as Sym;
   }
 
   maxPool(x: Sym, name: string, pool: number, stride: number): Sym {

@@ -1,0 +1,51 @@
+/**
+ * Scores a model on labeled items with every metric, overall and per source
+ * set (ISIC 2017, ISIC 2018, PH2, ...), at the training size as the paper does.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { binariseLogits, MetricAccumulator, type MetricReport } from './metrics.ts';
+import { predictLogits } from './predict.ts';
+import type { PixelCache, Pixels, TrainItem } from './samples.ts';
+
+export interface Evaluation {
+  overall: MetricReport;
+  bySet: Record<string, MetricReport>;
+}
+
+export async function evaluate(
+  model: tf.LayersModel,
+  items: TrainItem[],
+  cache: PixelCache,
+  options: { batchSize: number; logitThreshold: number; flipTta?: boolean },
+): Promise<Evaluation> {
+  const overall = new MetricAccumulator();
+  const bySet = new Map<string, MetricAccumulator>();
+  for (let start = 0; start < items.length; start += options.batchSize) {
+    const loaded: { item: TrainItem; pixels: Pixels }[] = [];
+    for (const item of items.slice(start, start + options.batchSize)) {
+      const pixels = await cache.get(item);
+      if (pixels) loaded.push({ item, pixels });
+    }
+    if (loaded.length === 0) continue;
+    const logits = await predictLogits(model, loaded.map((l) => l.pixels.image), options);
+    const preds = logits.map((l) => binariseLogits(l, options.logitThreshold));
+    overall.addBatch(preds, loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
+    // Each set sees its own part of the batch as one batch, like the paper's per-batch mIoU.
+    const sets = new Set(loaded.map((l) => l.item.set));
+    for (const set of sets) {
+      const idx = loaded.map((l, i) => (l.item.set === set ? i : -1)).filter((i) => i >= 0);
+      let acc = bySet.get(set);
+      if (!acc) bySet.set(set, (acc = new MetricAccumulator()));
+      acc.addBatch(idx.map((i) => preds[i]), idx.map((i) => loaded[i].pixels.mask.data), idx.map((i) => loaded[i].item.id));
+    }
+  }
+  return {
+    overall: overall.report(),
+    bySet: Object.fromEntries([...bySet].map(([set, acc]) => [set, acc.report()])),
+  };
+}
+
+export function summary(report: MetricReport): Omit<MetricReport, 'perImage'> {
+  const { perImage: _omit, ...rest } = report;
+  return rest;
+}

@@ -1,0 +1,121 @@
+/**
+ * Optimisers with PyTorch's semantics (the paper's code is PyTorch), whose
+ * state is plain named tensors so a checkpoint can hold it and a resumed run
+ * continues exactly where it stopped.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { OptimizerConfig } from './config.ts';
+
+export interface NamedTensor {
+  name: string;
+  tensor: tf.Tensor;
+}
+
+/** A trainable variable under a name that is stable across model rebuilds. */
+export interface Param {
+  key: string;
+  variable: tf.Variable;
+}
+
+export interface Optimizer {
+  /** Applies one update; grads[i] belongs to params[i]; disposes the gradients. */
+  apply(params: Param[], grads: tf.Tensor[]): void;
+  state(): NamedTensor[];
+  /** Replaces the state with copies of the given tensors. */
+  setState(state: NamedTensor[]): void;
+  dispose(): void;
+}
+
+abstract class SlottedOptimizer implements Optimizer {
+  protected slots = new Map<string, tf.Variable>();
+  protected iterations = 0;
+
+  abstract apply(params: Param[], grads: tf.Tensor[]): void;
+
+  protected slot(name: string, like: tf.Tensor): tf.Variable {
+    let v = this.slots.get(name);
+    if (!v) {
+      v = tf.variable(tf.zerosLike(like), false);
+      this.slots.set(name, v);
+    }
+    return v;
+  }
+
+  state(): NamedTensor[] {
+    const out: NamedTensor[] = [{ name: 'iterations', tensor: tf.scalar(this.iterations) }];
+    for (const [name, v] of this.slots) out.push({ name, tensor: v });
+    return out;
+  }
+
+  setState(state: NamedTensor[]): void {
+    this.dispose();
+    for (const { name, tensor } of state) {
+      if (name === 'iterations') this.iterations = tensor.dataSync()[0];
+      else this.slots.set(name, tf.variable(tensor.clone(), false));
+    }
+  }
+
+  dispose(): void {
+    for (const v of this.slots.values()) v.dispose();
+    this.slots.clear();
+    this.iterations = 0;
+  }
+}
+
+/** torch.optim.SGD: g += wd * w; buf = momentum * buf + g; w -= lr * buf. */
+export class Sgd extends SlottedOptimizer {
+  constructor(private readonly config: Extract<OptimizerConfig, { kind: 'sgd' }>) {
+    super();
+  }
+
+  apply(params: Param[], grads: tf.Tensor[]): void {
+    const { lr, momentum, weightDecay } = this.config;
+    tf.tidy(() => {
+      params.forEach(({ key, variable: v }, i) => {
+        const g = weightDecay > 0 ? tf.add(grads[i], tf.mul(v, weightDecay)) : grads[i];
+        let step = g;
+        if (momentum > 0) {
+          const buf = this.slot(`${key}/momentum`, v);
+          // PyTorch's first step initialises the buffer with the gradient itself.
+          const next = this.iterations === 0 ? g : tf.add(tf.mul(buf, momentum), g);
+          buf.assign(next);
+          step = next;
+        }
+        v.assign(tf.sub(v, tf.mul(step, lr)));
+      });
+    });
+    this.iterations++;
+    tf.dispose(grads);
+  }
+}
+
+/** torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments). */
+export class Adam extends SlottedOptimizer {
+  constructor(private readonly config: Extract<OptimizerConfig, { kind: 'adam' }>) {
+    super();
+  }
+
+  apply(params: Param[], grads: tf.Tensor[]): void {
+    const { lr, beta1, beta2, epsilon, weightDecay } = this.config;
+    const t = this.iterations + 1;
+    const correction1 = 1 - beta1 ** t;
+    const correction2 = 1 - beta2 ** t;
+    tf.tidy(() => {
+      params.forEach(({ key, variable: v }, i) => {
+        const g = weightDecay > 0 ? tf.add(grads[i], tf.mul(v, weightDecay)) : grads[i];
+        const m = this.slot(`${key}/m`, v);
+        const s = this.slot(`${key}/v`, v);
+        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
+        s.assign(tf.add(tf.mul(s, beta2), tf.mul(tf.square(g), 1 - beta2)));
+        const denom = tf.add(tf.div(tf.sqrt(s), Math.sqrt(correction2)), epsilon);
+        v.assign(tf.sub(v, tf.mul(tf.div(m, denom), lr / correction1)));
+      });
+    });
+    this.iterations = t;
+    tf.dispose(grads);
+  }
+}
+
+export function createOptimizer(config: OptimizerConfig): Optimizer {
+  return config.kind === 'sgd' ? new Sgd(config) : new Adam(config);
+}

@@ -1,0 +1,331 @@
+/**
+ * The Noisy Student pipeline (Cancers 2024, 16(6):1120), chained end to end:
+ *   teacher -> pseudo-labels -> noisy student -> pseudo-labels -> student*.
+ * Each stage persists its checkpoints and results through the key-value
+ * store; a run stopped anywhere resumes at its last saved step.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointStore } from './checkpoint.ts';
+import type { RunCard } from './config.ts';
+import { RunControl } from './control.ts';
+import type { Sample } from './dataset/layouts.ts';
+import { labeledUnlabeledRatio, paperSplit, splitSamples } from './dataset/splits.ts';
+import { LesionError } from './errors.ts';
+import { evaluate, summary } from './evaluate.ts';
+import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from './events.ts';
+import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
+import { buildDeepLabV3 } from './model/deeplab.ts';
+import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from './model/pretrained.ts';
+import { generatePseudoLabels } from './pseudo.ts';
+import { itemFromSample, PixelCache, type TrainItem } from './samples.ts';
+import { trainStage } from './train.ts';
+
+export { RunControl };
+
+export interface PipelineHost {
+  source: FileSource;
+  decoder: PixelDecoder;
+  store: KeyValueStore;
+  emit: EventSink;
+  /** Weights for model.init = 'user' (e.g. a ResNet-34 the user converted to tfjs). */
+  userEncoderWeights?: () => Promise<NamedWeights>;
+}
+
+export interface RunInputs {
+  /** Samples with expert masks. */
+  labeled: Sample[];
+  /** The unlabeled pool (images without masks). */
+  unlabeled: Sample[];
+}
+
+export interface StageResult {
+  stage: StageName;
+  bestEpoch: number | null;
+  val: MetricSummary | null;
+  test: { overall: MetricSummary; bySet: Record<string, MetricSummary> } | null;
+}
+
+export interface RunResults {
+  runId: string;
+  stages: StageResult[];
+  pseudoLabels: PseudoLabelRecord[];
+}
+
+/** What a run keeps about itself, so that it can resume on any host. */
+export interface RunState {
+  runId: string;
+  createdAt: string;
+  updatedAt: string;
+  status: 'running' | 'paused' | 'cancelled' | 'completed' | 'failed';
+  message?: string;
+  completed: StageName[];
+  split: { train: string[]; val: string[]; test: string[]; unlabeled: string[] };
+  results: StageResult[];
+}
+
+export type TrainingStage = 'teacher' | 'student' | 'student-star';
+type PseudoStage = 'pseudo-teacher' | 'pseudo-student';
+
+/** The stages a card asks for, in order. */
+export function plannedStages(card: RunCard): StageName[] {
+  const stages: StageName[] = ['teacher'];
+  if (card.student.rounds >= 1) stages.push('pseudo-teacher', 'student');
+  if (card.student.rounds >= 2) stages.push('pseudo-student', 'student-star');
+  return stages;
+}
+
+const PRODUCER: Record<PseudoStage, TrainingStage> = { 'pseudo-teacher': 'teacher', 'pseudo-student': 'student' };
+
+export const runKey = (runId: string, what: string): string => `runs/${runId}/${what}`;
+
+function checkpoints(store: KeyValueStore, runId: string, stage: TrainingStage | 'init'): CheckpointStore {
+  return new CheckpointStore(store, runKey(runId, `ckpt/${stage}`));
+}
+
+/**
+ * The card's held-out parts. Images an official layout already marks as test
+ * (e.g. ISIC's Test folders) stay test; the rest is split with the card's seed.
+ */
+export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[]; val: Sample[]; test: Sample[] } {
+  const official = labeled.filter((s) => s.split === 'test');
+  const rest = labeled.filter((s) => s.split !== 'test');
+  const split = card.data.split;
+  if (split.kind === 'fractions') {
+    const parts = splitSamples(rest, { seed: card.seed, val: split.val, test: official.length > 0 ? 0 : split.test });
+    return { train: parts.train, val: parts.val, test: [...official, ...parts.test] };
+  }
+  const held = official.length > 0 ? { train: rest, test: official } : (() => {
+    const p = splitSamples(rest, { seed: card.seed, val: 0, test: split.test });
+    return { train: p.train, test: p.test };
+  })();
+  const folds = paperSplit(held.train, split.valFold);
+  return { train: folds.train, val: folds.val, test: held.test };
+}
+
+export async function runNoisyStudent(
+  card: RunCard,
+  inputs: RunInputs,
+  host: PipelineHost,
+  control: RunControl,
+  options: { runId: string; resume: boolean },
+): Promise<RunResults> {
+  const { store, emit } = host;
+  const { runId } = options;
+  const stateKey = runKey(runId, 'state');
+  const previous = options.resume ? await store.get<RunState>(stateKey) : undefined;
+  if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
+
+  const byId = new Map([...inputs.labeled, ...inputs.unlabeled].map((s) => [`${s.set}/${s.id}`, s]));
+  const keyOf = (s: Sample): string => `${s.set}/${s.id}`;
+  let state: RunState;
+  if (previous) {
+    const missing = Object.values(previous.split).flat().filter((k) => !byId.has(k));
+    if (missing.length > 0) {
+      throw new LesionError('dataset', `run ${runId} cannot resume: ${missing.length} of its images are not in the opened folders (first: ${missing[0]})`);
+    }
+    state = { ...previous, status: 'running', updatedAt: new Date().toISOString() };
+  } else {
+    const parts = splitLabeled(card, inputs.labeled);
+    const unlabeled = labeledUnlabeledRatio(parts.train, inputs.unlabeled, card.data.unlabeledPerLabeled, card.seed);
+    state = {
+      runId,
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+      status: 'running',
+      completed: [],
+      split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: unlabeled.map(keyOf) },
+      results: [],
+    };
+    await store.set(runKey(runId, 'card'), card);
+  }
+  await store.set(stateKey, state);
+  emit({ type: 'run', runId, status: previous ? 'resumed' : 'started' });
+
+  const samples = (keys: string[]): Sample[] => keys.map((k) => byId.get(k)!);
+  const train = samples(state.split.train).map(itemFromSample);
+  const val = samples(state.split.val).map(itemFromSample);
+  const test = samples(state.split.test).map(itemFromSample);
+  const pool = samples(state.split.unlabeled);
+  emit({
+    type: 'log',
+    message: `split: ${train.length} train, ${val.length} val, ${test.length} test labeled images; ${pool.length} unlabeled`,
+  });
+
+  const size = card.model.inputSize;
+  const cache = new PixelCache(host.source, host.decoder, store, { width: size, height: size }, emit);
+  const pseudoLabels: PseudoLabelRecord[] = [];
+
+  const freshModel = async (): Promise<tf.LayersModel> => {
+    const model = buildDeepLabV3(card.model, 'train');
+    const init = checkpoints(store, runId, 'init');
+    if (await init.identity('init')) {
+      await init.load('init', model);
+      return model;
+    }
+    if (card.model.init !== 'random') {
+      const weights = card.model.init === 'imagenet'
+        ? await loadMobileNetV2ImageNet(card.model)
+        : await (host.userEncoderWeights ?? (() => {
+          throw new LesionError('model', 'model.init is "user" but no encoder weights were supplied');
+        }))();
+      const { loaded } = applyEncoderWeights(model, weights);
+      tf.dispose([...weights.values()]);
+      emit({ type: 'log', message: `encoder initialised from ${card.model.init} weights (${loaded.length} layers)` });
+    }
+    // Kept so the student starts from exactly the teacher's initialisation.
+    await init.save('init', model, [], { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] });
+    return model;
+  };
+
+  const saveState = async (patch: Partial<RunState>): Promise<void> => {
+    state = { ...state, ...patch, updatedAt: new Date().toISOString() };
+    await store.set(stateKey, state);
+  };
+
+  try {
+    for (const stage of plannedStages(card)) {
+      if (state.completed.includes(stage)) {
+        if (stage.startsWith('pseudo')) {
+          pseudoLabels.push(...((await store.get<PseudoLabelRecord[]>(runKey(runId, `pseudo/${stage}`))) ?? []));
+        }
+        emit({ type: 'stage', stage, status: 'skipped', message: 'already completed' });
+        continue;
+      }
+      emit({ type: 'stage', stage, status: 'started' });
+      if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
+        const producer = PRODUCER[stage];
+        const model = buildDeepLabV3(card.model, 'train');
+        const best = checkpoints(store, runId, producer);
+        await best.load('best', model);
+        const records = await generatePseudoLabels({
+          stage,
+          producer: `${runId}/${producer}/${await best.identity('best')}`,
+          model,
+          samples: pool,
+          card,
+          cache,
+          source: host.source,
+          store,
+          emit,
+          control,
+        });
+        model.dispose();
+        await store.set(runKey(runId, `pseudo/${stage}`), records);
+        pseudoLabels.push(...records);
+        await saveState({ completed: [...state.completed, stage] });
+      } else {
+        const model = await freshModel();
+        if (stage !== 'teacher' && card.student.init === 'teacher-weights') {
+          await checkpoints(store, runId, 'teacher').load('best', model);
+        }
+        const pseudoStage: PseudoStage | undefined = stage === 'student' ? 'pseudo-teacher' : stage === 'student-star' ? 'pseudo-student' : undefined;
+        let items: TrainItem[] = train;
+        if (pseudoStage) {
+          const records = (await store.get<PseudoLabelRecord[]>(runKey(runId, `pseudo/${pseudoStage}`))) ?? [];
+          const rejected = new Set((await store.get<string[]>(runKey(runId, 'rejected'))) ?? []);
+          const pseudoItems = records
+            .filter((r) => !r.dropped && !rejected.has(r.image))
+            .map((r): TrainItem => {
+              const sample = pool.find((s) => s.image === r.image)!;
+              return { id: sample.id, set: sample.set, image: sample.image, mask: { kind: 'pseudo', key: r.key } };
+            });
+          items = [...train, ...pseudoItems];
+          emit({ type: 'log', message: `${stage}: ${train.length} labeled + ${pseudoItems.length} pseudo-labeled images (${rejected.size} rejected by review)` });
+        }
+        const ckpt = checkpoints(store, runId, stage);
+        const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume });
+        await ckpt.load('best', model);
+        let testResult: StageResult['test'] = null;
+        if (test.length > 0) {
+          const evaluation = await evaluate(model, test, cache, { batchSize: card.train.batchSize, logitThreshold: card.eval.logitThreshold });
+          testResult = {
+            overall: summary(evaluation.overall),
+            bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, summary(v)])),
+          };
+          emit({ type: 'evaluation', stage, split: 'test', overall: testResult.overall, bySet: testResult.bySet });
+          await store.set(runKey(runId, `per-image/${stage}`), evaluation.overall.perImage);
+        }
+        model.dispose();
+        const result: StageResult = {
+          stage,
+          bestEpoch: outcome.bestEpoch,
+          val: outcome.lastValidation ? summary(outcome.lastValidation.overall) : null,
+          test: testResult,
+        };
+        await saveState({ completed: [...state.completed, stage], results: [...state.results.filter((r) => r.stage !== stage), result] });
+      }
+      emit({ type: 'stage', stage, status: 'completed' });
+    }
+  } catch (error) {
+    const cancelled = control.state === 'cancelled';
+    const message = error instanceof Error ? error.message : String(error);
+    await saveState({ status: cancelled ? 'cancelled' : 'failed', message });
+    emit({ type: 'run', runId, status: cancelled ? 'cancelled' : 'failed', message });
+    throw error;
+  }
+  await saveState({ status: 'completed' });
+  emit({ type: 'run', runId, status: 'completed' });
+  return { runId, stages: state.results, pseudoLabels };
+}
+
+/**
+ * The stage's model in its export build (tfjs's standard layers only, so
+ * plain tfjs loads what is saved from it) and its metadata document. The
+ * caller saves it (model.save) and disposes it.
+ */
+export async function loadStageModel(
+  store: KeyValueStore,
+  runId: string,
+  stage: TrainingStage,
+  kind: 'best' | 'latest' = 'best',
+): Promise<{ model: tf.LayersModel; metadata: ExportMetadata }> {
+  const card = await store.get<RunCard>(runKey(runId, 'card'));
+  if (!card) throw new LesionError('storage', `run ${runId} has no run card`);
+  const model = buildDeepLabV3(card.model, 'export');
+  try {
+    // Checkpoints name weights by layer, which the export build shares.
+    const loaded = await checkpoints(store, runId, stage).load(kind, model);
+    if (!loaded) throw new LesionError('storage', `run ${runId} has no ${kind} checkpoint for ${stage}`);
+    tf.dispose(loaded.optimizer.map((t) => t.tensor));
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  const state = await store.get<RunState>(runKey(runId, 'state'));
+  return {
+    model,
+    metadata: {
+      format: 'lesion-studio-model/1',
+      stage,
+      inputSize: card.model.inputSize,
+      input: 'RGB resized to inputSize x inputSize (aspect not kept), pixels scaled to [0, 1]',
+      output: 'one channel of lesion logits at the input size',
+      logitThreshold: card.eval.logitThreshold,
+      card,
+      results: state?.results.find((r) => r.stage === stage) ?? null,
+    },
+  };
+}
+
+export interface ExportMetadata {
+  format: 'lesion-studio-model/1';
+  stage: StageName;
+  inputSize: number;
+  input: string;
+  output: string;
+  logitThreshold: number;
+  card: RunCard;
+  results: StageResult | null;
+}
+
+export async function listRuns(store: KeyValueStore): Promise<RunState[]> {
+  const keys = (await store.keys('runs/')).filter((k) => k.endsWith('/state'));
+  const states = await Promise.all(keys.map((k) => store.get<RunState>(k)));
+  return states.filter((s): s is RunState => s !== undefined).sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
+}
+
+export async function deleteRun(store: KeyValueStore, runId: string): Promise<void> {
+  for (const key of [...(await store.keys(`runs/${runId}/`)), ...(await store.keys(`pseudo/${runId}/`))]) {
+    await store.delete(key);
+  }
+}

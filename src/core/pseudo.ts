@@ -1,0 +1,120 @@
+/**
+ * Pseudo-labels: the teacher (or student) predicts every unlabeled image; each
+ * prediction becomes a hard mask at the card's threshold, masks with almost no
+ * lesion are dropped (the paper's "masks not created or too small"), and each
+ * keeps its mean binary entropy so a person can review the least certain.
+ *
+ * Masks are stored under (producing checkpoint, image content hash, size), so
+ * a rerun or a resumed run reuses them instead of predicting again.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { RunCard } from './config.ts';
+import type { RunControl } from './control.ts';
+import type { Sample } from './dataset/layouts.ts';
+import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
+import type { FileSource, KeyValueStore, RgbImage } from './io.ts';
+import { meanEntropy, predictLogits } from './predict.ts';
+import type { PixelCache, StoredMask } from './samples.ts';
+
+export async function contentHash(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export function pseudoKey(producer: string, hash: string, size: number): string {
+  return `pseudo/${producer}/${hash}/${size}`;
+}
+
+interface StoredRecord {
+  lesionFraction: number;
+  uncertainty: number;
+}
+
+export interface PseudoLabelJob {
+  stage: StageName;
+  /** Identifies the producing checkpoint; part of every mask's key. */
+  producer: string;
+  model: tf.LayersModel;
+  samples: Sample[];
+  card: RunCard;
+  cache: PixelCache;
+  source: FileSource;
+  store: KeyValueStore;
+  emit: EventSink;
+  control: RunControl;
+}
+
+export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoLabelRecord[]> {
+  const { card, store, emit, stage } = job;
+  const size = card.model.inputSize;
+  const B = card.train.batchSize;
+  // The threshold is on the probability; the model emits logits.
+  const logitThreshold = Math.log(card.pseudo.threshold / (1 - card.pseudo.threshold));
+  const records: PseudoLabelRecord[] = [];
+  let kept = 0;
+  let dropped = 0;
+  const started = performance.now();
+  const record = (sample: Sample, key: string, r: StoredRecord): void => {
+    const isDropped = r.lesionFraction < card.pseudo.minLesionFraction;
+    if (isDropped) dropped++;
+    else kept++;
+    records.push({ id: sample.id, image: sample.image, key, lesionFraction: r.lesionFraction, uncertainty: r.uncertainty, dropped: isDropped });
+  };
+
+  let queue: { sample: Sample; key: string; image: RgbImage }[] = [];
+  const predictQueue = async (): Promise<void> => {
+    if (queue.length === 0) return;
+    const logits = await predictLogits(job.model, queue.map((q) => q.image), { batchSize: B, flipTta: card.pseudo.flipTta });
+    for (let i = 0; i < queue.length; i++) {
+      const l = logits[i];
+      const data = new Uint8Array(l.length);
+      let lesion = 0;
+      for (let p = 0; p < l.length; p++) {
+        if (l[p] >= logitThreshold) {
+          data[p] = 1;
+          lesion++;
+        }
+      }
+      const stats: StoredRecord = { lesionFraction: lesion / l.length, uncertainty: meanEntropy(l) };
+      await store.set(queue[i].key, { width: size, height: size, data } satisfies StoredMask);
+      await store.set(`${queue[i].key}/stats`, stats);
+      record(queue[i].sample, queue[i].key, stats);
+    }
+    queue = [];
+  };
+
+  for (let i = 0; i < job.samples.length; i++) {
+    await job.control.checkpoint();
+    const sample = job.samples[i];
+    let bytes: Uint8Array;
+    try {
+      bytes = await job.source.read(sample.image);
+    } catch (error) {
+      emit({ type: 'warning', file: sample.image, message: `skipped: ${error instanceof Error ? error.message : String(error)}` });
+      continue;
+    }
+    const key = pseudoKey(job.producer, await contentHash(bytes), size);
+    const reused = await store.get<StoredRecord>(`${key}/stats`);
+    if (reused) {
+      record(sample, key, reused);
+    } else {
+      const loaded = await job.cache.image(sample);
+      if (loaded) queue.push({ sample, key, image: loaded.image });
+      if (queue.length === B) await predictQueue();
+    }
+    if ((i + 1) % B === 0 || i === job.samples.length - 1) {
+      await predictQueue();
+      emit({
+        type: 'pseudo',
+        stage,
+        done: i + 1,
+        total: job.samples.length,
+        kept,
+        dropped,
+        imagesPerSecond: (i + 1) / ((performance.now() - started) / 1000),
+      });
+    }
+  }
+  await predictQueue();
+  return records;
+}

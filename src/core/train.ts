@@ -1,0 +1,218 @@
+/**
+ * One training stage: a custom loop (not model.fit) with fixed-shape batches,
+ * the paper's noise, seeded dropout, PyTorch-style optimisers, validation
+ * after every epoch, nnU-Net's EMA rule for the best checkpoint, resumable
+ * checkpoints every few steps, pause/resume/cancel between steps, and losses
+ * read back from the device only every few steps.
+ *
+ * Every random draw is derived from (seed, stage, epoch, step), so a run
+ * resumed from a checkpoint repeats exactly what an uninterrupted run does.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
+import { trainableParams } from './checkpoint.ts';
+import type { RunCard } from './config.ts';
+import { CancelledError, type RunControl } from './control.ts';
+import { LesionError } from './errors.ts';
+import { evaluate, summary, type Evaluation } from './evaluate.ts';
+import type { EventSink, StageName } from './events.ts';
+import type { BinaryMask, RgbImage } from './io.ts';
+import { lossByName } from './losses.ts';
+import { setDropoutSeed } from './model/dropout.ts';
+import { applyNoise } from './noise.ts';
+import { createOptimizer } from './optim.ts';
+import { deriveSeed, Rng } from './random.ts';
+import { imagesToBatch, masksToBatch, type PixelCache, type TrainItem } from './samples.ts';
+
+export interface StageSpec {
+  stage: StageName;
+  card: RunCard;
+  model: tf.LayersModel;
+  train: TrainItem[];
+  val: TrainItem[];
+  cache: PixelCache;
+  checkpoints: CheckpointStore;
+  emit: EventSink;
+  control: RunControl;
+  /** Continue from the stage's latest checkpoint when there is one. */
+  resume: boolean;
+}
+
+export interface StageOutcome {
+  bestEpoch: number | null;
+  bestEma: number | null;
+  lastValidation: Evaluation | null;
+}
+
+const FRESH: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
+
+export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
+  const { stage, card, model, train, val, cache, checkpoints, emit, control } = spec;
+  const { batchSize: B, epochs, readEverySteps, checkpointEverySteps, emaSmoothing } = card.train;
+  const stepsPerEpoch = Math.floor(train.length / B);
+  if (stepsPerEpoch === 0) {
+    throw new LesionError('dataset', `${stage}: ${train.length} training images are fewer than one batch of ${B}`);
+  }
+  const totalSteps = epochs * stepsPerEpoch;
+  const size = card.model.inputSize;
+  const lossFn = lossByName(card.train.loss, { posWeight: card.train.posWeight });
+  const optimizer = createOptimizer(card.train.optimizer);
+  const params = trainableParams(model);
+  const variables = params.map((p) => p.variable);
+
+  let position: LoopPosition = { ...FRESH };
+  if (spec.resume) {
+    const saved = await checkpoints.load('latest', model);
+    if (saved) {
+      optimizer.setState(saved.optimizer);
+      tf.dispose(saved.optimizer.map((t) => t.tensor));
+      position = saved.position;
+      emit({ type: 'log', message: `${stage}: resumed at epoch ${position.epoch + 1}, step ${position.step} of ${totalSteps}` });
+    }
+  }
+
+  const pending: { step: number; epoch: number; loss: tf.Scalar }[] = [];
+  let windowStart = performance.now();
+  let secondsPerStep = 0;
+  let lastValidation: Evaluation | null = null;
+
+  /** Reads the pending losses in one transfer; a non-finite one stops the run. */
+  const flush = async (): Promise<void> => {
+    if (pending.length === 0) return;
+    const stacked = tf.stack(pending.map((p) => p.loss));
+    const values = (await stacked.data()) as Float32Array;
+    stacked.dispose();
+    const now = performance.now();
+    const perStep = (now - windowStart) / 1000 / pending.length;
+    secondsPerStep = secondsPerStep === 0 ? perStep : 0.7 * secondsPerStep + 0.3 * perStep;
+    windowStart = now;
+    const memory = tf.memory();
+    const steps = pending.splice(0);
+    tf.dispose(steps.map((p) => p.loss));
+    steps.forEach((p, i) => {
+      if (!Number.isFinite(values[i])) {
+        throw new LesionError(
+          'diverged',
+          `${stage}: the loss became ${values[i]} at step ${p.step}; the run stopped, and its latest checkpoint (saved only after finite losses) is the last good one`,
+        );
+      }
+      emit({
+        type: 'step',
+        stage,
+        epoch: p.epoch + 1,
+        step: p.step,
+        totalSteps,
+        loss: values[i],
+        imagesPerSecond: B / perStep,
+        etaSeconds: (totalSteps - p.step) * secondsPerStep,
+        numTensors: memory.numTensors,
+        numBytes: memory.numBytes,
+      });
+    });
+  };
+
+  const save = async (kind: 'latest' | 'best'): Promise<void> => {
+    const state = optimizer.state();
+    const bytes = await checkpoints.save(kind, model, state, position);
+    tf.dispose(state.filter((s) => s.name === 'iterations').map((s) => s.tensor));
+    emit({ type: 'checkpoint', stage, epoch: position.epoch, step: position.step, kind, bytes });
+  };
+
+  try {
+    for (let epoch = position.epoch; epoch < epochs; epoch++) {
+      const epochStart = performance.now();
+      const order = new Rng(deriveSeed(card.seed, `${stage}/order/${epoch}`)).shuffle(train.map((_, i) => i));
+      for (let s = epoch === position.epoch ? position.stepInEpoch : 0; s < stepsPerEpoch; s++) {
+        await control.checkpoint(() => emit({ type: 'log', message: `${stage}: paused at step ${position.step}` }));
+        const batch = await assemble(order.slice(s * B, (s + 1) * B).map((i) => train[i]), cache, card, `${stage}/${epoch}/${s}`);
+        if (!batch) {
+          emit({ type: 'warning', message: `${stage}: step ${position.step + 1} skipped, none of its images could be read` });
+        } else {
+          setDropoutSeed(model, deriveSeed(card.seed, `${stage}/dropout/${epoch}/${s}`));
+          const loss = tf.tidy(() => {
+            const x = tf.tensor4d(batch.x, [B, size, size, 3]);
+            const y = tf.tensor4d(batch.y, [B, size, size, 1]);
+            const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor, y), variables);
+            optimizer.apply(params, variables.map((v) => grads[v.name]));
+            return value;
+          });
+          pending.push({ step: position.step + 1, epoch, loss });
+        }
+        position = { ...position, epoch, stepInEpoch: s + 1, step: position.step + 1 };
+        if (pending.length >= readEverySteps) await flush();
+        if (position.step % checkpointEverySteps === 0) {
+          await flush();
+          await save('latest');
+        }
+      }
+      await flush();
+
+      let ema = position.ema;
+      let best = false;
+      if (val.length > 0) {
+        lastValidation = await evaluate(model, val, cache, { batchSize: B, logitThreshold: card.eval.logitThreshold });
+        const metric = lastValidation.overall.paperMIoU;
+        ema = ema === null ? metric : emaSmoothing * ema + (1 - emaSmoothing) * metric;
+      }
+      // Without validation images, the latest epoch is the best one known.
+      best = ema === null || position.bestEma === null || ema > position.bestEma;
+      position = {
+        ...position,
+        epoch: epoch + 1,
+        stepInEpoch: 0,
+        ema,
+        bestEma: best ? ema : position.bestEma,
+        bestEpoch: best ? epoch + 1 : position.bestEpoch,
+      };
+      if (best) await save('best');
+      await save('latest');
+      emit({
+        type: 'epoch',
+        stage,
+        epoch: epoch + 1,
+        epochs,
+        metrics: lastValidation ? summary(lastValidation.overall) : emptySummary(),
+        ema: ema ?? Number.NaN,
+        best,
+        seconds: (performance.now() - epochStart) / 1000,
+      });
+    }
+  } catch (error) {
+    tf.dispose(pending.splice(0).map((p) => p.loss));
+    if (error instanceof CancelledError) await save('latest');
+    throw error;
+  } finally {
+    optimizer.dispose();
+  }
+  return { bestEpoch: position.bestEpoch, bestEma: position.bestEma, lastValidation };
+}
+
+function emptySummary() {
+  return { paperMIoU: Number.NaN, pooledMIoU: Number.NaN, lesionIoU: Number.NaN, dice: Number.NaN, thresholdedJaccard: Number.NaN, images: 0 };
+}
+
+/**
+ * Loads and noises one batch. An unreadable image is replaced by another of
+ * the same batch, so batch shapes stay fixed; undefined if none can be read.
+ */
+async function assemble(
+  items: TrainItem[],
+  cache: PixelCache,
+  card: RunCard,
+  label: string,
+): Promise<{ x: Float32Array; y: Float32Array } | undefined> {
+  const loaded = await Promise.all(items.map((item) => cache.get(item)));
+  const readable = loaded.filter((p) => p !== undefined);
+  if (readable.length === 0) return undefined;
+  const out = { width: card.model.inputSize, height: card.model.inputSize };
+  const images: RgbImage[] = [];
+  const masks: BinaryMask[] = [];
+  loaded.forEach((pixels, k) => {
+    const source = pixels ?? readable[k % readable.length];
+    const rng = new Rng(deriveSeed(card.seed, `${label}/noise/${k}`));
+    const noised = applyNoise(source.image, source.mask, card.noise, rng, out);
+    images.push(noised.image);
+    masks.push(noised.mask!);
+  });
+  return { x: imagesToBatch(images), y: masksToBatch(masks) };
+}
