@@ -36,6 +36,12 @@ export interface DataConfig {
   split: { kind: 'fractions'; val: number; test: number } | { kind: 'paper-fold'; valFold: number; test: number };
   /** The paper's 1/m: unlabeled images used per labeled training image (all when fewer). */
   unlabeledPerLabeled: number;
+  /**
+   * Fraction of the labeled training images that keep their masks; the rest
+   * join the unlabeled pool with masks hidden (the semi-supervised benchmark
+   * setting, to measure what self-training adds when labels are scarce).
+   */
+  labeledFraction: number;
 }
 
 export interface PseudoLabelConfig {
@@ -104,7 +110,7 @@ export function paperCard(): RunCard {
       emaSmoothing: 0.9,
     },
     noise: { preset: 'paper', distortion: 'optical' },
-    data: { split: { kind: 'paper-fold', valFold: 0, test: 0.2 }, unlabeledPerLabeled: 4 },
+    data: { split: { kind: 'paper-fold', valFold: 0, test: 0.2 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
     pseudo: { threshold: 0.5, minLesionFraction: 34 / (256 * 256), flipTta: false },
     student: { init: 'same-as-teacher', rounds: 2 },
     eval: { logitThreshold: 0.5 },
@@ -125,8 +131,10 @@ export function quickCard(): RunCard {
       optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
       readEverySteps: 2,
       checkpointEverySteps: 10,
+      // Few epochs: a long EMA would still remember the first ones.
+      emaSmoothing: 0.5,
     },
-    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 4 },
+    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
     pseudo: { ...card.pseudo, minLesionFraction: 34 / (256 * 256) },
   };
 }
@@ -254,7 +262,11 @@ function data(o: Obj): DataConfig {
   if (parsed.kind === 'fractions' && parsed.val + parsed.test >= 1) {
     throw new ConfigError('data.split', `val + test must leave images to train on, got ${parsed.val} + ${parsed.test}`);
   }
-  return { split: parsed, unlabeledPerLabeled: num(o, 'unlabeledPerLabeled', 'data', 0, 1000) };
+  return {
+    split: parsed,
+    unlabeledPerLabeled: num(o, 'unlabeledPerLabeled', 'data', 0, 1000),
+    labeledFraction: o.labeledFraction === undefined ? 1 : num(o, 'labeledFraction', 'data', 0.01, 1),
+  };
 }
 
 /** Parses and validates an imported card; throws ConfigError naming the first bad field. */
@@ -315,6 +327,7 @@ export const KNOB_HELP: Record<string, string> = {
   'noise.distortion': 'The one distortion of step 6: optical, grid, elastic or coarse-dropout.',
   'data.split': 'Held-out labeled images: seeded fractions, or the paper\'s mod-15 folds plus a test fraction.',
   'data.unlabeledPerLabeled': 'The paper\'s 1/m ratio: unlabeled images used per labeled training image (m = 4).',
+  'data.labeledFraction': 'Keep masks for this fraction of the training images; the rest become unlabeled (to measure self-training with scarce labels).',
   'pseudo.threshold': 'Lesion probability at which a pseudo-label pixel becomes lesion.',
   'pseudo.minLesionFraction': 'Pseudo-labels with less lesion than this fraction of the image are dropped.',
   'pseudo.flipTta': 'Average the teacher\'s prediction with that of the flipped image.',

@@ -17,6 +17,7 @@ import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
 import { buildDeepLabV3 } from './model/deeplab.ts';
 import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from './model/pretrained.ts';
 import { generatePseudoLabels } from './pseudo.ts';
+import { deriveSeed } from './random.ts';
 import { itemFromSample, PixelCache, type TrainItem } from './samples.ts';
 import { trainStage } from './train.ts';
 
@@ -102,6 +103,27 @@ export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[
   return { train: folds.train, val: folds.val, test: held.test };
 }
 
+/**
+ * ISIC 2017 and 2018 share thousands of images: the same image in two sets
+ * must not land in both training and test, so labeled images are unique by id.
+ */
+function uniqueById(samples: Sample[], emit: EventSink): Sample[] {
+  const seen = new Map<string, Sample>();
+  for (const s of samples) {
+    const first = seen.get(s.id);
+    if (first) emit({ type: 'warning', file: s.image, message: `same image id as ${first.image}; used once, from ${first.set}` });
+    else seen.set(s.id, s);
+  }
+  return [...seen.values()];
+}
+
+function hideLabels(train: Sample[], card: RunCard): { labeled: Sample[]; unlabeled: Sample[] } {
+  if (card.data.labeledFraction >= 1) return { labeled: train, unlabeled: [] };
+  const keep = Math.max(1, Math.round(train.length * card.data.labeledFraction));
+  const parts = splitSamples(train, { seed: deriveSeed(card.seed, 'labeled-fraction'), val: 0, test: 1 - keep / train.length });
+  return { labeled: parts.train, unlabeled: parts.test.map((s) => ({ ...s, mask: undefined })) };
+}
+
 export async function runNoisyStudent(
   card: RunCard,
   inputs: RunInputs,
@@ -115,8 +137,13 @@ export async function runNoisyStudent(
   const previous = options.resume ? await store.get<RunState>(stateKey) : undefined;
   if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
 
-  const byId = new Map([...inputs.labeled, ...inputs.unlabeled].map((s) => [`${s.set}/${s.id}`, s]));
-  const keyOf = (s: Sample): string => `${s.set}/${s.id}`;
+  const keyOf = (s: Sample): string => `${s.set}/${s.id}${s.mask ? '' : '#unlabeled'}`;
+  const byId = new Map<string, Sample>();
+  for (const s of [...inputs.labeled, ...inputs.unlabeled]) {
+    byId.set(keyOf(s), s);
+    // Labeled images whose masks this run hides are addressed as unlabeled.
+    if (s.mask) byId.set(keyOf({ ...s, mask: undefined }), { ...s, mask: undefined });
+  }
   let state: RunState;
   if (previous) {
     const missing = Object.values(previous.split).flat().filter((k) => !byId.has(k));
@@ -125,8 +152,10 @@ export async function runNoisyStudent(
     }
     state = { ...previous, status: 'running', updatedAt: new Date().toISOString() };
   } else {
-    const parts = splitLabeled(card, inputs.labeled);
-    const unlabeled = labeledUnlabeledRatio(parts.train, inputs.unlabeled, card.data.unlabeledPerLabeled, card.seed);
+    const parts = splitLabeled(card, uniqueById(inputs.labeled, emit));
+    const hidden = hideLabels(parts.train, card);
+    parts.train = hidden.labeled;
+    const unlabeled = labeledUnlabeledRatio(parts.train, [...inputs.unlabeled, ...hidden.unlabeled], card.data.unlabeledPerLabeled, card.seed);
     state = {
       runId,
       createdAt: new Date().toISOString(),

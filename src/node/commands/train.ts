@@ -76,6 +76,7 @@ const train: Command = {
       control.cancel();
     };
     process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     try {
       await runNoisyStudent(
         card,
@@ -86,6 +87,7 @@ const train: Command = {
       );
     } finally {
       process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
       progress.end();
     }
     await writeOutputs(store, runId, card, out, io);
