@@ -1,0 +1,48 @@
+/**
+ * Opening data: the real PH2 folder through the folder input (the fallback
+ * every browser has), and the built-in synthetic demo.
+ */
+import { expect, test } from '@playwright/test';
+import path from 'node:path';
+import { collectErrors, datasets, offOrigin, recordRequests, snap } from './helpers.ts';
+
+test('a PH2 folder opened through the folder input is recognised with all 32 pairs', async ({ page, baseURL }) => {
+  const errors = collectErrors(page);
+  const requests = recordRequests(page);
+  await page.goto('/');
+  await page.getByTestId('folder-input').setInputFiles(path.join(datasets, 'ph2'));
+
+  const summary = page.getByTestId('summary');
+  await expect(summary).toBeVisible();
+  await expect(page.getByTestId('summary-totals')).toContainText('32 labeled pairs');
+  const row = page.getByTestId('set-row');
+  await expect(row).toHaveCount(1);
+  await expect(row.getByTestId('set-layout')).toHaveText('PH2');
+  await expect(row.getByTestId('set-labeled')).toHaveText('32');
+  await expect(page.getByTestId('no-strays')).toBeVisible();
+  // Thumbnails decode in the worker, with the mask overlay on top.
+  await expect(page.getByTestId('thumbnails').locator('li')).toHaveCount(32);
+  await expect(page.getByTestId('split-preview')).toContainText('train');
+  await snap(page, 'dataset-ph2');
+
+  expect(offOrigin(requests, baseURL!)).toEqual([]);
+  expect(errors).toEqual([]);
+});
+
+test('the synthetic demo loads, labeled as synthetic', async ({ page }) => {
+  const errors = collectErrors(page);
+  await page.goto('/');
+  await page.getByTestId('open-demo').click();
+  await expect(page.getByTestId('synthetic-badge')).toHaveText('synthetic demo data');
+  await expect(page.getByTestId('summary-totals')).toContainText('24 labeled pairs');
+  await expect(page.getByTestId('summary-totals')).toContainText('24 unlabeled images');
+  await expect(page.getByTestId('thumbnails').locator('li')).toHaveCount(36);
+  await snap(page, 'dataset-demo');
+
+  await page.getByTestId('tab-configure').click();
+  await expect(page.getByTestId('capabilities')).toContainText('WebGPU');
+  await page.getByTestId('augment').click();
+  await expect(page.getByTestId('augmentation').locator('figure')).toHaveCount(7);
+  await snap(page, 'configure');
+  expect(errors).toEqual([]);
+});

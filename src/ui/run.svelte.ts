@@ -1,0 +1,203 @@
+/**
+ * What the Train view shows of a run, folded from the worker's TrainerEvents.
+ * Chart series are plain arrays outside Svelte's reactivity (thousands of
+ * points would make every push a proxy trap); `version` ticks when they
+ * change so the charts redraw once per animation frame at most.
+ */
+import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
+import { STAGE_TITLES } from '../core/events.ts';
+import type { BackendReport, StampedEvent } from '../worker/api.ts';
+
+export type StageStatus = 'waiting' | 'running' | 'completed' | 'skipped';
+
+export interface StageView {
+  stage: StageName;
+  title: string;
+  status: StageStatus;
+  message?: string;
+}
+
+export interface StepProgress {
+  stage: StageName;
+  epoch: number;
+  epochs?: number;
+  step: number;
+  totalSteps: number;
+  etaSeconds: number;
+  imagesPerSecond: number;
+  loss: number;
+  numTensors: number;
+  numBytes: number;
+}
+
+export interface EpochRow {
+  stage: StageName;
+  epoch: number;
+  epochs: number;
+  metrics: MetricSummary;
+  ema: number;
+  best: boolean;
+  seconds: number;
+}
+
+/** Series on one wall-clock axis (seconds since 1970), so a resumed run continues its lines. */
+export interface Series {
+  lossTime: number[];
+  loss: number[];
+  speedTime: number[];
+  speed: number[];
+  epochTime: number[];
+  paperMIoU: number[];
+  lesionIoU: number[];
+  dice: number[];
+  /** When each stage started: vertical markers on every chart. */
+  stageMarks: { time: number; stage: StageName }[];
+}
+
+export type RunStatus = 'idle' | 'starting' | 'running' | 'paused' | 'cancelled' | 'completed' | 'failed';
+
+export function stagesFor(rounds: number): StageName[] {
+  const stages: StageName[] = ['teacher'];
+  if (rounds >= 1) stages.push('pseudo-teacher', 'student');
+  if (rounds >= 2) stages.push('pseudo-student', 'student-star');
+  return stages;
+}
+
+const MAX_LOG = 200;
+
+export class RunState {
+  runId = $state<string | undefined>();
+  status = $state<RunStatus>('idle');
+  message = $state<string | undefined>();
+  backend = $state<BackendReport | undefined>();
+  stages = $state<StageView[]>([]);
+  step = $state<StepProgress | undefined>();
+  pseudo = $state<{ stage: StageName; done: number; total: number; kept: number; dropped: number; imagesPerSecond: number } | undefined>();
+  task = $state<{ task: string; done: number; total: number; etaSeconds?: number } | undefined>();
+  epochs = $state<EpochRow[]>([]);
+  evaluations = $state<Extract<TrainerEvent, { type: 'evaluation' }>[]>([]);
+  warnings = $state<{ message: string; file?: string }[]>([]);
+  log = $state<string[]>([]);
+  lastCheckpoint = $state<{ stage: StageName; epoch: number; step: number; kind: string; bytes: number } | undefined>();
+  version = $state(0);
+  readonly series: Series = emptySeries();
+
+  reset(rounds: number): void {
+    this.runId = undefined;
+    this.status = 'starting';
+    this.message = undefined;
+    this.backend = undefined;
+    this.stages = stagesFor(rounds).map((stage) => ({ stage, title: STAGE_TITLES[stage], status: 'waiting' }));
+    this.step = undefined;
+    this.pseudo = undefined;
+    this.task = undefined;
+    this.epochs = [];
+    this.evaluations = [];
+    this.warnings = [];
+    this.log = [];
+    this.lastCheckpoint = undefined;
+    Object.assign(this.series, emptySeries());
+    this.version++;
+  }
+
+  get active(): boolean {
+    return this.status === 'starting' || this.status === 'running' || this.status === 'paused';
+  }
+
+  apply(batch: StampedEvent[]): void {
+    let charted = false;
+    for (const { at, event } of batch) charted = this.applyOne(event, at / 1000) || charted;
+    if (charted) this.version++;
+  }
+
+  /** Returns whether a chart series changed. */
+  private applyOne(event: TrainerEvent, now: number): boolean {
+    const s = this.series;
+    switch (event.type) {
+      case 'run': {
+        this.runId = event.runId;
+        const status: Record<typeof event.status, RunStatus> = {
+          started: 'running',
+          resumed: 'running',
+          continued: 'running',
+          paused: 'paused',
+          cancelled: 'cancelled',
+          completed: 'completed',
+          failed: 'failed',
+        };
+        this.status = status[event.status];
+        this.message = event.message;
+        this.addLog(`Run ${event.status}${event.message ? `: ${event.message}` : ''}`);
+        return false;
+      }
+      case 'stage': {
+        const view = this.stages.find((v) => v.stage === event.stage);
+        if (view) {
+          view.status = event.status === 'started' ? 'running' : event.status;
+          view.message = event.message;
+        }
+        this.addLog(`${STAGE_TITLES[event.stage]} ${event.status}${event.message ? `: ${event.message}` : ''}`);
+        if (event.status === 'started') {
+          s.stageMarks.push({ time: now, stage: event.stage });
+          return true;
+        }
+        return false;
+      }
+      case 'step': {
+        const epochs = this.epochs.filter((row) => row.stage === event.stage).at(-1)?.epochs;
+        this.step = { ...event, epochs };
+        s.lossTime.push(now);
+        s.loss.push(event.loss);
+        s.speedTime.push(now);
+        s.speed.push(event.imagesPerSecond);
+        return true;
+      }
+      case 'epoch': {
+        this.epochs.push({ stage: event.stage, epoch: event.epoch, epochs: event.epochs, metrics: event.metrics, ema: event.ema, best: event.best, seconds: event.seconds });
+        if (this.step?.stage === event.stage) this.step.epochs = event.epochs;
+        s.epochTime.push(now);
+        s.paperMIoU.push(event.metrics.paperMIoU);
+        s.lesionIoU.push(event.metrics.lesionIoU);
+        s.dice.push(event.metrics.dice);
+        return true;
+      }
+      case 'evaluation':
+        this.evaluations.push(event);
+        return false;
+      case 'pseudo':
+        this.pseudo = { ...event };
+        return false;
+      case 'checkpoint':
+        this.lastCheckpoint = { ...event };
+        return false;
+      case 'progress':
+        this.task = { task: event.task, done: event.done, total: event.total, etaSeconds: event.etaSeconds };
+        return false;
+      case 'warning':
+        this.warnings.push({ message: event.message, file: event.file });
+        return false;
+      case 'log':
+        this.addLog(event.message);
+        return false;
+    }
+  }
+
+  private addLog(line: string): void {
+    this.log.push(`${new Date().toLocaleTimeString()}  ${line}`);
+    if (this.log.length > MAX_LOG) this.log.splice(0, this.log.length - MAX_LOG);
+  }
+}
+
+function emptySeries(): Series {
+  return {
+    lossTime: [],
+    loss: [],
+    speedTime: [],
+    speed: [],
+    epochTime: [],
+    paperMIoU: [],
+    lesionIoU: [],
+    dice: [],
+    stageMarks: [],
+  };
+}

@@ -1,0 +1,300 @@
+/**
+ * What the trainer worker offers the page, as types only: the UI imports
+ * this file with `import type`, so no TensorFlow.js code ever loads on the
+ * main thread. Everything crossing here is structured-clonable; images come
+ * back as transferred ImageBitmaps and files as transferred ArrayBuffers.
+ */
+import type { BackendChoice, DataConfig, RunCard } from '../core/config.ts';
+import type { LayoutName, Split, SplitCounts, Stray } from '../core/dataset/layouts.ts';
+import type { StageName, TrainerEvent } from '../core/events.ts';
+import type { NoiseConfig, NoiseStep } from '../core/noise.ts';
+import type { StageResult, TrainingStage } from '../core/pipeline.ts';
+
+export type { StageResult, TrainingStage };
+
+/** A labeled root trains and validates; an unlabeled root only feeds pseudo-labels. */
+export type RootRole = 'labeled' | 'unlabeled';
+
+export interface RootSummary {
+  name: string;
+  role: RootRole;
+  files: number;
+}
+
+export interface SetSummary {
+  name: string;
+  layout: LayoutName;
+  layoutTitle: string;
+  /** The folder the layout hangs from, below the root. */
+  folder: string;
+  /** Top-level folder (root) it belongs to. */
+  root: string;
+  role: RootRole;
+  labeled: number;
+  unlabeled: number;
+  countsBySplit: Record<Split, SplitCounts>;
+}
+
+export type DatasetOrigin = 'folders' | 'files' | 'demo';
+
+export interface DatasetSummary {
+  origin: DatasetOrigin;
+  roots: RootSummary[];
+  sets: SetSummary[];
+  strays: Stray[];
+  files: number;
+  /** Pairs that will train or validate (labeled roots only). */
+  labeled: number;
+  /** Images that can receive pseudo-labels. */
+  unlabeled: number;
+}
+
+export type OpenProgress =
+  | { phase: 'listing'; files: number; folder: string }
+  | { phase: 'indexing'; files: number }
+  | { phase: 'receiving'; files: number; total: number };
+
+export type ProgressSink = (progress: OpenProgress) => void;
+
+/** A file handed over by the page, with its path below the chosen folder. */
+export interface PagedFile {
+  path: string;
+  file: File;
+}
+
+export interface ThumbnailRequest {
+  offset: number;
+  count: number;
+  /** Longest side in pixels. */
+  size: number;
+  filter: 'all' | 'labeled' | 'unlabeled';
+}
+
+export interface Thumbnail {
+  id: string;
+  set: string;
+  split: Split;
+  image: string;
+  mask?: string;
+  bitmap: ImageBitmap;
+  /** Translucent lesion fill with its outline, drawn over `bitmap`. */
+  overlay?: ImageBitmap;
+  sourceWidth: number;
+  sourceHeight: number;
+  /** The file could not be decoded: the message names it and says why. */
+  error?: string;
+}
+
+export interface ThumbnailPage {
+  total: number;
+  items: Thumbnail[];
+}
+
+export interface SplitPreviewRequest {
+  seed: number;
+  split: DataConfig['split'];
+  unlabeledPerLabeled: number;
+  /** When set, k seeded folds are shown instead (cross-validation preview). */
+  folds?: number;
+}
+
+export interface SplitCountsBySet {
+  set: string;
+  train: number;
+  val: number;
+  test: number;
+}
+
+export interface SplitPreview {
+  train: number;
+  val: number;
+  test: number;
+  unlabeledUsed: number;
+  unlabeledAvailable: number;
+  bySet: SplitCountsBySet[];
+  /** First ids of each part, so a seed change visibly changes the draw. */
+  examples: { train: string[]; val: string[]; test: string[] };
+  folds?: { fold: number; train: number; val: number }[];
+}
+
+export interface AugmentationDraw {
+  bitmap: ImageBitmap;
+  overlay?: ImageBitmap;
+  applied: NoiseStep[];
+}
+
+export interface AugmentationPreview {
+  sampleId: string;
+  original: ImageBitmap;
+  draws: AugmentationDraw[];
+}
+
+export interface AugmentationRequest {
+  noise: NoiseConfig;
+  seed: number;
+  /** Index into the labeled samples (wraps). */
+  sample: number;
+  draws: number;
+  size: number;
+}
+
+export interface BackendReport {
+  name: Exclude<BackendChoice, 'auto'>;
+  /** What it means, in plain words. */
+  title: string;
+  /** Why this one: chosen automatically, forced by the card, or what failed first. */
+  reason: string;
+}
+
+export interface Capabilities {
+  webgpu: {
+    available: boolean;
+    reason?: string;
+    adapter?: { vendor: string; architecture: string; device: string; description: string };
+    /** A software adapter (SwiftShader): WebGPU works but slowly. */
+    fallbackAdapter?: boolean;
+    limits?: { maxStorageBufferBindingSize: number; maxBufferSize: number };
+  };
+  webgl: boolean;
+  crossOriginIsolated: boolean;
+  hardwareConcurrency: number;
+  /** The backend the worker runs now, if one started. */
+  current?: Exclude<BackendChoice, 'auto'>;
+  estimate?: MemoryEstimate;
+}
+
+export interface MemoryEstimate {
+  parameters: number;
+  parameterBytes: number;
+  activationBytes: number;
+  totalBytes: number;
+  /** The biggest single activation: one WebGPU buffer must hold it. */
+  largestTensorBytes: number;
+}
+
+/** An event with the worker's wall-clock time (ms), so charts place it where it happened. */
+export interface StampedEvent {
+  at: number;
+  event: TrainerEvent;
+}
+
+export type EventBatchSink = (events: StampedEvent[]) => void;
+
+export type TaskProgressSink = (done: number, total: number) => void;
+
+export interface RunListing {
+  runId: string;
+  name: string;
+  createdAt: string;
+  updatedAt: string;
+  /** 'interrupted': it was running when its tab closed; it resumes from its last checkpoint. */
+  status: 'running' | 'paused' | 'cancelled' | 'completed' | 'failed' | 'interrupted';
+  message?: string;
+  /** Stages done, in order. */
+  completed: StageName[];
+  dataset: DatasetOrigin;
+  /** Root folder names it was trained on, to reopen for a resume. */
+  roots: string[];
+  card: RunCard;
+}
+
+export interface RunResultsView {
+  runId: string;
+  card: RunCard;
+  stages: StageResult[];
+  split: { train: number; val: number; test: number; unlabeled: number };
+}
+
+export interface ExportedFile {
+  name: string;
+  bytes: ArrayBuffer;
+}
+
+export interface GalleryItem {
+  id: string;
+  set: string;
+  image: string;
+  split: 'val' | 'test';
+  lesionIoU: number;
+  dice: number;
+  /** The photograph, at display size. */
+  bitmap: ImageBitmap;
+  /** Ground-truth contour (white) and prediction fill (blue). */
+  overlay: ImageBitmap;
+  /** False positives in orange, false negatives in purple. */
+  errors: ImageBitmap;
+}
+
+export interface PseudoLabelView {
+  id: string;
+  key: string;
+  image: string;
+  lesionFraction: number;
+  uncertainty: number;
+  dropped: boolean;
+  rejected: boolean;
+  bitmap?: ImageBitmap;
+  overlay?: ImageBitmap;
+}
+
+export interface PredictionView {
+  name: string;
+  bitmap: ImageBitmap;
+  overlay: ImageBitmap;
+  lesionFraction: number;
+  /** The binary mask as a PNG (0/255), named like ISIC ground truth. */
+  maskPng: ArrayBuffer;
+  maskName: string;
+}
+
+export interface StorageUsage {
+  usage: number;
+  quota: number;
+  persisted: boolean;
+  runs: { runId: string; name: string; bytes: number }[];
+}
+
+export interface TrainerApi {
+  /** Synthetic lesions generated in the worker: labeled 'synthetic demo data' wherever shown. */
+  openDemo(): Promise<DatasetSummary>;
+  openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink): Promise<DatasetSummary>;
+  /** Files arrive in chunks so that 30,000 of them never block the page in one message. */
+  receiveFiles(files: PagedFile[]): Promise<number>;
+  openReceivedFiles(onProgress: ProgressSink): Promise<DatasetSummary>;
+  setRootRole(root: string, role: RootRole): Promise<DatasetSummary>;
+  summary(): Promise<DatasetSummary | undefined>;
+  /** Folder handles of the last opened data set, to reopen after a reload (permission is asked by the page). */
+  rememberedFolders(): Promise<{ handles: FileSystemDirectoryHandle[]; roles: Record<string, RootRole> } | undefined>;
+  thumbnails(request: ThumbnailRequest): Promise<ThumbnailPage>;
+  previewSplit(request: SplitPreviewRequest): Promise<SplitPreview>;
+  previewAugmentation(request: AugmentationRequest): Promise<AugmentationPreview>;
+  capabilities(card?: RunCard): Promise<Capabilities>;
+
+  /** Resolves once the run has started; progress and the end arrive as events. */
+  startRun(card: RunCard, onEvents: EventBatchSink): Promise<{ runId: string; backend: BackendReport }>;
+  /** Replays the run's chart history first, then continues from its last checkpoint. */
+  resumeRun(runId: string, onEvents: EventBatchSink): Promise<{ runId: string; backend: BackendReport }>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  cancel(): Promise<void>;
+  /** Runs whose tab closed mid-training: they can be resumed from their last checkpoint. */
+  listRuns(): Promise<RunListing[]>;
+  deleteRun(runId: string): Promise<void>;
+  results(runId: string): Promise<RunResultsView | undefined>;
+  /** Test images (validation when there is no test part) scored one by one with the stage's best model. */
+  gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink): Promise<GalleryItem[]>;
+  /** Most uncertain first. */
+  pseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student', limit: number): Promise<PseudoLabelView[]>;
+  /** A rejected pseudo-label is left out of every later student stage of the run. */
+  rejectPseudoLabel(runId: string, image: string, rejected: boolean): Promise<void>;
+
+  /** navigator.storage.persist() is the page's to call (it is not exposed to workers). */
+  storageUsage(): Promise<StorageUsage>;
+
+  /** tfjs layers files (model.json + weights.bin) and metadata.json, loadable by plain tfjs. */
+  exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest'): Promise<ExportedFile[]>;
+  /** Kept masks as PNGs at their image's size, named like ISIC ground truth, plus a CSV of all records. */
+  exportPseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student'): Promise<ExportedFile[]>;
+  exportMetrics(runId: string): Promise<ExportedFile[]>;
+  predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number): Promise<PredictionView>;
+}

@@ -1,0 +1,188 @@
+/**
+ * Picks the TensorFlow.js backend inside the worker and says why in plain
+ * words: WebGPU when the browser has an adapter, else wasm (with this
+ * project's conv backprop kernels, threads when the page is cross-origin
+ * isolated), else WebGL, else the pure-JavaScript CPU backend. A run card
+ * can force one. Also reports what the machine offers, for the Configure view.
+ */
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-webgpu';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import wasmPlainUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm?url';
+import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
+import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import type { BackendChoice, RunCard } from '../core/config.ts';
+import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
+import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
+
+export type BackendName = Exclude<BackendChoice, 'auto'>;
+
+const ORDER: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
+
+// Served by Vite from node_modules, so nothing is fetched from a CDN.
+setWasmPaths({
+  'tfjs-backend-wasm.wasm': wasmPlainUrl,
+  'tfjs-backend-wasm-simd.wasm': wasmSimdUrl,
+  'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl,
+});
+
+const PLAIN: Record<BackendName, string> = {
+  webgpu: 'WebGPU: your graphics card trains the model',
+  wasm: 'WebAssembly on the CPU',
+  webgl: 'WebGL on the graphics card (slower than WebGPU, no WebGPU here)',
+  cpu: 'plain JavaScript on the CPU (slowest; for checking, not for real runs)',
+};
+
+async function tryBackend(name: BackendName): Promise<string | undefined> {
+  try {
+    if (name === 'wasm') registerWasmTrainingKernels();
+    const ok = await tf.setBackend(name);
+    if (!ok) return 'it did not start';
+    await tf.ready();
+    // A tiny op proves the kernels run (WebGL can register and still fail here).
+    const probe = tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(1)));
+    const value = (await probe.data())[0];
+    probe.dispose();
+    return value === 2 ? undefined : 'it computed 1 + 1 wrongly';
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/**
+ * Starts a backend. `onDeviceLost` fires if the GPU goes away mid-run (driver
+ * reset, laptop switching GPUs): tfjs registers no handler for it itself.
+ */
+export async function chooseBackend(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
+  deviceLost = onDeviceLost;
+  const order = choice === 'auto' ? ORDER : [choice, ...ORDER.filter((name) => name !== choice)];
+  const failures: string[] = [];
+  for (const name of order) {
+    if (name === 'webgpu' && !('gpu' in navigator)) {
+      failures.push('WebGPU: this browser has none (Chrome or Edge 113+ has it)');
+      continue;
+    }
+    if (started === name) return report(name, choice, failures);
+    const failure = await tryBackend(name);
+    if (failure === undefined) {
+      started = name;
+      if (name === 'webgpu') watchDevice();
+      return report(name, choice, failures);
+    }
+    failures.push(`${name}: ${failure}`);
+  }
+  throw new Error(`no TensorFlow.js backend could start: ${failures.join('; ')}`);
+}
+
+function report(name: BackendName, choice: BackendChoice, failures: string[]): BackendReport {
+  const threads = name === 'wasm' && self.crossOriginIsolated ? navigator.hardwareConcurrency : 1;
+  const why = choice === 'auto'
+    ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
+    : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
+  const threading = name === 'wasm' ? (threads > 1 ? `, ${threads} threads` : ', one thread (the page is not cross-origin isolated)') : '';
+  return { name, title: PLAIN[name] + threading, reason: why };
+}
+
+/** The backend this worker started (tf.getBackend() would start one itself). */
+let started: BackendName | undefined;
+let watched: GPUDevice | undefined;
+/** Whoever chose the backend last hears of a lost device: the running run, if any. */
+let deviceLost: (message: string) => void = () => undefined;
+
+function watchDevice(): void {
+  const device = (tf.backend() as WebGPUBackend).device;
+  if (watched === device) return;
+  watched = device;
+  void device.lost.then((info) => {
+    started = undefined;
+    if (info.reason === 'destroyed') return;
+    deviceLost(`the GPU was lost (${info.message || info.reason}); the run stopped at its last checkpoint and can be resumed`);
+  });
+}
+
+/**
+ * For work beside a run (previews, exports, predictions): keeps whatever
+ * backend is running, so it never switches under a training loop.
+ */
+export async function ensureBackend(choice: BackendChoice): Promise<void> {
+  if (started === undefined) await chooseBackend(choice, deviceLost);
+}
+
+/** What the machine offers; asks for a WebGPU adapter but creates no device. */
+export async function capabilities(): Promise<Capabilities> {
+  const caps: Capabilities = {
+    webgpu: { available: false },
+    crossOriginIsolated: self.crossOriginIsolated,
+    hardwareConcurrency: navigator.hardwareConcurrency,
+    webgl: typeof OffscreenCanvas !== 'undefined' && new OffscreenCanvas(1, 1).getContext('webgl2') !== null,
+    current: started,
+  };
+  if (!('gpu' in navigator)) {
+    caps.webgpu.reason = 'this browser has no WebGPU';
+    return caps;
+  }
+  try {
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) {
+      caps.webgpu.reason = 'the browser found no usable GPU adapter';
+      return caps;
+    }
+    const info = adapter.info;
+    caps.webgpu = {
+      available: true,
+      adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description },
+      fallbackAdapter: (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      limits: {
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxBufferSize: adapter.limits.maxBufferSize,
+      },
+    };
+  } catch (error) {
+    caps.webgpu.reason = error instanceof Error ? error.message : String(error);
+  }
+  return caps;
+}
+
+const FLOAT = 4;
+
+/**
+ * Memory one training step needs, from the model's own layer shapes: every
+ * layer's output is kept for the backward pass and gets a gradient of the
+ * same size; weights carry a gradient and the optimizer's state. A rough
+ * upper bound (tfjs frees some intermediates early), good enough to warn
+ * before a batch cannot fit.
+ */
+export async function estimateMemory(card: RunCard): Promise<MemoryEstimate> {
+  // Building the model makes its weights, which needs a backend: the one the run would use.
+  await ensureBackend(card.backend);
+  const { model, train } = card;
+  const batchSize = train.batchSize;
+  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train');
+  try {
+    let activations = 0;
+    let largest = 0;
+    for (const layer of net.layers) {
+      const shapes = (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as (number | null)[][];
+      for (const shape of shapes) {
+        const elements = shape.reduce<number>((n, d) => n * (d ?? batchSize), 1);
+        activations += elements;
+        largest = Math.max(largest, elements);
+      }
+    }
+    const parameters = countParameters(net);
+    const optimizerCopies = train.optimizer.kind === 'adam' ? 2 : 1;
+    const parameterBytes = parameters * FLOAT * (2 + optimizerCopies);
+    const activationBytes = activations * FLOAT * 2;
+    return {
+      parameters,
+      parameterBytes,
+      activationBytes,
+      totalBytes: parameterBytes + activationBytes,
+      largestTensorBytes: largest * FLOAT,
+    };
+  } finally {
+    net.dispose();
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Forwards a run's events to the page in batches (every 100 ms at most), so
+ * a fast loop never floods the main thread with messages, and keeps the
+ * chartable part of them in storage so a resumed run shows its whole history.
+ */
+import type { TrainerEvent } from '../core/events.ts';
+import type { KeyValueStore } from '../core/io.ts';
+import { runKey } from '../core/pipeline.ts';
+import type { EventBatchSink, StampedEvent } from './api.ts';
+
+const BATCH_MS = 100;
+const SAVE_MS = 5000;
+/** Step events kept per run; beyond it every other one is dropped (the chart keeps its shape). */
+const MAX_STEPS = 4000;
+
+const KEPT: ReadonlySet<TrainerEvent['type']> = new Set(['run', 'stage', 'step', 'epoch', 'evaluation', 'checkpoint', 'warning']);
+
+export const historyKey = (runId: string): string => runKey(runId, 'studio/history');
+
+export class EventForwarder {
+  private pending: StampedEvent[] = [];
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private history: StampedEvent[] = [];
+  private steps = 0;
+  private lastSave = 0;
+
+  constructor(
+    private readonly sink: EventBatchSink,
+    private readonly store: KeyValueStore,
+    private readonly runId: string,
+  ) {}
+
+  /** Sends what earlier sessions of this run recorded, before its new events. */
+  async replay(): Promise<void> {
+    this.history = (await this.store.get<StampedEvent[]>(historyKey(this.runId))) ?? [];
+    this.steps = this.history.filter((e) => e.event.type === 'step').length;
+    if (this.history.length > 0) this.sink(this.history);
+  }
+
+  push = (event: TrainerEvent): void => {
+    const stamped = { at: Date.now(), event };
+    this.pending.push(stamped);
+    this.keep(stamped);
+    this.timer ??= setTimeout(() => this.flush(), BATCH_MS);
+  };
+
+  flush(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.sink(batch);
+  }
+
+  /** Flushes to the page and writes the history now. */
+  async close(): Promise<void> {
+    this.flush();
+    await this.save();
+  }
+
+  private keep(stamped: StampedEvent): void {
+    if (!KEPT.has(stamped.event.type)) return;
+    this.history.push(stamped);
+    if (stamped.event.type === 'step' && ++this.steps > MAX_STEPS) this.thinSteps();
+    const important = stamped.event.type !== 'step';
+    if (important || stamped.at - this.lastSave > SAVE_MS) void this.save();
+  }
+
+  private thinSteps(): void {
+    let n = 0;
+    this.history = this.history.filter((e) => e.event.type !== 'step' || n++ % 2 === 0);
+    this.steps = n - Math.floor(n / 2);
+  }
+
+  private async save(): Promise<void> {
+    this.lastSave = Date.now();
+    await this.store.set(historyKey(this.runId), this.history);
+  }
+}

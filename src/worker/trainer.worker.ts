@@ -1,0 +1,224 @@
+/**
+ * The trainer worker: holds the open data set and the run, and routes the
+ * page's calls (comlink) to the core. Everything heavy (listing folders,
+ * decoding, TensorFlow.js) happens here, never on the page's thread.
+ */
+import * as Comlink from 'comlink';
+import type { RunCard } from '../core/config.ts';
+import { LesionError } from '../core/errors.ts';
+import type {
+  DatasetSummary,
+  EventBatchSink,
+  PagedFile,
+  ProgressSink,
+  RootRole,
+  TaskProgressSink,
+  TrainerApi,
+  TrainingStage,
+} from './api.ts';
+import { capabilities, estimateMemory } from './backend.ts';
+import { OpenDataset } from './dataset.ts';
+import { DemoFileSource } from './demo.ts';
+import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
+import { FileListSource, HandleFileSource } from './files.ts';
+import { previewAugmentation, previewSplit } from './previews.ts';
+import { gallery, predictFile, pseudoLabelViews, setRejected } from './results.ts';
+import { RunManager } from './runs.ts';
+import { IdbStore } from './store.ts';
+
+const runStore = new IdbStore('runs');
+const folderStore = new IdbStore('folders');
+const runs = new RunManager(runStore);
+
+interface RememberedFolders {
+  handles: FileSystemDirectoryHandle[];
+  roles: Record<string, RootRole>;
+}
+const REMEMBERED = 'last-opened';
+
+let dataset: OpenDataset | undefined;
+let received = new FileListSource();
+
+function open(): OpenDataset {
+  if (!dataset) throw new LesionError('dataset', 'no data set is open');
+  return dataset;
+}
+
+async function remember(): Promise<void> {
+  const source = dataset?.source;
+  if (!(source instanceof HandleFileSource)) return;
+  await folderStore.set(REMEMBERED, { handles: source.roots, roles: Object.fromEntries(dataset!.roles) } satisfies RememberedFolders);
+}
+
+/** ImageBitmaps and ArrayBuffers anywhere in a result move to the page instead of being copied. */
+function transferables(value: unknown, out: Transferable[] = [], depth = 0): Transferable[] {
+  if (value instanceof ImageBitmap || value instanceof ArrayBuffer) out.push(value);
+  else if (value && typeof value === 'object' && depth < 4) {
+    for (const item of Array.isArray(value) ? value : Object.values(value)) transferables(item, out, depth + 1);
+  }
+  return out;
+}
+
+function moved<T>(value: T): T {
+  return Comlink.transfer(value, transferables(value));
+}
+
+async function runContext(runId: string) {
+  const { state, card } = await runs.state(runId);
+  const origin = await runs.origin(runId);
+  return { state, card, roots: origin?.roots ?? [] };
+}
+
+const api: TrainerApi = {
+  async openDemo() {
+    dataset = await OpenDataset.open('demo', new DemoFileSource());
+    return dataset.summary();
+  },
+
+  async openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink) {
+    const source = new HandleFileSource(handles, (p) => onProgress({ phase: 'listing', ...p }));
+    const previous = await folderStore.get<RememberedFolders>(REMEMBERED);
+    dataset = await OpenDataset.open('folders', source, previous?.roles);
+    onProgress({ phase: 'indexing', files: dataset.files.length });
+    await remember();
+    return dataset.summary();
+  },
+
+  async receiveFiles(files: PagedFile[]) {
+    received.add(files);
+    return received.size;
+  },
+
+  async openReceivedFiles(onProgress: ProgressSink) {
+    const source = received;
+    received = new FileListSource();
+    onProgress({ phase: 'indexing', files: source.size });
+    dataset = await OpenDataset.open('files', source);
+    return dataset.summary();
+  },
+
+  async setRootRole(root: string, role: RootRole) {
+    open().setRole(root, role);
+    await remember();
+    return open().summary();
+  },
+
+  async summary(): Promise<DatasetSummary | undefined> {
+    return dataset?.summary();
+  },
+
+  async rememberedFolders() {
+    return folderStore.get<RememberedFolders>(REMEMBERED);
+  },
+
+  async thumbnails(request) {
+    return moved(await open().thumbnails(request));
+  },
+
+  async previewSplit(request) {
+    return previewSplit(open(), request);
+  },
+
+  async previewAugmentation(request) {
+    return moved(await previewAugmentation(open(), request));
+  },
+
+  async capabilities(card?: RunCard) {
+    const estimate = card ? await estimateMemory(card) : undefined;
+    return { ...(await capabilities()), estimate };
+  },
+
+  async startRun(card: RunCard, onEvents: EventBatchSink) {
+    return runs.start(card, open(), onEvents);
+  },
+
+  async resumeRun(runId: string, onEvents: EventBatchSink) {
+    const origin = await runs.origin(runId);
+    // The demo regenerates identically, so its runs resume without asking for anything.
+    if (origin?.dataset === 'demo' && dataset?.origin !== 'demo') dataset = await OpenDataset.open('demo', new DemoFileSource());
+    if (!dataset) {
+      throw new LesionError('dataset', `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`);
+    }
+    return runs.resumeStored(runId, dataset, onEvents);
+  },
+
+  async pause() {
+    runs.pause();
+  },
+
+  async resume() {
+    runs.unpause();
+  },
+
+  async cancel() {
+    runs.cancel();
+  },
+
+  async listRuns() {
+    return runs.list();
+  },
+
+  async deleteRun(runId: string) {
+    await runs.delete(runId);
+  },
+
+  async results(runId: string) {
+    const { state, card } = await runs.state(runId);
+    return {
+      runId,
+      card,
+      stages: state.results,
+      split: {
+        train: state.split.train.length,
+        val: state.split.val.length,
+        test: state.split.test.length,
+        unlabeled: state.split.unlabeled.length,
+      },
+    };
+  },
+
+  async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
+    return moved(await gallery(runStore, dataset, await runContext(runId), stage, onProgress));
+  },
+
+  async pseudoLabels(runId, stage, limit) {
+    return moved(await pseudoLabelViews(runStore, dataset, runId, stage, limit));
+  },
+
+  async rejectPseudoLabel(runId: string, image: string, rejected: boolean) {
+    await setRejected(runStore, runId, image, rejected);
+  },
+
+  async storageUsage() {
+    const estimate = await navigator.storage.estimate();
+    const listed = await runs.list();
+    const sized = await Promise.all(
+      listed.map(async (run) => ({
+        runId: run.runId,
+        name: run.name,
+        bytes: (await runStore.bytesUnder(`runs/${run.runId}/`)) + (await runStore.bytesUnder(`pseudo/${run.runId}/`)),
+      })),
+    );
+    return { usage: estimate.usage ?? 0, quota: estimate.quota ?? 0, persisted: await navigator.storage.persisted(), runs: sized };
+  },
+
+  async exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest') {
+    const { card } = await runs.state(runId);
+    return moved(await exportModel(runStore, card, runId, stage, kind));
+  },
+
+  async exportPseudoLabels(runId, stage) {
+    return moved(await exportPseudoLabels(runStore, dataset, runId, stage));
+  },
+
+  async exportMetrics(runId: string) {
+    return moved(await exportMetrics(runStore, runId));
+  },
+
+  async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {
+    const { card } = await runs.state(runId);
+    return moved(await predictFile(runStore, card, runId, stage, name, new Uint8Array(bytes), displaySize));
+  },
+};
+
+Comlink.expose(api);
