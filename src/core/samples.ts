@@ -8,6 +8,7 @@
  */
 import type { Sample } from './dataset/layouts.ts';
 import { loadSample, type Size } from './dataset/loader.ts';
+import { LesionError } from './errors.ts';
 import type { EventSink } from './events.ts';
 import type { BinaryMask, FileSource, KeyValueStore, PixelDecoder, RgbImage } from './io.ts';
 
@@ -69,9 +70,7 @@ export class PixelCache {
     try {
       pixels = await this.load(item);
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      this.failed.set(item.image, message);
-      this.emit({ type: 'warning', file: item.image, message: `skipped: ${message}` });
+      this.skip(item.image, error);
       return undefined;
     }
     this.remember(key, pixels);
@@ -80,15 +79,22 @@ export class PixelCache {
 
   /** The image alone (unlabeled pool), not cached: pseudo-labelling streams once. */
   async image(sample: Sample): Promise<{ image: RgbImage; sourceWidth: number; sourceHeight: number } | undefined> {
+    if (this.failed.has(sample.image)) return undefined;
     try {
       const { image, sourceWidth, sourceHeight } = await loadSample({ ...sample, mask: undefined }, this.source, this.decoder, this.size);
       return { image, sourceWidth, sourceHeight };
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      this.failed.set(sample.image, message);
-      this.emit({ type: 'warning', file: sample.image, message: `skipped: ${message}` });
+      this.skip(sample.image, error);
       return undefined;
     }
+  }
+
+  /** Remembers the failure and reports it once, naming the file at fault (the image or its mask). */
+  private skip(image: string, error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error);
+    const file = error instanceof LesionError && error.file !== undefined ? error.file : image;
+    this.failed.set(image, message);
+    this.emit({ type: 'warning', file, message: file === image ? `skipped: ${message}` : `skipped ${image}: ${message}` });
   }
 
   private async load(item: TrainItem): Promise<Pixels> {

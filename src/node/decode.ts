@@ -17,18 +17,36 @@ export class JimpDecoder implements PixelDecoder {
 
     let pixels: RgbaPixels;
     try {
-      const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
       const { data, width, height } = image.bitmap;
       pixels = { width, height, data: new Uint8Array(data.buffer, data.byteOffset, width * height * 4) };
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
+      throw describeFailure(path, format, error instanceof Error ? error.message : String(error));
     }
     const sourceWidth = pixels.width;
     const sourceHeight = pixels.height;
     if (resize) pixels = resizeRgba(pixels, resize.width, resize.height, resize.filter);
     return { pixels, sourceWidth, sourceHeight };
   }
+}
+
+/**
+ * jpeg-js refuses anything whose working memory it estimates above 512 MB,
+ * about 28 megapixels: too little for full-resolution dermoscopy (ISIC holds
+ * 6000x4000 originals). With the budget raised, its 100-megapixel limit is
+ * the one that binds.
+ */
+const JPEG_OPTIONS = { 'image/jpeg': { maxMemoryUsageInMB: 2048, maxResolutionInMP: 100 } };
+
+/** jpeg-js's terse reasons, turned into what the user can act on. */
+function describeFailure(path: string, format: Format, reason: string): DecodeError {
+  if (format === 'JPEG' && /4 components/.test(reason)) {
+    return new DecodeError(path, 'CMYK JPEG is not supported without the Adobe marker Photoshop writes; save it as RGB', 'unsupported-format');
+  }
+  if (/maxResolutionInMP|maxMemoryUsageInMB|allocate enough memory/.test(reason)) {
+    return new DecodeError(path, `${format} too large to decode (at most 100 megapixels; ${reason})`, 'unsupported-format');
+  }
+  return new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
 }
 
 /** By content, not by name: a .jpg that is really a PNG still decodes. */

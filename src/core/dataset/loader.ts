@@ -1,8 +1,9 @@
 /**
  * Reads one sample through the host's FileSource and PixelDecoder and hands
  * back 8-bit pixels at the training size: RGB for the image, 0/1 for the mask.
- * Problems that still leave a usable pair (mask of another size, grey mask
- * values) become warnings naming the file; unreadable files throw.
+ * Problems that still leave a usable pair (mask of another size, grey or
+ * colour values, nothing or everything marked) become warnings naming the
+ * file; unreadable files throw.
  */
 import type { BinaryMask, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
 import type { Sample } from './layouts.ts';
@@ -75,32 +76,45 @@ export function rgbaToRgb(pixels: RgbaPixels): RgbImage {
  * A pixel is lesion when the brightest of its R, G, B is above 127, so grey,
  * RGB and colour-coded masks all work. Masks stored as 0/1 (common outside
  * ISIC) would come out empty that way, so a mask made only of 0 and 1 counts
- * 1 as lesion. The value check runs on the pixels at the target size.
+ * 1 as lesion. The value check runs on the pixels at the target size. Every
+ * oddity found goes into one warning, so a mask is reported once.
  */
 export function binariseMask(pixels: RgbaPixels): { mask: BinaryMask; warning?: string } {
   const count = pixels.width * pixels.height;
   const values = new Uint8Array(count);
   let lesion = 0;
   let nonBinary = 0;
+  let coloured = 0;
   let onlyZeroOne = true;
   for (let i = 0; i < count; i++) {
     const at = i * 4;
-    const v = Math.max(pixels.data[at], pixels.data[at + 1], pixels.data[at + 2]);
+    const r = pixels.data[at];
+    const g = pixels.data[at + 1];
+    const b = pixels.data[at + 2];
+    const v = Math.max(r, g, b);
     values[i] = v;
     if (v > 127) lesion++;
     if (v !== 0 && v !== 255) nonBinary++;
+    if (r !== g || g !== b) coloured++;
     if (v > 1) onlyZeroOne = false;
   }
   const zeroOne = onlyZeroOne && lesion === 0 && nonBinary > 0;
   const threshold = zeroOne ? 0 : 127;
-  for (let i = 0; i < count; i++) values[i] = values[i] > threshold ? 1 : 0;
-  const mask = { width: pixels.width, height: pixels.height, data: values };
-  if (zeroOne) return { mask, warning: 'mask is stored as 0/1 instead of 0/255; 1 taken as lesion' };
-  if (nonBinary > 0) {
-    return {
-      mask,
-      warning: `mask is not binary (${nonBinary} of ${count} pixels are neither 0 nor 255); binarised at >127`,
-    };
+  lesion = 0;
+  for (let i = 0; i < count; i++) {
+    values[i] = values[i] > threshold ? 1 : 0;
+    lesion += values[i];
   }
-  return { mask };
+  const mask = { width: pixels.width, height: pixels.height, data: values };
+  const problems: string[] = [];
+  if (zeroOne) problems.push('mask is stored as 0/1 instead of 0/255; 1 taken as lesion');
+  else if (coloured > 0) {
+    problems.push(`mask is in colour (${coloured} of ${count} pixels are not grey); lesion where the brightest channel is >127`);
+  } else if (nonBinary > 0) {
+    problems.push(`mask is not binary (${nonBinary} of ${count} pixels are neither 0 nor 255); binarised at >127`);
+  }
+  // Kept: an all-background or all-lesion example is legitimate, but more often a wrong file.
+  if (lesion === 0) problems.push('mask is empty (no lesion pixel); kept as an all-background example');
+  else if (lesion === count) problems.push('mask covers the whole image (every pixel is lesion); kept as an all-lesion example');
+  return problems.length > 0 ? { mask, warning: problems.join('; ') } : { mask };
 }
