@@ -29,10 +29,14 @@ export interface BnSpec {
 }
 
 export class LayerKit {
-  /** In training builds, the sub-grid factor the current stage runs on. */
-  private regrid = 1;
+  /** In training builds, the regridding factors applied so far; their product is the current stage's rate. */
+  private readonly regrids: number[] = [];
 
   constructor(readonly mode: BuildMode) {}
+
+  private get regrid(): number {
+    return this.regrids.reduce((a, b) => a * b, 1);
+  }
 
   /**
    * Enters a dilated encoder stage. Training builds regrid once (see
@@ -42,16 +46,23 @@ export class LayerKit {
   dilateStage(x: Sym, rate: number, name: string): Sym {
     if (this.mode === 'export' || rate === this.regrid) return x;
     const factor = rate / this.regrid;
-    this.regrid = rate;
+    this.regrids.push(factor);
     return new SpaceToBatch({ name, factor }).apply(x) as Sym;
   }
 
-  /** Leaves all dilated stages: back to the full-resolution grid. */
+  /**
+   * Leaves all dilated stages: back to the full-resolution grid. Each
+   * regridding is undone, last first: one BatchToSpace by the product of two
+   * factors would put the sub-grids back in the wrong order.
+   */
   undilate(x: Sym, name: string): Sym {
-    if (this.regrid === 1) return x;
-    const factor = this.regrid;
-    this.regrid = 1;
-    return new BatchToSpace({ name, factor }).apply(x) as Sym;
+    let y = x;
+    while (this.regrids.length > 0) {
+      const factor = this.regrids.pop()!;
+      const layerName = this.regrids.length === 0 ? name : `${name}_${this.regrids.length}`;
+      y = new BatchToSpace({ name: layerName, factor }).apply(y) as Sym;
+    }
+    return y;
   }
 
   /** A spec without a rate is pointwise or belongs to the current stage. */
@@ -84,6 +95,7 @@ export class LayerKit {
     if (rate > 1 && this.mode === 'train') {
       throw new Error(`${s.name}: dilated depthwise convolutions train only inside a regridded stage`);
     }
+    if (rate > 1) return this.subgridDepthwise(x, s, rate);
     return tf.layers
       .depthwiseConv2d({
         name: s.name,
@@ -95,6 +107,39 @@ export class LayerKit {
         depthwiseInitializer: 'heNormal',
       })
       .apply(x) as Sym;
+  }
+
+  /**
+   * tfjs-layers 4.22's DepthwiseConv2D ignores its dilationRate (a TODO in its
+   * call), so export builds dilate it the way training builds do, from
+   * standard layers that plain tfjs loads: the rate x rate sub-grids become
+   * time steps and one undilated depthwise layer runs on each. The wrapper
+   * carries the layer's name and its weights are the depthwise kernel itself.
+   */
+  private subgridDepthwise(x: Sym, s: Omit<ConvSpec, 'filters'>, rate: number): Sym {
+    const [, h, w, c] = x.shape as number[];
+    if ((s.stride ?? 1) !== 1 || h % rate !== 0 || w % rate !== 0) {
+      throw new Error(`${s.name}: a dilated depthwise convolution needs stride 1 and a ${h}x${w} map divisible by ${rate}`);
+    }
+    const reshape = (y: Sym, targetShape: number[], suffix: string) =>
+      tf.layers.reshape({ name: `${s.name}_${suffix}`, targetShape }).apply(y) as Sym;
+    const permute = (y: Sym, dims: number[], suffix: string) =>
+      tf.layers.permute({ name: `${s.name}_${suffix}`, dims }).apply(y) as Sym;
+    const [hs, ws] = [h / rate, w / rate];
+    let y = reshape(x, [hs, rate, ws, rate, c], 'split');
+    y = permute(y, [2, 4, 1, 3, 5], 'subgrids_first');
+    y = reshape(y, [rate * rate, hs, ws, c], 'subgrids');
+    const depthwise = tf.layers.depthwiseConv2d({
+      name: `${s.name}_subgrid`,
+      kernelSize: s.kernel,
+      padding: 'same',
+      useBias: false,
+      depthwiseInitializer: 'heNormal',
+    });
+    y = tf.layers.timeDistributed({ name: s.name, layer: depthwise }).apply(y) as Sym;
+    y = reshape(y, [rate, rate, hs, ws, c], 'unsplit');
+    y = permute(y, [3, 1, 4, 2, 5], 'subgrids_last');
+    return reshape(y, [h, w, c], 'merged');
   }
 
   bn(x: Sym, s: BnSpec): Sym {
