@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import { paperCard, parseRunCard, presetCard, quickCard, RUN_CARD_VERSION, type RunCard } from '../src/core/config.ts';
+import { ConfigError } from '../src/core/errors.ts';
+
+/** A JSON copy of the paper card with one edit applied, as an imported file would hold it. */
+function edited(edit: (card: Record<string, any>) => void): unknown {
+  const card = JSON.parse(JSON.stringify(paperCard())) as Record<string, any>;
+  edit(card);
+  return card;
+}
+
+/** parseRunCard must throw a ConfigError naming `field`, and return nothing. */
+function expectRejected(input: unknown, field: string, message?: RegExp): ConfigError {
+  const before = JSON.stringify(input);
+  let parsed: RunCard | undefined;
+  let caught: unknown;
+  try {
+    parsed = parseRunCard(input);
+  } catch (error) {
+    caught = error;
+  }
+  expect(parsed).toBeUndefined();
+  expect(caught).toBeInstanceOf(ConfigError);
+  const error = caught as ConfigError;
+  expect(error.code).toBe('config');
+  expect(error.field).toBe(field);
+  expect(error.message).toContain(field);
+  if (message) expect(error.message).toMatch(message);
+  // Validation reads the input and never writes to it.
+  expect(JSON.stringify(input)).toBe(before);
+  return error;
+}
+
+describe('presets', () => {
+  it('the paper card validates and round-trips through JSON unchanged', () => {
+    expect(parseRunCard(paperCard())).toEqual(paperCard());
+    expect(parseRunCard(JSON.parse(JSON.stringify(paperCard())))).toEqual(paperCard());
+  });
+
+  it('the quick card validates and round-trips through JSON unchanged', () => {
+    expect(parseRunCard(quickCard())).toEqual(quickCard());
+    expect(parseRunCard(JSON.parse(JSON.stringify(quickCard())))).toEqual(quickCard());
+    expect(presetCard('quick')).toEqual(quickCard());
+    expect(presetCard('paper')).toEqual(paperCard());
+  });
+
+  it("the paper card holds the paper's protocol", () => {
+    const card = paperCard();
+    expect(card.version).toBe(RUN_CARD_VERSION);
+    expect(card.seed).toBe(2137);
+    expect(card.model).toMatchObject({ inputSize: 256, outputStride: 8, atrousRates: [12, 24, 36], asppChannels: 256, dropout: 0.5 });
+    expect(card.train).toMatchObject({ epochs: 65, batchSize: 10, loss: 'dice' });
+    expect(card.train.optimizer).toEqual({ kind: 'sgd', lr: 0.006, momentum: 0.81, weightDecay: 0.02 });
+    expect(card.noise.preset).toBe('paper');
+    expect(card.data.unlabeledPerLabeled).toBe(4);
+    expect(card.data.labeledFraction).toBe(1);
+    expect(card.student).toEqual({ init: 'same-as-teacher', rounds: 2 });
+    expect(card.eval.logitThreshold).toBe(0.5);
+    // The paper's "masks not created or too small": about 34 pixels at 256 x 256.
+    expect(card.pseudo.minLesionFraction * 256 * 256).toBeCloseTo(34, 9);
+  });
+
+  it('presets are fresh objects: editing one does not change the next', () => {
+    const card = paperCard();
+    card.model.atrousRates[0] = 99;
+    card.train.optimizer.lr = 1;
+    expect(paperCard().model.atrousRates[0]).toBe(12);
+    expect(paperCard().train.optimizer.lr).toBe(0.006);
+  });
+});
+
+describe('bad cards are rejected with the field named', () => {
+  it('rejects what is not a card at all', () => {
+    expectRejected(null, 'card');
+    expectRejected([paperCard()], 'card');
+    expectRejected('paper', 'card');
+  });
+
+  it('rejects wrong types', () => {
+    expectRejected(edited((c) => (c.train.batchSize = '10')), 'train.batchSize', /number/);
+    expectRejected(edited((c) => (c.seed = 1.5)), 'card.seed', /integer/);
+    expectRejected(edited((c) => (c.model = 'deeplab')), 'model', /object/);
+    expectRejected(edited((c) => (c.train.optimizer = null)), 'train.optimizer', /object/);
+    expectRejected(edited((c) => (c.model.atrousRates = [12, 24])), 'model.atrousRates');
+    expectRejected(edited((c) => (c.model.atrousRates = [12, '24', 36])), 'model.atrousRates');
+    expectRejected(edited((c) => (c.pseudo.flipTta = 'yes')), 'pseudo.flipTta');
+    expectRejected(edited((c) => (c.name = '')), 'card.name');
+  });
+
+  it('rejects missing fields', () => {
+    expectRejected(edited((c) => delete c.train.epochs), 'train.epochs');
+    expectRejected(edited((c) => delete c.model), 'model');
+    expectRejected(edited((c) => delete c.train.optimizer.momentum), 'train.optimizer.momentum');
+    expectRejected(edited((c) => delete c.eval), 'eval');
+    expectRejected(edited((c) => delete c.version), 'card.version');
+  });
+
+  it('rejects absurd sizes and values out of range', () => {
+    expectRejected(edited((c) => (c.model.inputSize = 100000)), 'model.inputSize', /between 32 and 1024/);
+    expectRejected(edited((c) => (c.model.inputSize = 40)), 'model.inputSize', /multiple of 32/);
+    expectRejected(edited((c) => (c.model.inputSize = 0)), 'model.inputSize');
+    expectRejected(edited((c) => (c.train.batchSize = 0)), 'train.batchSize');
+    expectRejected(edited((c) => (c.train.batchSize = 100000)), 'train.batchSize');
+    expectRejected(edited((c) => (c.train.epochs = 0)), 'train.epochs');
+    expectRejected(edited((c) => (c.train.optimizer.lr = -0.1)), 'train.optimizer.lr');
+    expectRejected(edited((c) => (c.model.dropout = 1)), 'model.dropout');
+    expectRejected(edited((c) => (c.model.outputStride = 32)), 'model.outputStride');
+    expectRejected(edited((c) => (c.data.split = { kind: 'fractions', val: 0.5, test: 0.5 })), 'data.split', /leave images to train/);
+    expectRejected(edited((c) => (c.data.labeledFraction = 0)), 'data.labeledFraction');
+  });
+
+  it('rejects unknown choices', () => {
+    expectRejected(edited((c) => (c.noise.probabilities = { transpose: 0.2, sharpen: 0.5 })), 'noise.probabilities.sharpen', /unknown step/);
+    expectRejected(edited((c) => (c.noise.probabilities = { clahe: 2 })), 'noise.probabilities.clahe');
+    expectRejected(edited((c) => (c.noise.distortion = 'swirl')), 'noise.distortion');
+    expectRejected(edited((c) => (c.train.optimizer.kind = 'rmsprop')), 'train.optimizer.kind');
+    expectRejected(edited((c) => (c.train.loss = 'focal')), 'train.loss');
+    expectRejected(edited((c) => (c.backend = 'cuda')), 'card.backend');
+  });
+
+  it('accepts known noise steps with valid probabilities', () => {
+    const card = parseRunCard(edited((c) => (c.noise.probabilities = { transpose: 0, clahe: 1 })));
+    expect(card.noise.probabilities).toEqual({ transpose: 0, clahe: 1 });
+  });
+
+  it('rejects a card from a newer studio, saying so', () => {
+    const error = expectRejected(edited((c) => (c.version = RUN_CARD_VERSION + 1)), 'card.version', /newer studio/);
+    expect(error.message).toContain(String(RUN_CARD_VERSION + 1));
+  });
+
+  it('rejects the offline ImageNet initialisation for encoders it does not exist for', () => {
+    expectRejected(edited((c) => (c.model.encoder = 'resnet34')), 'model.init', /resnet34/);
+    expectRejected(edited((c) => (c.model.width = 0.5)), 'model.init');
+    const random = parseRunCard(edited((c) => Object.assign(c.model, { encoder: 'resnet34', init: 'random' })));
+    expect(random.model.encoder).toBe('resnet34');
+  });
+
+  it('validates every section: a fault in the last one still rejects the whole card', () => {
+    expectRejected(edited((c) => (c.eval.logitThreshold = 'high')), 'eval.logitThreshold');
+    expectRejected(edited((c) => (c.student.rounds = 3)), 'student.rounds');
+  });
+});

@@ -1,0 +1,332 @@
+/**
+ * One training stage on the cpu backend, on real ISIC 2018 images, with a
+ * model small enough for about a second per step: exact resume, events,
+ * the EMA rule for the best checkpoint, flat memory, pause, divergence and
+ * unreadable images.
+ */
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CheckpointStore, modelWeights, trainableParams, type LoopPosition } from '../src/core/checkpoint.ts';
+import { paperCard, type RunCard, type TrainConfig } from '../src/core/config.ts';
+import { CancelledError, RunControl } from '../src/core/control.ts';
+import { recogniseDatasets } from '../src/core/dataset/layouts.ts';
+import { LesionError } from '../src/core/errors.ts';
+import type { TrainerEvent } from '../src/core/events.ts';
+import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
+import { itemFromSample, PixelCache, type TrainItem } from '../src/core/samples.ts';
+import { trainStage, type StageSpec } from '../src/core/train.ts';
+import { initNodeBackend } from '../src/node/backends.ts';
+import { JimpDecoder } from '../src/node/decode.ts';
+import { FsFileSource } from '../src/node/files.ts';
+import { MemoryStore } from './helpers/memory-store.ts';
+
+const repoRoot = path.resolve(import.meta.dirname, '..');
+const isic2018 = path.resolve(repoRoot, '../shared/datasets/isic2018');
+const SIZE = 32;
+const START: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
+
+/** The paper's card (SGD with momentum, Dice, noise 'paper', dropout 0.5) on a tiny model. */
+function tinyCard(train: Partial<TrainConfig>): RunCard {
+  const paper = paperCard();
+  return {
+    ...paper,
+    seed: 11,
+    model: { encoder: 'mobilenetv2', width: 0.35, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 16, dropout: 0.5, inputSize: SIZE, init: 'random', inputRange: 'unit' },
+    train: { ...paper.train, epochs: 1, batchSize: 2, readEverySteps: 1, checkpointEverySteps: 1, ...train },
+  };
+}
+
+let source: FsFileSource;
+let items: TrainItem[];
+
+beforeAll(async () => {
+  await initNodeBackend('cpu');
+  source = new FsFileSource([isic2018]);
+  const [set] = recogniseDatasets(await source.list()).sets;
+  items = set.labeled.slice(0, 6).map(itemFromSample);
+});
+
+interface Harness {
+  store: MemoryStore;
+  cache: PixelCache;
+  events: TrainerEvent[];
+  /** A stage spec with this harness's store, cache and event log; `emit` also sees every event. */
+  spec(card: RunCard, parts: Partial<StageSpec> & { train: TrainItem[] }): StageSpec;
+}
+
+function harness(files: FsFileSource = source): Harness {
+  const store = new MemoryStore();
+  const events: TrainerEvent[] = [];
+  const cache = new PixelCache(files, new JimpDecoder(), store, { width: SIZE, height: SIZE }, (e) => events.push(e));
+  return {
+    store,
+    cache,
+    events,
+    spec: (card, parts) => {
+      const emit = parts.emit;
+      return {
+        stage: 'teacher',
+        card,
+        val: [],
+        cache,
+        checkpoints: new CheckpointStore(store, 'ckpt'),
+        control: new RunControl(),
+        resume: false,
+        ...parts,
+        model: parts.model ?? buildDeepLabV3(card.model, 'train'),
+        emit: (e) => {
+          events.push(e);
+          emit?.(e);
+        },
+      };
+    },
+  };
+}
+
+function snapshot(model: tf.LayersModel): Map<string, Float32Array> {
+  return new Map(modelWeights(model).map(({ name, tensor }) => [name, (tensor.dataSync() as Float32Array).slice()]));
+}
+
+/** Largest |a - b| over all weights; Infinity when a NaN or a missing weight makes them incomparable. */
+function maxAbsDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  if (a.size !== b.size) return Infinity;
+  let max = 0;
+  for (const [name, x] of a) {
+    const y = b.get(name);
+    if (!y || y.length !== x.length) return Infinity;
+    for (let i = 0; i < x.length; i++) {
+      const d = Math.abs(x[i] - y[i]);
+      if (Number.isNaN(d)) return Infinity;
+      if (d > max) max = d;
+    }
+  }
+  return max;
+}
+
+const stepsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step');
+const epochsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'epoch' }> => e.type === 'epoch');
+
+describe('trainStage', () => {
+  it('a run cancelled mid-epoch and resumed ends with exactly the weights of an uninterrupted run', async () => {
+    // 2 steps per epoch, 2 epochs; the cut falls after the first step of epoch 2.
+    const card = tinyCard({ epochs: 2, readEverySteps: 1, checkpointEverySteps: 1, emaSmoothing: 0.5 });
+    const h = harness();
+    const train = items.slice(0, 4);
+    const val = items.slice(4, 6);
+
+    const init = new CheckpointStore(h.store, 'init');
+    const initial = buildDeepLabV3(card.model, 'train');
+    await init.save('init', initial, [], START);
+    const initialWeights = snapshot(initial);
+    initial.dispose();
+    const fromInit = async (): Promise<tf.LayersModel> => {
+      const model = buildDeepLabV3(card.model, 'train');
+      await init.load('init', model);
+      return model;
+    };
+
+    const straight = h.spec(card, { model: await fromInit(), train, val, checkpoints: new CheckpointStore(h.store, 'straight') });
+    const straightOutcome = await trainStage(straight);
+    const expected = snapshot(straight.model);
+    straight.model.dispose();
+    expect(maxAbsDiff(expected, initialWeights)).toBeGreaterThan(0);
+
+    const checkpoints = new CheckpointStore(h.store, 'interrupted');
+    const control = new RunControl();
+    const interrupted = h.spec(card, {
+      model: await fromInit(),
+      train,
+      val,
+      checkpoints,
+      control,
+      emit: (e) => {
+        if (e.type === 'step' && e.step === 3) control.cancel();
+      },
+    });
+    const firstPart = h.events.length;
+    await expect(trainStage(interrupted)).rejects.toBeInstanceOf(CancelledError);
+    expect(stepsOf(h.events.slice(firstPart)).map((e) => e.step)).toEqual([1, 2, 3]);
+    // Cut mid-epoch, and the weights by then differ from the finished run's.
+    const saved = (await checkpoints.load('latest', interrupted.model))!;
+    tf.dispose(saved.optimizer.map((t) => t.tensor));
+    expect(saved.position).toMatchObject({ epoch: 1, stepInEpoch: 1, step: 3 });
+    expect(maxAbsDiff(snapshot(interrupted.model), expected)).toBeGreaterThan(0);
+    interrupted.model.dispose();
+
+    const resumed = h.spec(card, { model: await fromInit(), train, val, checkpoints, resume: true });
+    const secondPart = h.events.length;
+    const resumedOutcome = await trainStage(resumed);
+    expect(stepsOf(h.events.slice(secondPart)).map((e) => e.step)).toEqual([4]);
+    expect(maxAbsDiff(snapshot(resumed.model), expected)).toBe(0);
+    expect(resumedOutcome.bestEpoch).toBe(straightOutcome.bestEpoch);
+    expect(resumedOutcome.bestEma).toBe(straightOutcome.bestEma);
+    resumed.model.dispose();
+  });
+
+  it('reports every step and epoch, picks the best checkpoint by the EMA rule and keeps the tensor count flat', async () => {
+    const smoothing = 0.5;
+    // One step per epoch keeps it short; three epochs let the EMA move.
+    const card = tinyCard({ epochs: 3, emaSmoothing: smoothing });
+    const h = harness();
+    const val = items.slice(4, 6);
+    const weightsAtEpoch = new Map<number, Map<string, Float32Array>>();
+    const tensorsAtEpoch: number[] = [];
+    const spec = h.spec(card, {
+      train: items.slice(0, 2),
+      val,
+      emit: (e) => {
+        if (e.type === 'epoch') {
+          weightsAtEpoch.set(e.epoch, snapshot(spec.model));
+          tensorsAtEpoch.push(tf.memory().numTensors);
+        }
+      },
+    });
+    const before = tf.memory().numTensors;
+    const outcome = await trainStage(spec);
+    expect(tf.memory().numTensors).toBe(before);
+
+    const steps = stepsOf(h.events);
+    expect(steps.map((e) => e.step)).toEqual([1, 2, 3]);
+    expect(steps.map((e) => e.epoch)).toEqual([1, 2, 3]);
+    for (const step of steps) {
+      expect(Number.isFinite(step.loss)).toBe(true);
+      // Dice loss lies in [0, 1].
+      expect(step.loss).toBeGreaterThanOrEqual(0);
+      expect(step.loss).toBeLessThanOrEqual(1);
+      expect(step.totalSteps).toBe(3);
+    }
+    // The same point of every epoch holds the same number of tensors: nothing accumulates.
+    expect(steps[2].numTensors).toBe(steps[0].numTensors);
+    expect(tensorsAtEpoch).toHaveLength(3);
+    expect(tensorsAtEpoch[2]).toBe(tensorsAtEpoch[0]);
+
+    const epochs = epochsOf(h.events);
+    expect(epochs.map((e) => e.epoch)).toEqual([1, 2, 3]);
+    let ema: number | undefined;
+    let bestEma = -Infinity;
+    let bestEpoch = 0;
+    for (const e of epochs) {
+      expect(e.epochs).toBe(3);
+      expect(e.metrics.images).toBe(val.length);
+      const metric = e.metrics.paperMIoU;
+      expect(metric).toBeGreaterThanOrEqual(0);
+      expect(metric).toBeLessThanOrEqual(1);
+      ema = ema === undefined ? metric : smoothing * ema + (1 - smoothing) * metric;
+      expect(e.ema).toBeCloseTo(ema, 12);
+      expect(e.best).toBe(e.ema > bestEma);
+      if (e.best) [bestEma, bestEpoch] = [e.ema, e.epoch];
+    }
+    const bestSaves = h.events.filter((e) => e.type === 'checkpoint' && e.kind === 'best').map((e) => (e as { epoch: number }).epoch);
+    expect(bestSaves).toEqual(epochs.filter((e) => e.best).map((e) => e.epoch));
+    expect(outcome.bestEpoch).toBe(bestEpoch);
+    expect(outcome.bestEma).toBe(bestEma);
+
+    // The best checkpoint holds the weights the model had at the end of that epoch.
+    const best = buildDeepLabV3(card.model, 'train');
+    const loaded = await spec.checkpoints.load('best', best);
+    tf.dispose(loaded!.optimizer.map((t) => t.tensor));
+    expect(loaded!.position.bestEpoch).toBe(bestEpoch);
+    expect(maxAbsDiff(snapshot(best), weightsAtEpoch.get(bestEpoch)!)).toBe(0);
+    best.dispose();
+    spec.model.dispose();
+  });
+
+  it('pauses between steps and continues where it paused', async () => {
+    const card = tinyCard({ epochs: 1 });
+    const h = harness();
+    const control = new RunControl();
+    let resumedAt = Infinity;
+    const arrivals = new Map<number, number>();
+    const spec = h.spec(card, {
+      train: items.slice(0, 4),
+      control,
+      emit: (e) => {
+        if (e.type !== 'step') return;
+        arrivals.set(e.step, performance.now());
+        if (e.step === 1) {
+          control.pause();
+          setTimeout(() => {
+            resumedAt = performance.now();
+            control.resume();
+          }, 100);
+        }
+      },
+    });
+    await trainStage(spec);
+    spec.model.dispose();
+
+    expect(stepsOf(h.events).map((e) => e.step)).toEqual([1, 2]);
+    expect(arrivals.get(2)!).toBeGreaterThan(resumedAt);
+    const order = h.events.map((e) => (e.type === 'step' ? `step ${e.step}` : e.type === 'log' && /paused/.test(e.message) ? 'paused' : undefined)).filter(Boolean);
+    expect(order).toEqual(['step 1', 'paused', 'step 2']);
+    expect(control.state).toBe('running');
+  });
+
+  it('stops with a "diverged" error naming the first step whose loss was not finite, even when losses are read late', async () => {
+    // Losses are read every 3 steps; the weights turn NaN just before step 2, so steps 2 and 3 both fail.
+    const card = tinyCard({ epochs: 1, readEverySteps: 3, checkpointEverySteps: 100 });
+    const h = harness();
+    const control = new RunControl();
+    const spec = h.spec(card, { train: items.slice(0, 6), control });
+    const betweenSteps = control.checkpoint.bind(control);
+    let calls = 0;
+    control.checkpoint = async (onPause) => {
+      if (++calls === 2) {
+        const [first] = trainableParams(spec.model);
+        const nan = tf.fill(first.variable.shape, Number.NaN);
+        first.variable.assign(nan);
+        nan.dispose();
+      }
+      return betweenSteps(onPause);
+    };
+    const before = tf.memory().numTensors;
+    const error = await trainStage(spec).then(() => undefined, (e: unknown) => e);
+    expect(calls).toBe(3);
+    expect(error).toBeInstanceOf(LesionError);
+    expect((error as LesionError).code).toBe('diverged');
+    expect((error as LesionError).message).toMatch(/at step 2\b/);
+    // Step 1 is reported; no step with a bad loss is; nothing is left allocated.
+    expect(stepsOf(h.events).map((e) => e.step)).toEqual([1]);
+    expect(tf.memory().numTensors).toBe(before);
+    spec.model.dispose();
+  });
+
+  describe('with an unreadable image among the training items', () => {
+    let folder: string;
+
+    beforeAll(async () => {
+      folder = await mkdtemp(path.join(os.tmpdir(), 'lesion-corrupt-'));
+      const real = path.join(isic2018, items[0].image.slice('isic2018/'.length));
+      const bytes = await readFile(real);
+      await writeFile(path.join(folder, 'truncated.jpg'), bytes.subarray(0, bytes.length >> 1));
+      await copyFile(real, path.join(folder, 'intact.jpg'));
+    });
+
+    afterAll(async () => {
+      await rm(folder, { recursive: true, force: true });
+    });
+
+    it('warns, naming the file, and trains on', async () => {
+      const files = new FsFileSource([isic2018, folder]);
+      const root = path.basename(folder);
+      const h = harness(files);
+      const truncated: TrainItem = { ...items[0], id: 'truncated', image: `${root}/truncated.jpg` };
+      const intact: TrainItem = { ...items[0], id: 'intact', image: `${root}/intact.jpg` };
+      // One batch: the unreadable image's place is taken by the readable one.
+      const spec = h.spec(tinyCard({ epochs: 1 }), { train: [truncated, intact] });
+      await trainStage(spec);
+      spec.model.dispose();
+
+      const warnings = h.events.filter((e) => e.type === 'warning');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ file: `${root}/truncated.jpg` });
+      expect((warnings[0] as { message: string }).message).toMatch(/corrupt or truncated JPEG/);
+      expect(stepsOf(h.events).map((e) => e.step)).toEqual([1]);
+      expect(epochsOf(h.events)).toHaveLength(1);
+      expect(h.cache.failures.has(`${root}/truncated.jpg`)).toBe(true);
+    });
+  });
+});
