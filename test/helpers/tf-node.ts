@@ -118,32 +118,36 @@ export async function trainingStep(
     const s = config.inputSize;
     const n = batch.x.length / (s * s * 3);
     const trainable = model.trainableWeights.map((w) => w.read() as tf.Variable);
-    const result = tf.tidy(() => {
+    let outputs: tf.Tensor[] = [];
+    const { value, grads } = tf.tidy(() => {
       const x = tf.tensor4d(batch.x, [n, s, s, 3]);
       const y = tf.tensor4d(batch.y, [n, s, s, 1]);
-      let outputs: tf.Tensor[] = [];
-      const { value, grads } = tf.variableGrads(() => {
+      const result = tf.variableGrads(() => {
         // Kept: the gradient computation disposes everything but its result.
         outputs = (probed.apply(x, { training: true }) as tf.Tensor[]).map((t) => tf.keep(t));
         return loss(outputs[0], y);
       }, trainable);
-      const logits = outputs[0].dataSync() as Float32Array;
+      return { value: result.value, grads: trainable.map((v) => result.grads[v.name]) };
+    });
+    // Asynchronous reads: webgpu has no synchronous read outside a browser.
+    try {
       let kinkMargin = Infinity;
-      relus.forEach((layer, i) => {
+      for (const [i, layer] of relus.entries()) {
         const cap = layer.getConfig().maxValue as number | null | undefined;
-        for (const v of outputs[i + 1].dataSync()) {
+        for (const v of await outputs[i + 1].data()) {
           kinkMargin = Math.min(kinkMargin, Math.abs(v), cap == null ? Infinity : Math.abs(v - cap));
         }
-      });
-      outputs.forEach((t) => t.dispose());
+      }
       return {
-        logits,
-        loss: value.dataSync()[0],
-        grads: trainable.map((v) => grads[v.name].dataSync() as Float32Array),
+        logits: (await outputs[0].data()) as Float32Array,
+        loss: (await value.data())[0],
+        grads: (await Promise.all(grads.map((g) => g.data()))) as Float32Array[],
+        names: model.trainableWeights.map((w) => w.originalName),
         kinkMargin,
       };
-    });
-    return { ...result, names: model.trainableWeights.map((w) => w.originalName) };
+    } finally {
+      tf.dispose([...outputs, value, ...grads]);
+    }
   } finally {
     model.dispose();
   }
