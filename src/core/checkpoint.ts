@@ -75,7 +75,9 @@ export function trainableParams(model: tf.LayersModel): Param[] {
   return out;
 }
 
+/** Checks every weight before writing any, so a mismatch never leaves a half-loaded model. */
 export function setModelWeights(model: tf.LayersModel, weights: Map<string, tf.Tensor>): void {
+  const writes: [tf.LayerVariable, tf.Tensor][] = [];
   for (const layer of model.layers) {
     layer.weights.forEach((w, i) => {
       const name = `${layer.name}#${i}`;
@@ -84,9 +86,18 @@ export function setModelWeights(model: tf.LayersModel, weights: Map<string, tf.T
       if (!tf.util.arraysEqual(t.shape, w.shape as number[])) {
         throw new LesionError('model', `weight ${name}: checkpoint shape [${t.shape}] differs from the model's [${w.shape}]`);
       }
-      w.write(t);
+      writes.push([w, t]);
     });
   }
+  for (const [w, t] of writes) w.write(t);
+}
+
+/** True when no weight holds NaN or Inf: a finite loss can still come with non-finite gradients. */
+export async function weightsAreFinite(model: tf.LayersModel): Promise<boolean> {
+  const ok = tf.tidy(() => tf.all(tf.stack(model.weights.map((w) => tf.all(tf.isFinite(w.read()))))));
+  const value = (await ok.data())[0];
+  ok.dispose();
+  return value === 1;
 }
 
 /** 32-bit FNV-1a over 32-bit words: fast enough for tens of MB, catches torn writes. */

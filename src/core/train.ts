@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
-import { trainableParams } from './checkpoint.ts';
+import { trainableParams, weightsAreFinite } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { CancelledError, type RunControl } from './control.ts';
 import { LesionError } from './errors.ts';
@@ -112,6 +112,12 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   };
 
   const save = async (kind: 'latest' | 'best'): Promise<void> => {
+    if (!(await weightsAreFinite(model))) {
+      throw new LesionError(
+        'diverged',
+        `${stage}: the weights became non-finite by step ${position.step}; the run stopped, and its latest checkpoint (saved only with finite losses and weights) is the last good one`,
+      );
+    }
     const state = optimizer.state();
     const bytes = await checkpoints.save(kind, model, state, position);
     tf.dispose(state.filter((s) => s.name === 'iterations').map((s) => s.tensor));

@@ -5,10 +5,12 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { ConfigError } from '../core/errors.ts';
+import { activateThreadedWasm } from './wasm-threads.ts';
 
 export type NodeBackendName = 'cpu' | 'wasm' | 'webgpu' | 'auto';
 
@@ -46,18 +48,29 @@ async function activate(name: string): Promise<void> {
   await tf.ready();
 }
 
+/** Threads for the wasm backend: LESION_STUDIO_WASM_THREADS, else every core. */
+function wasmThreads(): number {
+  const asked = Number(process.env.LESION_STUDIO_WASM_THREADS);
+  return Number.isInteger(asked) && asked >= 1 ? asked : os.cpus().length;
+}
+
 async function initWasm(): Promise<ActiveBackend> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   // From the installed package, not the working directory: the CLI runs from anywhere.
   const dist = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm'));
   wasm.setWasmPaths(`${dist}${path.sep}`);
   registerWasmTrainingKernels();
-  await activate('wasm');
+  const threads = wasmThreads();
+  if (threads > 1) {
+    wasm.setThreadsCount(threads);
+    await activateThreadedWasm(threads);
+  }
+  if (tf.getBackend() !== 'wasm') await activate('wasm');
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-  const threads = await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT');
+  const count = wasm.getThreadsCount();
   return {
     name: 'wasm',
-    detail: `tfjs wasm backend (XNNPACK${simd ? ', SIMD' : ''}${threads ? `, ${wasm.getThreadsCount()} threads` : ', single thread'}) with the training kernels for convolution gradients`,
+    detail: `tfjs wasm backend (XNNPACK${simd ? ', SIMD' : ''}, ${count} thread${count === 1 ? '' : 's'}) with the training kernels for convolution gradients`,
   };
 }
 
