@@ -234,6 +234,34 @@ describe('trainStage', () => {
     spec.model.dispose();
   });
 
+  it('halves the batch and goes on when the device reports it ran out of memory', async () => {
+    // 4 images, batch 4: one step per epoch until the device fails, then two of batch 2.
+    const card = tinyCard({ epochs: 2, batchSize: 4, readEverySteps: 1, checkpointEverySteps: 1 });
+    const h = harness();
+    let reported = false;
+    const spec = h.spec(card, {
+      train: items.slice(0, 4),
+      // As WebGPU's uncapturederror would: the failed allocation surfaces on the next read.
+      deviceError: () => {
+        if (reported || stepsOf(h.events).length === 0) return undefined;
+        reported = true;
+        return new Error('GPU out of memory: failed to allocate a 64 MiB buffer');
+      },
+    });
+    await trainStage(spec);
+    spec.model.dispose();
+    const warning = h.events.find((e) => e.type === 'warning' && /out of memory at batch size 4.*continuing with batch size 2/.test(e.message));
+    expect(warning).toBeDefined();
+    const steps = stepsOf(h.events);
+    expect(steps.every((e) => Number.isFinite(e.loss))).toBe(true);
+    // After the switch, an epoch has two steps of batch 2.
+    expect(steps.at(-1)!.totalSteps).toBe(4);
+    expect(epochsOf(h.events).map((e) => e.epoch)).toEqual([1, 2]);
+    const saved = await spec.checkpoints.load('latest', buildDeepLabV3(card.model, 'train'));
+    expect(saved!.position.batchSize).toBe(2);
+    expect(saved!.position.epoch).toBe(2);
+  });
+
   it('pauses between steps and continues where it paused', async () => {
     const card = tinyCard({ epochs: 1 });
     const h = harness();

@@ -29,6 +29,8 @@ export interface LoopPosition {
   bestEpoch: number | null;
   /** Images skipped so far because they could not be read. */
   skipped: string[];
+  /** Set when the device forced a batch smaller than the card's. */
+  batchSize?: number;
 }
 
 export interface CheckpointMeta {

@@ -30,6 +30,8 @@ export interface PipelineHost {
   emit: EventSink;
   /** Weights for model.init = 'user' (e.g. a ResNet-34 the user converted to tfjs). */
   userEncoderWeights?: () => Promise<NamedWeights>;
+  /** Device errors that do not throw (WebGPU's uncapturederror), drained on each call. */
+  deviceError?: () => Error | undefined;
 }
 
 export interface RunInputs {
@@ -262,7 +264,7 @@ export async function runNoisyStudent(
           emit({ type: 'log', message: `${stage}: ${train.length} labeled + ${pseudoItems.length} pseudo-labeled images (${rejected.size} rejected by review)` });
         }
         const ckpt = checkpoints(store, runId, stage);
-        const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume });
+        const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume, deviceError: host.deviceError });
         await ckpt.load('best', model);
         let testResult: StageResult['test'] = null;
         if (test.length > 0) {

@@ -36,6 +36,18 @@ export interface StageSpec {
   control: RunControl;
   /** Continue from the stage's latest checkpoint when there is one. */
   resume: boolean;
+  /**
+   * The host's device errors since the last call (e.g. WebGPU's
+   * uncapturederror: an allocation that failed there does not throw, it
+   * yields zeros). Checked whenever losses are read.
+   */
+  deviceError?: () => Error | undefined;
+}
+
+/** Errors that a smaller batch can cure. */
+export function isResourceExhausted(error: unknown): boolean {
+  const message = error instanceof Error ? `${error.name} ${error.message}` : String(error);
+  return /out of memory|\bOOM\b|failed to allocate|allocation failed|array buffer allocation|maxStorageBufferBindingSize|maxBufferSize|exceeds the max|memory could not be allocated/i.test(message);
 }
 
 export interface StageOutcome {
@@ -48,12 +60,20 @@ const FRESH: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, best
 
 export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   const { stage, card, model, train, val, cache, checkpoints, emit, control } = spec;
-  const { batchSize: B, epochs, readEverySteps, checkpointEverySteps, emaSmoothing } = card.train;
-  const stepsPerEpoch = Math.floor(train.length / B);
+  const { epochs, readEverySteps, checkpointEverySteps, emaSmoothing } = card.train;
+  // The batch may shrink when the device runs out of memory; the loop's geometry follows it.
+  let B = card.train.batchSize;
+  let stepsPerEpoch = 0;
+  let totalSteps = 0;
+  const setBatch = (batchSize: number): void => {
+    B = batchSize;
+    stepsPerEpoch = Math.floor(train.length / B);
+    totalSteps = epochs * stepsPerEpoch;
+  };
+  setBatch(B);
   if (stepsPerEpoch === 0) {
     throw new LesionError('dataset', `${stage}: ${train.length} training images are fewer than one batch of ${B}`);
   }
-  const totalSteps = epochs * stepsPerEpoch;
   const size = card.model.inputSize;
   const lossFn = lossByName(card.train.loss, { posWeight: card.train.posWeight });
   const optimizer = createOptimizer(card.train.optimizer);
@@ -67,6 +87,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
       optimizer.setState(saved.optimizer);
       tf.dispose(saved.optimizer.map((t) => t.tensor));
       position = saved.position;
+      if (position.batchSize && position.batchSize < B) setBatch(position.batchSize);
       emit({ type: 'log', message: `${stage}: resumed at epoch ${position.epoch + 1}, step ${position.step} of ${totalSteps}` });
     }
   }
@@ -78,6 +99,8 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
 
   /** Reads the pending losses in one transfer; a non-finite one stops the run. */
   const flush = async (): Promise<void> => {
+    const deviceError = spec.deviceError?.();
+    if (deviceError) throw deviceError;
     if (pending.length === 0) return;
     const stacked = tf.stack(pending.map((p) => p.loss));
     const values = (await stacked.data()) as Float32Array;
@@ -124,7 +147,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     emit({ type: 'checkpoint', stage, epoch: position.epoch, step: position.step, kind, bytes });
   };
 
-  try {
+  const runEpochs = async (): Promise<void> => {
     for (let epoch = position.epoch; epoch < epochs; epoch++) {
       const epochStart = performance.now();
       const order = new Rng(deriveSeed(card.seed, `${stage}/order/${epoch}`)).shuffle(train.map((_, i) => i));
@@ -182,6 +205,26 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         best,
         seconds: (performance.now() - epochStart) / 1000,
       });
+    }
+  };
+
+  try {
+    for (;;) {
+      try {
+        await runEpochs();
+        break;
+      } catch (error) {
+        if (!isResourceExhausted(error) || B === 1) throw error;
+        // The step that failed changed no weight: go on from the last completed one with half the batch.
+        tf.dispose(pending.splice(0).map((p) => p.loss));
+        const half = Math.floor(B / 2);
+        const done = position.stepInEpoch * B;
+        emit({ type: 'warning', message: `${stage}: the device ran out of memory at batch size ${B} (${(error as Error).message}); continuing with batch size ${half}` });
+        setBatch(half);
+        const stepInEpoch = Math.floor(done / B);
+        position = { ...position, stepInEpoch, step: position.epoch * stepsPerEpoch + stepInEpoch, batchSize: B };
+        await save('latest');
+      }
     }
   } catch (error) {
     tf.dispose(pending.splice(0).map((p) => p.loss));
