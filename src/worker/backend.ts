@@ -1,9 +1,9 @@
 /**
  * Picks the TensorFlow.js backend inside the worker and says why in plain
  * words: WebGPU when the browser has an adapter, else wasm (with this
- * project's conv backprop kernels, threads when the page is cross-origin
- * isolated), else WebGL, else the pure-JavaScript CPU backend. A run card
- * can force one. Also reports what the machine offers, for the Configure view.
+ * project's conv backprop kernels, SIMD, one thread), else WebGL, else the
+ * pure-JavaScript CPU backend. A run card can force one. Also reports what
+ * the machine offers, for the Configure view.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -21,6 +21,12 @@ export type BackendName = Exclude<BackendChoice, 'auto'>;
 
 const ORDER: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
 
+// tfjs's threaded wasm build starts Emscripten pthread workers that re-import
+// the backend's own script, which does not exist as a file once the backend
+// is bundled into this module worker: they fail with 'e is not defined'. So
+// the wasm backend runs single-threaded (with SIMD).
+tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+
 // Served by Vite from node_modules, so nothing is fetched from a CDN.
 setWasmPaths({
   'tfjs-backend-wasm.wasm': wasmPlainUrl,
@@ -30,7 +36,7 @@ setWasmPaths({
 
 const PLAIN: Record<BackendName, string> = {
   webgpu: 'WebGPU: your graphics card trains the model',
-  wasm: 'WebAssembly on the CPU',
+  wasm: 'WebAssembly on the CPU (SIMD, one thread)',
   webgl: 'WebGL on the graphics card (slower than WebGPU, no WebGPU here)',
   cpu: 'plain JavaScript on the CPU (slowest; for checking, not for real runs)',
 };
@@ -77,12 +83,10 @@ export async function chooseBackend(choice: BackendChoice, onDeviceLost: (messag
 }
 
 function report(name: BackendName, choice: BackendChoice, failures: string[]): BackendReport {
-  const threads = name === 'wasm' && self.crossOriginIsolated ? navigator.hardwareConcurrency : 1;
   const why = choice === 'auto'
     ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
     : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
-  const threading = name === 'wasm' ? (threads > 1 ? `, ${threads} threads` : ', one thread (the page is not cross-origin isolated)') : '';
-  return { name, title: PLAIN[name] + threading, reason: why };
+  return { name, title: PLAIN[name], reason: why };
 }
 
 /** The backend this worker started (tf.getBackend() would start one itself). */

@@ -1,0 +1,167 @@
+/**
+ * Training end to end on the synthetic demo with tiny cards: all four
+ * stages on the wasm backend with charts, results, pseudo-labels in
+ * IndexedDB, a model export that plain tfjs loads, no long main-thread task
+ * and no off-origin request; a run that survives a reload; and a WebGPU run.
+ */
+import { expect, test, type Download, type Page } from '@playwright/test';
+import * as tf from '@tensorflow/tfjs';
+import { readFile } from 'node:fs/promises';
+import { presetCard, type BackendChoice, type RunCard } from '../src/core/config.ts';
+import path from 'node:path';
+import { collectErrors, datasets, offOrigin, recordRequests, snap } from './helpers.ts';
+
+function tinyCard(backend: BackendChoice, overrides: { epochs?: number; rounds?: number; labeledFraction?: number } = {}): RunCard {
+  const card = presetCard('quick');
+  return {
+    ...card,
+    name: `e2e-${backend}`,
+    backend,
+    model: { ...card.model, width: 0.25, inputSize: 32, asppChannels: 16, init: 'random', outputStride: 16, atrousRates: [1, 2, 3] },
+    train: { ...card.train, epochs: overrides.epochs ?? 1, batchSize: 2, readEverySteps: 1, checkpointEverySteps: 2 },
+    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: overrides.labeledFraction ?? 1 },
+    pseudo: { ...card.pseudo, minLesionFraction: 0 },
+    student: { ...card.student, rounds: overrides.rounds ?? 2 },
+  };
+}
+
+/** Long main-thread tasks, recorded from the moment the page loads. */
+async function watchLongTasks(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const w = window as unknown as { longTasks: number[][] };
+    w.longTasks = [];
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) w.longTasks.push([Math.round(entry.startTime), Math.round(entry.duration)]);
+    }).observe({ type: 'longtask', buffered: true });
+  });
+}
+
+async function openDemoAndStart(page: Page, card: RunCard): Promise<void> {
+  await page.goto('/');
+  await page.getByTestId('open-demo').click();
+  await expect(page.getByTestId('summary-totals')).toContainText('24 labeled pairs');
+  await page.getByTestId('tab-configure').click();
+  await page.getByTestId('card-json').fill(JSON.stringify(card));
+  await page.getByTestId('card-import').click();
+  await expect(page.getByTestId('import-error')).toHaveCount(0);
+  await expect(page.locator('#knob-name')).toHaveValue(card.name);
+  await page.evaluate(() => ((window as unknown as { longTasks: number[][] }).longTasks = [[Math.round(performance.now()), 0]]));
+  await page.getByTestId('start-run').click();
+}
+
+const status = (page: Page) => page.getByTestId('run-status');
+
+test('a tiny run goes through all four stages on wasm, and its model exports to plain tfjs', async ({ page, baseURL }) => {
+  test.setTimeout(600_000);
+  const errors = collectErrors(page);
+  const requests = recordRequests(page);
+  await watchLongTasks(page);
+  await openDemoAndStart(page, tinyCard('wasm'));
+
+  await expect(page.getByTestId('run-backend')).toContainText('WebAssembly');
+  await expect(status(page)).toHaveAttribute('data-status', 'running');
+  await expect(page.getByTestId('chart-loss')).not.toHaveAttribute('data-points', '0', { timeout: 120_000 });
+  await expect(status(page)).toHaveAttribute('data-status', 'completed', { timeout: 480_000 });
+  // Read before any screenshot: a full-page capture relayouts the page in one long task of its own.
+  const longTasks = await page.evaluate(() => (window as unknown as { longTasks: number[][] }).longTasks);
+  expect(longTasks.filter(([, ms]) => ms > 50), JSON.stringify(longTasks)).toEqual([]);
+  for (const stage of ['teacher', 'pseudo-teacher', 'student', 'pseudo-student', 'student-star']) {
+    await expect(page.getByTestId(`stage-${stage}`)).toHaveAttribute('data-status', 'completed');
+  }
+  await expect(page.getByTestId('chart-metrics')).toHaveAttribute('data-points', '3');
+  expect(Number(await page.getByTestId('chart-loss').getAttribute('data-points'))).toBeGreaterThanOrEqual(3);
+  await snap(page, 'train-completed');
+
+  await page.getByTestId('tab-results').click();
+  const table = page.getByTestId('results-table');
+  await expect(table).toContainText('Student*');
+  await expect(table.locator('tbody tr').first()).toContainText('%');
+  await page.getByTestId('gallery-load').click();
+  await expect(page.getByTestId('gallery-item').first()).toBeVisible();
+  await page.getByTestId('pseudo-load').click();
+  await expect(page.getByTestId('pseudo-item').first()).toBeVisible();
+  await snap(page, 'results');
+
+  // Pseudo-labels live in IndexedDB, under the run's prefix.
+  const pseudoKeys = await page.evaluate(
+    () =>
+      new Promise<string[]>((resolve, reject) => {
+        const open = indexedDB.open('lesion-studio-runs');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const keys = open.result.transaction('kv').objectStore('kv').getAllKeys();
+          keys.onsuccess = () => resolve((keys.result as string[]).filter((k) => k.startsWith('pseudo/')));
+        };
+      }),
+  );
+  expect(pseudoKeys.length).toBeGreaterThan(0);
+
+  await page.getByTestId('tab-predict').click();
+  await page.getByTestId('predict-input').setInputFiles(path.join(datasets, 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg'));
+  await expect(page.getByTestId('prediction')).toContainText('ISIC_0000013_segmentation.png');
+  await snap(page, 'predict');
+
+  await page.getByTestId('tab-storage').click();
+  await expect(page.getByTestId('storage-runs')).toContainText('e2e-wasm');
+  await snap(page, 'storage');
+
+  await page.getByTestId('tab-export').click();
+  await page.getByLabel('the downloads folder').check();
+  const downloads: Download[] = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.getByTestId('export-model').click();
+  await expect(page.getByTestId('export-message')).toContainText('Saved 3 files');
+  await expect.poll(() => downloads.length).toBe(3);
+  await snap(page, 'export');
+  const files = new Map<string, Buffer>();
+  for (const d of downloads) files.set(d.suggestedFilename().replace(/^.*__/, ''), await readFile((await d.path())!));
+  const modelJson = JSON.parse(files.get('model.json')!.toString());
+  const weights = files.get('weights.bin')!;
+  const metadata = JSON.parse(files.get('metadata.json')!.toString());
+  expect(metadata.inputSize).toBe(32);
+  await tf.setBackend('cpu');
+  const model = await tf.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology: modelJson.modelTopology,
+      weightSpecs: modelJson.weightsManifest[0].weights,
+      weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength),
+    }),
+  );
+  const out = model.predict(tf.zeros([1, 32, 32, 3])) as tf.Tensor;
+  expect(out.shape).toEqual([1, 32, 32, 1]);
+  expect(Number.isFinite((await out.data())[0])).toBe(true);
+
+  expect(offOrigin(requests, baseURL!)).toEqual([]);
+  expect(errors).toEqual([]);
+});
+
+test('a run interrupted by a reload resumes from its checkpoint and completes', async ({ page }) => {
+  test.setTimeout(600_000);
+  const errors = collectErrors(page);
+  await openDemoAndStart(page, tinyCard('wasm', { epochs: 3, rounds: 0 }));
+  await expect(page.getByTestId('last-checkpoint')).toBeVisible({ timeout: 240_000 });
+  await page.reload();
+
+  await expect(page.getByTestId('resume-interrupted')).toBeVisible();
+  await snap(page, 'resume-banner');
+  await page.getByTestId('resume-interrupted').click();
+  await expect(status(page)).toHaveAttribute('data-status', 'completed', { timeout: 480_000 });
+  await expect(page.getByTestId('run-log')).toContainText('resumed');
+  // The chart history from before the reload came back with the resumed run.
+  expect(Number(await page.getByTestId('chart-metrics').getAttribute('data-points'))).toBeGreaterThanOrEqual(3);
+  expect(errors).toEqual([]);
+});
+
+test('a tiny teacher trains on WebGPU', async ({ page }) => {
+  test.setTimeout(600_000);
+  const errors = collectErrors(page);
+  await openDemoAndStart(page, tinyCard('webgpu', { rounds: 0, labeledFraction: 0.3 }));
+  await expect(page.getByTestId('run-backend')).toContainText('WebGPU');
+  await expect(page.getByTestId('step-progress')).toBeVisible({ timeout: 240_000 });
+  await snap(page, 'train-running');
+  await expect(status(page)).toHaveAttribute('data-status', 'completed', { timeout: 540_000 });
+  await expect(page.getByTestId('stage-teacher')).toHaveAttribute('data-status', 'completed');
+  await expect(page.getByTestId('chart-metrics')).toHaveAttribute('data-points', '1');
+  await snap(page, 'train-webgpu');
+  expect(errors).toEqual([]);
+});
