@@ -39,6 +39,14 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'run the Noisy Student pipeline (teacher, pseudo-labels, student, student*) headless',
     load: () => import('./commands/train.ts'),
   },
+  eval: {
+    summary: 'score a model (or masks already written) on labeled data sets with every metric, per set and overall',
+    load: () => import('./commands/eval.ts'),
+  },
+  predict: {
+    summary: 'write <id>_segmentation.png masks at each image\'s original size, as the ISIC scorer expects',
+    load: () => import('./commands/predict.ts'),
+  },
 };
 
 export const EXIT_USAGE = 2;

@@ -1,0 +1,227 @@
+/**
+ * One benchmark task on one tfjs backend, in its own process: run.ts spawns
+ * this file once per (backend, task), because switching backends inside one
+ * process with live tensors breaks tfjs, and so that each task starts with a
+ * clean heap. Prints a JSON line (a TaskResult) on stdout after every timed
+ * run, the last one holding all figures so far; anything else goes to stderr.
+ *
+ *   tsx bench/step.ts --backend cpu|wasm|webgpu --task train|predict|memory
+ *     [--model default|small] [--size 128] [--batch 4] [--steps 5] [--warmup 1] [--budget 60]
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { CheckpointStore, trainableParams } from '../src/core/checkpoint.ts';
+import { paperCard, type RunCard } from '../src/core/config.ts';
+import { RunControl } from '../src/core/control.ts';
+import { recogniseDatasets } from '../src/core/dataset/layouts.ts';
+import { loadSample } from '../src/core/dataset/loader.ts';
+import type { TrainerEvent } from '../src/core/events.ts';
+import type { RgbImage } from '../src/core/io.ts';
+import { lossByName } from '../src/core/losses.ts';
+import { buildDeepLabV3, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
+import { setDropoutSeed } from '../src/core/model/dropout.ts';
+import { createOptimizer } from '../src/core/optim.ts';
+import { predictLogits } from '../src/core/predict.ts';
+import { deriveSeed, Rng } from '../src/core/random.ts';
+import { itemFromSample, PixelCache } from '../src/core/samples.ts';
+import { trainStage } from '../src/core/train.ts';
+import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
+import { JimpDecoder } from '../src/node/decode.ts';
+import { FsFileSource } from '../src/node/files.ts';
+import { FsKeyValueStore } from '../src/node/store.ts';
+import { DATASETS, MODELS, type ModelName, type TaskResult } from './tasks.ts';
+
+const SEED = 2137;
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: 'string' },
+    task: { type: 'string' },
+    model: { type: 'string', default: 'default' },
+    size: { type: 'string', default: '128' },
+    batch: { type: 'string', default: '4' },
+    steps: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '1' },
+    budget: { type: 'string', default: '60' },
+  },
+});
+
+const backend = await initNodeBackend(values.backend as NodeBackendName);
+const modelName = values.model as ModelName;
+const size = Number(values.size);
+const batch = Number(values.batch);
+const steps = Number(values.steps);
+const warmup = Number(values.warmup);
+const budgetMs = Number(values.budget) * 1000;
+
+const config = (): ModelConfig => ({ ...MODELS[modelName], inputSize: size });
+
+interface Timing {
+  timesMs: number[];
+  warmupMs: number[];
+}
+
+/** One JSON line; the parent reads the last one. */
+const emit = (result: TaskResult): void => {
+  process.stdout.write(`${JSON.stringify({ ...result, backend: backend.name, backendDetail: backend.detail })}\n`);
+};
+
+switch (values.task) {
+  case 'train':
+    await timeTraining();
+    break;
+  case 'predict':
+    await timePrediction();
+    break;
+  case 'memory':
+    emit(await memoryAcrossEpochs());
+    break;
+  default:
+    throw new Error(`unknown task ${values.task}`);
+}
+
+/**
+ * Runs `step` `warmup` times untimed, then times up to `steps` more runs:
+ * always one, then more while the last one says another fits the budget.
+ * The figures so far go out after every run, so that a child stopped for
+ * overrunning still leaves what it measured.
+ */
+async function timeRepeated(step: () => Promise<void>, report: (timing: Timing) => void): Promise<Timing> {
+  const timing: Timing = { timesMs: [], warmupMs: [] };
+  const started = performance.now();
+  for (let i = 0; i < warmup; i++) {
+    const t = performance.now();
+    await step();
+    timing.warmupMs.push(performance.now() - t);
+    report(timing);
+  }
+  while (timing.timesMs.length < steps) {
+    const last = timing.timesMs.at(-1) ?? timing.warmupMs.at(-1) ?? 0;
+    if (timing.timesMs.length > 0 && performance.now() - started + last > budgetMs) break;
+    const t = performance.now();
+    await step();
+    timing.timesMs.push(performance.now() - t);
+    report(timing);
+  }
+  return timing;
+}
+
+/** The training loop's step (train.ts) on a fixed synthetic batch: forward, backward, SGD update, loss read back. */
+async function timeTraining(): Promise<void> {
+  const card = paperCard();
+  const model = buildDeepLabV3(config(), 'train');
+  const params = trainableParams(model);
+  const variables = params.map((p) => p.variable);
+  const optimizer = createOptimizer(card.train.optimizer);
+  const lossFn = lossByName(card.train.loss);
+  const { x, y } = syntheticBatch(batch, size, new Rng(SEED));
+  const parameters = countParameters(model);
+  const xs = tf.tensor4d(x, [batch, size, size, 3]);
+  const ys = tf.tensor4d(y, [batch, size, size, 1]);
+  let n = 0;
+  await timeRepeated(async () => {
+    setDropoutSeed(model, deriveSeed(SEED, `bench/${n++}`));
+    const loss = tf.tidy(() => {
+      const { value, grads } = tf.variableGrads(() => lossFn(model.apply(xs, { training: true }) as tf.Tensor, ys), variables);
+      optimizer.apply(params, variables.map((v) => grads[v.name]));
+      return value;
+    });
+    // Reading the loss waits for the device: the step is over only then.
+    await loss.data();
+    loss.dispose();
+  }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing }));
+  optimizer.dispose();
+  tf.dispose([xs, ys]);
+  model.dispose();
+}
+
+/** Pseudo-labelling's model pass: predictLogits on real images decoded at `size`, `batch` at a time. */
+async function timePrediction(): Promise<void> {
+  const images = await realImages(batch, size);
+  const model = buildDeepLabV3(config(), 'train');
+  const parameters = countParameters(model);
+  await timeRepeated(
+    async () => {
+      await predictLogits(model, images, { batchSize: batch });
+    },
+    (timing) => emit({ task: 'predict', model: modelName, size, batch, parameters, ...timing }),
+  );
+  model.dispose();
+}
+
+/**
+ * Three epochs of the real training loop (trainStage: data, noise,
+ * checkpoints, validation) on a few ISIC images with the small model, and
+ * tfjs's tensor count and bytes before and after: they must not grow.
+ */
+async function memoryAcrossEpochs(): Promise<TaskResult> {
+  const card: RunCard = {
+    ...paperCard(),
+    model: { ...config() },
+    train: { ...paperCard().train, epochs: 3, batchSize: batch, readEverySteps: 2, checkpointEverySteps: 2 },
+  };
+  const source = new FsFileSource([DATASETS.isic2018]);
+  const samples = recogniseDatasets(await source.list()).sets.flatMap((s) => s.labeled).slice(0, 3 * batch);
+  const items = samples.map(itemFromSample);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'lesion-bench-'));
+  const store = new FsKeyValueStore(dir);
+  const emit = (e: TrainerEvent): void => {
+    if (e.type === 'epoch') process.stderr.write(`memory run: epoch ${e.epoch}/${e.epochs}, ${tf.memory().numTensors} tensors\n`);
+  };
+  const cache = new PixelCache(source, new JimpDecoder(), store, { width: size, height: size }, emit);
+  const model = buildDeepLabV3(card.model, 'train');
+  try {
+    const before = tf.memory();
+    const started = performance.now();
+    await trainStage({
+      stage: 'teacher',
+      card,
+      model,
+      train: items.slice(0, 2 * batch),
+      val: items.slice(2 * batch),
+      cache,
+      checkpoints: new CheckpointStore(store, 'bench/ckpt'),
+      emit,
+      control: new RunControl(),
+      resume: false,
+    });
+    const after = tf.memory();
+    return {
+      task: 'memory',
+      model: modelName,
+      size,
+      batch,
+      parameters: countParameters(model),
+      timesMs: [performance.now() - started],
+      warmupMs: [],
+      memory: {
+        before: { tensors: before.numTensors, bytes: before.numBytes },
+        after: { tensors: after.numTensors, bytes: after.numBytes },
+      },
+    };
+  } finally {
+    model.dispose();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Uniform noise images and one disc-shaped lesion each: a fixed batch, seeded. */
+function syntheticBatch(n: number, s: number, rng: Rng): { x: Float32Array; y: Float32Array } {
+  const x = Float32Array.from({ length: n * s * s * 3 }, () => rng.next());
+  const y = new Float32Array(n * s * s);
+  for (let b = 0; b < n; b++) {
+    const [cy, cx, r] = [rng.uniform(0.3, 0.7) * s, rng.uniform(0.3, 0.7) * s, rng.uniform(0.15, 0.3) * s];
+    for (let i = 0; i < s; i++) for (let j = 0; j < s; j++) y[(b * s + i) * s + j] = (i - cy) ** 2 + (j - cx) ** 2 < r * r ? 1 : 0;
+  }
+  return { x, y };
+}
+
+async function realImages(n: number, s: number): Promise<RgbImage[]> {
+  const source = new FsFileSource([DATASETS.isic2018]);
+  const samples = recogniseDatasets(await source.list()).sets.flatMap((set) => set.labeled).slice(0, n);
+  const decoder = new JimpDecoder();
+  return Promise.all(samples.map(async (sample) => (await loadSample({ ...sample, mask: undefined }, source, decoder, { width: s, height: s })).image));
+}

@@ -1,0 +1,42 @@
+/**
+ * What run.ts (the parent) and step.ts (one task per child process) agree
+ * on: the models measured, where the data sets are, and what a child reports.
+ */
+import path from 'node:path';
+import { paperCard } from '../src/core/config.ts';
+import type { ModelConfig } from '../src/core/model/deeplab.ts';
+
+const repoRoot = path.resolve(import.meta.dirname, '..');
+const datasetsRoot = path.resolve(repoRoot, '../shared/datasets');
+
+export const DATASETS = {
+  isic2018: path.join(datasetsRoot, 'isic2018'),
+  isic2017: path.join(datasetsRoot, 'isic2017'),
+  ph2: path.join(datasetsRoot, 'ph2'),
+};
+
+/** Weights do not change the arithmetic: random init spares loading the ImageNet ones. */
+export const MODELS = {
+  /** The paper card's model: MobileNetV2 width 1, output stride 8, ASPP 256. */
+  default: { ...paperCard().model, init: 'random' },
+  /** The kind of model a CPU-only user can afford: width 0.35, output stride 16, ASPP 64. */
+  small: { ...paperCard().model, width: 0.35, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 64, init: 'random' },
+} satisfies Record<string, ModelConfig>;
+
+export type ModelName = keyof typeof MODELS;
+
+export type TaskName = 'train' | 'predict' | 'memory';
+
+export interface TaskResult {
+  task: TaskName;
+  model: ModelName;
+  size: number;
+  batch: number;
+  parameters: number;
+  /** Timed repetitions after the warm-up; empty when the warm-up used the budget up. */
+  timesMs: number[];
+  warmupMs: number[];
+  memory?: { before: { tensors: number; bytes: number }; after: { tensors: number; bytes: number } };
+  backend?: string;
+  backendDetail?: string;
+}
