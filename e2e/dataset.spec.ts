@@ -3,8 +3,9 @@
  * every browser has), and the built-in synthetic demo.
  */
 import { expect, test } from '@playwright/test';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { collectErrors, datasets, offOrigin, recordRequests, snap } from './helpers.ts';
+import { collectErrors, datasets, offOrigin, recordRequests, repoRoot, snap } from './helpers.ts';
 
 test('a PH2 folder opened through the folder input is recognised with all 32 pairs', async ({ page, baseURL }) => {
   const errors = collectErrors(page);
@@ -45,4 +46,23 @@ test('the synthetic demo loads, labeled as synthetic', async ({ page }) => {
   await expect(page.getByTestId('augmentation').locator('figure')).toHaveCount(7);
   await snap(page, 'configure');
   expect(errors).toEqual([]);
+});
+
+test('the page loads no TensorFlow.js, and its CSP blocks connections to other origins', async ({ page }) => {
+  // tfjs registers these flags; only the worker's bundle may hold them.
+  const html = await readFile(path.join(repoRoot, 'dist/index.html'), 'utf8');
+  const entry = /<script type="module"[^>]*src="\/([^"]+)"/.exec(html)![1];
+  const pageBundle = await readFile(path.join(repoRoot, 'dist', entry), 'utf8');
+  expect(pageBundle).not.toContain('IS_BROWSER');
+  expect(pageBundle).not.toContain('WEBGL_VERSION');
+
+  await page.goto('/');
+  const blocked = await page.evaluate(async () => {
+    const violation = new Promise<string>((resolve) =>
+      document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective), { once: true }),
+    );
+    await fetch('https://example.com/').catch(() => undefined);
+    return violation;
+  });
+  expect(blocked).toBe('connect-src');
 });

@@ -44,22 +44,29 @@ export class Studio {
 
   private readonly onEvents = proxy((batch: StampedEvent[]) => this.run.apply(batch));
 
+  /** The first visit opens the synthetic demo, so the studio shows something before any download. */
   async init(): Promise<void> {
     const [remembered, runs] = await Promise.all([this.trainer.rememberedFolders(), this.trainer.listRuns()]);
     this.remembered = remembered;
     this.interrupted = runs.filter((run) => run.status === 'interrupted' || run.status === 'paused');
+    if (!remembered && runs.length === 0 && !this.dataset && this.opens === 0) await this.openDemo();
   }
 
+  private opens = 0;
+
   private async opened(open: () => Promise<DatasetSummary>): Promise<void> {
+    const mine = ++this.opens;
     this.error = undefined;
     this.opening = { phase: 'listing', files: 0, folder: '' };
     try {
-      this.dataset = await open();
+      const summary = await open();
+      if (mine !== this.opens) return;
+      this.dataset = summary;
       this.datasetVersion++;
     } catch (error) {
-      this.error = (error as Error).message;
+      if (mine === this.opens) this.error = (error as Error).message;
     } finally {
-      this.opening = undefined;
+      if (mine === this.opens) this.opening = undefined;
     }
   }
 
@@ -145,6 +152,8 @@ export class Studio {
       const { runId, backend } = await this.trainer.resumeRun(listing.runId, this.onEvents);
       this.run.runId = runId;
       this.run.backend = backend;
+      // The worker reopens the demo by itself when the run was trained on it.
+      this.dataset ??= await this.trainer.summary();
       this.interrupted = this.interrupted.filter((run) => run.runId !== listing.runId);
     } catch (error) {
       this.run.status = 'failed';

@@ -61,7 +61,16 @@ async function tryBackend(name: BackendName): Promise<string | undefined> {
  * Starts a backend. `onDeviceLost` fires if the GPU goes away mid-run (driver
  * reset, laptop switching GPUs): tfjs registers no handler for it itself.
  */
-export async function chooseBackend(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
+export function chooseBackend(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
+  // One switch at a time: a capability estimate and a run starting together must not race in tf.setBackend.
+  const next = switching.then(() => switchTo(choice, onDeviceLost));
+  switching = next.catch(() => undefined);
+  return next;
+}
+
+let switching: Promise<unknown> = Promise.resolve();
+
+async function switchTo(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
   deviceLost = onDeviceLost;
   const order = choice === 'auto' ? ORDER : [choice, ...ORDER.filter((name) => name !== choice)];
   const failures: string[] = [];
@@ -111,6 +120,7 @@ function watchDevice(): void {
  * backend is running, so it never switches under a training loop.
  */
 export async function ensureBackend(choice: BackendChoice): Promise<void> {
+  await switching;
   if (started === undefined) await chooseBackend(choice, deviceLost);
 }
 

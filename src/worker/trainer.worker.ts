@@ -38,6 +38,16 @@ const REMEMBERED = 'last-opened';
 
 let dataset: OpenDataset | undefined;
 let received = new FileListSource();
+/** Opens can overlap (the demo loading while the user drops a folder): the newest one wins. */
+let latestOpen = 0;
+
+async function replaceDataset(open: () => Promise<OpenDataset>): Promise<DatasetSummary> {
+  const mine = ++latestOpen;
+  const opened = await open();
+  if (mine !== latestOpen) throw new LesionError('dataset', 'another data set was opened meanwhile');
+  dataset = opened;
+  return opened.summary();
+}
 
 function open(): OpenDataset {
   if (!dataset) throw new LesionError('dataset', 'no data set is open');
@@ -71,17 +81,15 @@ async function runContext(runId: string) {
 
 const api: TrainerApi = {
   async openDemo() {
-    dataset = await OpenDataset.open('demo', new DemoFileSource());
-    return dataset.summary();
+    return replaceDataset(() => OpenDataset.open('demo', new DemoFileSource()));
   },
 
   async openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink) {
     const source = new HandleFileSource(handles, (p) => onProgress({ phase: 'listing', ...p }));
     const previous = await folderStore.get<RememberedFolders>(REMEMBERED);
-    dataset = await OpenDataset.open('folders', source, previous?.roles);
-    onProgress({ phase: 'indexing', files: dataset.files.length });
+    const summary = await replaceDataset(() => OpenDataset.open('folders', source, previous?.roles));
     await remember();
-    return dataset.summary();
+    return summary;
   },
 
   async receiveFiles(files: PagedFile[]) {
@@ -93,8 +101,7 @@ const api: TrainerApi = {
     const source = received;
     received = new FileListSource();
     onProgress({ phase: 'indexing', files: source.size });
-    dataset = await OpenDataset.open('files', source);
-    return dataset.summary();
+    return replaceDataset(() => OpenDataset.open('files', source));
   },
 
   async setRootRole(root: string, role: RootRole) {
