@@ -82,6 +82,21 @@ function dilateSpatial(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
 }
 
 /**
+ * The output gradient laid out so that a 'valid', stride-1 convolution with
+ * the flipped filter gives the input gradient: zero-dilated by the stride and
+ * padded (or cropped) by what the forward padding leaves of the kernel.
+ */
+function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
+  const [, h, w] = inputShape;
+  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
+  const top = g.kh - 1 - g.padTop;
+  const left = g.kw - 1 - g.padLeft;
+  const bottom = h + g.kh - 1 - top - dilated.shape[1];
+  const right = w + g.kw - 1 - left - dilated.shape[2];
+  return padOrCrop(dilated, top, bottom, left, right);
+}
+
+/**
  * dx of a convolution: a stride-1 convolution of the zero-dilated output gradient
  * with the filter flipped in space and transposed in channels.
  */
@@ -91,15 +106,8 @@ export function convBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  const [, h, w] = inputShape;
-  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
-  const top = g.kh - 1 - g.padTop;
-  const left = g.kw - 1 - g.padLeft;
-  const bottom = h + g.kh - 1 - top - dilated.shape[1];
-  const right = w + g.kw - 1 - left - dilated.shape[2];
-  const padded = padOrCrop(dilated, top, bottom, left, right);
   const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
-  return tf.conv2d(padded, flipped, 1, 'valid');
+  return tf.conv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
 }
 
 /**
@@ -170,14 +178,7 @@ export function depthwiseBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  const [, h, w] = inputShape;
-  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
-  const top = g.kh - 1 - g.padTop;
-  const left = g.kw - 1 - g.padLeft;
-  const bottom = h + g.kh - 1 - top - dilated.shape[1];
-  const right = w + g.kw - 1 - left - dilated.shape[2];
-  const padded = padOrCrop(dilated, top, bottom, left, right);
-  return tf.depthwiseConv2d(padded, tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
+  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
 }
 
 type Attrs = Record<string, unknown>;
