@@ -8,6 +8,7 @@ import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
 import { RunState } from './run.svelte.ts';
+import { FileStreamer } from './streamer.ts';
 
 export type View = 'dataset' | 'configure' | 'train' | 'results' | 'storage' | 'export' | 'predict';
 
@@ -20,9 +21,6 @@ export const VIEWS: { id: View; title: string }[] = [
   { id: 'export', title: 'Export' },
   { id: 'predict', title: 'Predict' },
 ];
-
-/** Files cross to the worker in chunks this big: one message never holds the page for long. */
-const FILE_CHUNK = 2000;
 
 export class Studio {
   readonly trainer: Trainer = startTrainer();
@@ -37,6 +35,9 @@ export class Studio {
   remembered = $state.raw<{ handles: FileSystemDirectoryHandle[]; roles: Record<string, RootRole> } | undefined>();
   /** Runs left unfinished when the tab closed. */
   interrupted = $state<RunListing[]>([]);
+  /** File objects still on their way to the worker (folder input and dropped entries). */
+  sending = $state<{ sent: number; total: number } | undefined>();
+  private streamer: FileStreamer | undefined;
   /** Folder handles of the open data set (none for files or the demo). */
   openHandles = $state.raw<FileSystemDirectoryHandle[]>([]);
   /** Bumped whenever the data set changes, so views refetch thumbnails and previews. */
@@ -74,29 +75,46 @@ export class Studio {
     this.opening = progress;
   });
 
+  private stopStreaming(): void {
+    this.streamer?.stop();
+    this.streamer = undefined;
+    this.sending = undefined;
+  }
+
   openDemo(): Promise<void> {
+    this.stopStreaming();
     this.openHandles = [];
     return this.opened(() => this.trainer.openDemo());
   }
 
   async openFolders(handles: FileSystemDirectoryHandle[]): Promise<void> {
+    this.stopStreaming();
     await this.opened(() => this.trainer.openFolders(handles, this.onProgress));
     if (this.dataset?.origin === 'folders') this.openHandles = handles;
   }
 
-  openFiles(files: PagedFile[]): Promise<void> {
+  /** The paths go first, so the summary shows at once; the File objects stream after. */
+  async openFiles(files: PagedFile[]): Promise<void> {
     this.openHandles = [];
-    return this.opened(async () => {
-      for (let i = 0; i < files.length; i += FILE_CHUNK) {
-        this.opening = { phase: 'receiving', files: i, total: files.length };
-        await this.trainer.receiveFiles(files.slice(i, i + FILE_CHUNK));
-      }
-      return this.trainer.openReceivedFiles(this.onProgress);
+    this.stopStreaming();
+    const streamer = new FileStreamer(files, this.trainer, (sent, total) => {
+      this.sending = sent < total ? { sent, total } : undefined;
     });
+    this.streamer = streamer;
+    await this.opened(() => this.trainer.openFileList(files.map((f) => f.path), proxy(streamer.prioritise)));
+    if (this.streamer === streamer && this.dataset?.origin === 'files') {
+      this.sending = { sent: 0, total: files.length };
+      await streamer.run();
+    }
   }
 
+  /**
+   * The files are taken now (the input is cleared right after), the rest runs
+   * in a task of its own: the browser's building of a big FileList is already one long task.
+   */
   openInput(list: FileList): Promise<void> {
-    return this.openFiles(filesFromInput(list));
+    const files = filesFromInput(list);
+    return new Promise((resolve) => setTimeout(() => resolve(this.openFiles(files))));
   }
 
   async openDrop(dropped: DroppedItems): Promise<void> {

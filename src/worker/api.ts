@@ -49,10 +49,7 @@ export interface DatasetSummary {
   unlabeled: number;
 }
 
-export type OpenProgress =
-  | { phase: 'listing'; files: number; folder: string }
-  | { phase: 'indexing'; files: number }
-  | { phase: 'receiving'; files: number; total: number };
+export type OpenProgress = { phase: 'listing'; files: number; folder: string } | { phase: 'indexing'; files: number };
 
 export type ProgressSink = (progress: OpenProgress) => void;
 
@@ -258,9 +255,15 @@ export interface TrainerApi {
   /** Synthetic lesions generated in the worker: labeled 'synthetic demo data' wherever shown. */
   openDemo(): Promise<DatasetSummary>;
   openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink): Promise<DatasetSummary>;
-  /** Files arrive in chunks so that 30,000 of them never block the page in one message. */
+  /**
+   * Files chosen through the folder input or walked from a drop: their paths
+   * first, so the data set shows at once; the File objects follow through
+   * receiveFiles, in small chunks (30,000 in one message would block the page
+   * for seconds). `requestFiles` asks the page for files a read is waiting on.
+   */
+  openFileList(paths: string[], requestFiles: (paths: string[]) => void): Promise<DatasetSummary>;
+  /** Returns how many of the open list's files the worker holds. */
   receiveFiles(files: PagedFile[]): Promise<number>;
-  openReceivedFiles(onProgress: ProgressSink): Promise<DatasetSummary>;
   setRootRole(root: string, role: RootRole): Promise<DatasetSummary>;
   summary(): Promise<DatasetSummary | undefined>;
   /** Folder handles of the last opened data set, to reopen after a reload (permission is asked by the page). */

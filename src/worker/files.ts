@@ -80,13 +80,6 @@ export class HandleFileSource implements FileSource {
     return this.listed;
   }
 
-  /** Files under one root, as a worker shows per-root counts. */
-  countUnder(root: string): number {
-    let n = 0;
-    for (const path of this.files.keys()) if (path.startsWith(`${root}/`)) n++;
-    return n;
-  }
-
   async read(path: string): Promise<Uint8Array> {
     const handle = this.files.get(path);
     if (!handle) throw new LesionError('read', 'not a file in the opened folders', path);
@@ -109,52 +102,70 @@ export class HandleFileSource implements FileSource {
   }
 }
 
-/** A File with the path it had below the chosen folder. */
+/** A File with the path it had below the chosen folder ('<folder>/<sub>/<name>'). */
 export interface PathedFile {
   path: string;
   file: File;
 }
 
 /**
- * Files handed over by the page. `<input webkitdirectory>` gives each File a
- * webkitRelativePath that already starts with the folder's name; entries
- * walked from a drop carry their path separately.
+ * Files handed over by the page. Cloning a File into a worker costs the page
+ * a fraction of a millisecond each, which adds up to seconds for 30,000: so
+ * the paths come first (the data set is recognised at once) and the File
+ * objects follow in small chunks. A read of a file not here yet asks the page
+ * for it and waits.
  */
 export class FileListSource implements FileSource {
   private readonly files = new Map<string, File>();
+  private readonly waiting = new Map<string, (file: File) => void>();
+  private readonly arrivals = new Map<string, Promise<File>>();
+  private wanted: string[] = [];
+  private readonly known: Set<string>;
+
+  constructor(
+    paths: string[],
+    /** Asks the page to send these files before the others. */
+    private readonly request: (paths: string[]) => void,
+  ) {
+    this.known = new Set(paths);
+  }
 
   add(entries: PathedFile[]): void {
-    for (const { path, file } of entries) this.files.set(normalise(path), file);
+    for (const { path, file } of entries) {
+      this.files.set(path, file);
+      this.waiting.get(path)?.(file);
+      this.waiting.delete(path);
+      this.arrivals.delete(path);
+    }
   }
 
-  async list(): Promise<string[]> {
-    return [...this.files.keys()].sort();
-  }
-
-  /** Top-level folder names, each a root the user can mark labeled or unlabeled. */
-  rootNames(): string[] {
-    return [...new Set([...this.files.keys()].map((path) => path.slice(0, path.indexOf('/'))))].sort();
-  }
-
-  countUnder(root: string): number {
-    let n = 0;
-    for (const path of this.files.keys()) if (path.startsWith(`${root}/`)) n++;
-    return n;
-  }
-
-  get size(): number {
+  get received(): number {
     return this.files.size;
   }
 
+  async list(): Promise<string[]> {
+    return [...this.known].sort();
+  }
+
   async read(path: string): Promise<Uint8Array> {
-    const file = this.files.get(path);
-    if (!file) throw new LesionError('read', 'not a file in the opened folders', path);
+    const file = this.files.get(path) ?? (await this.arrival(path));
     return readFile(path, async () => file);
   }
-}
 
-/** Backslashes from odd platforms become '/', and a lone file gets a root so it has one. */
-function normalise(path: string): string {
-  const clean = path.replace(/\\/g, '/').replace(/^\/+/, '');
-  return clean.includes('/') ? clean : `files/${clean}`;
+  private arrival(path: string): Promise<File> {
+    const known = this.arrivals.get(path);
+    if (known) return known;
+    if (!this.known.has(path)) return Promise.reject(new LesionError('read', 'not a file in the opened folders', path));
+    const promise = new Promise<File>((resolve) => this.waiting.set(path, resolve));
+    this.arrivals.set(path, promise);
+    // Requests made in the same tick go to the page as one message.
+    if (this.wanted.push(path) === 1) {
+      queueMicrotask(() => {
+        const wanted = this.wanted;
+        this.wanted = [];
+        this.request(wanted);
+      });
+    }
+    return promise;
+  }
 }

@@ -37,7 +37,6 @@ interface RememberedFolders {
 const REMEMBERED = 'last-opened';
 
 let dataset: OpenDataset | undefined;
-let received = new FileListSource();
 /** Opens can overlap (the demo loading while the user drops a folder): the newest one wins. */
 let latestOpen = 0;
 
@@ -92,16 +91,16 @@ const api: TrainerApi = {
     return summary;
   },
 
-  async receiveFiles(files: PagedFile[]) {
-    received.add(files);
-    return received.size;
+  async openFileList(paths: string[], requestFiles: (paths: string[]) => void) {
+    return replaceDataset(() => OpenDataset.open('files', new FileListSource(paths, requestFiles)));
   },
 
-  async openReceivedFiles(onProgress: ProgressSink) {
-    const source = received;
-    received = new FileListSource();
-    onProgress({ phase: 'indexing', files: source.size });
-    return replaceDataset(() => OpenDataset.open('files', source));
+  async receiveFiles(files: PagedFile[]) {
+    const source = dataset?.source;
+    // Files for a list that has since been replaced are dropped.
+    if (!(source instanceof FileListSource)) return 0;
+    source.add(files);
+    return source.received;
   },
 
   async setRootRole(root: string, role: RootRole) {
