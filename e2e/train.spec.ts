@@ -138,8 +138,12 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
 test('a run interrupted by a reload resumes from its checkpoint and completes', async ({ page }) => {
   test.setTimeout(600_000);
   const errors = collectErrors(page);
-  await openDemoAndStart(page, tinyCard('wasm', { epochs: 3, rounds: 0 }));
+  await openDemoAndStart(page, tinyCard('wasm', { epochs: 5, rounds: 0 }));
   await expect(page.getByTestId('last-checkpoint')).toContainText('Last checkpoint:', { timeout: 240_000 });
+  await page.getByTestId('pause').click();
+  await expect(status(page)).toHaveAttribute('data-status', 'paused');
+  await page.getByTestId('resume').click();
+  await expect(status(page)).toHaveAttribute('data-status', 'running');
   await page.reload();
 
   await expect(page.getByTestId('resume-interrupted')).toBeVisible();

@@ -86,7 +86,11 @@ const api: TrainerApi = {
   async openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink) {
     const source = new HandleFileSource(handles, (p) => onProgress({ phase: 'listing', ...p }));
     const previous = await folderStore.get<RememberedFolders>(REMEMBERED);
-    const summary = await replaceDataset(() => OpenDataset.open('folders', source, previous?.roles));
+    const summary = await replaceDataset(async () => {
+      // The walk is cached, so the open below lists nothing twice.
+      onProgress({ phase: 'indexing', files: (await source.list()).length });
+      return OpenDataset.open('folders', source, previous?.roles);
+    });
     await remember();
     return summary;
   },
