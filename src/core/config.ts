@@ -126,7 +126,7 @@ export function quickCard(): RunCard {
     model: { ...card.model, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 128, inputSize: 128 },
     train: {
       ...card.train,
-      epochs: 8,
+      epochs: 15,
       batchSize: 8,
       optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
       readEverySteps: 2,
