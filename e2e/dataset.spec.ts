@@ -5,6 +5,7 @@
 import { expect, test } from '@playwright/test';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { presetCard } from '../src/core/config.ts';
 import { collectErrors, datasets, offOrigin, recordRequests, repoRoot, snap } from './helpers.ts';
 
 test('a PH2 folder opened through the folder input is recognised with all 32 pairs', async ({ page, baseURL }) => {
@@ -42,6 +43,10 @@ test('the synthetic demo loads, labeled as synthetic', async ({ page }) => {
 
   await page.getByTestId('tab-configure').click();
   await expect(page.getByTestId('capabilities')).toContainText('WebGPU');
+  // An imported card that breaks a rule is refused, naming the field.
+  await page.getByTestId('card-json').fill(JSON.stringify({ ...presetCard('quick'), model: { ...presetCard('quick').model, inputSize: 100 } }));
+  await page.getByTestId('card-import').click();
+  await expect(page.getByTestId('import-error')).toContainText('model.inputSize');
   await page.getByTestId('augment').click();
   await expect(page.getByTestId('augmentation').locator('figure')).toHaveCount(7);
   await snap(page, 'configure');
@@ -65,4 +70,31 @@ test('the page loads no TensorFlow.js, and its CSP blocks connections to other o
     return violation;
   });
   expect(blocked).toBe('connect-src');
+});
+
+test('files dropped on the page open through the drop handler', async ({ page }) => {
+  const errors = collectErrors(page);
+  await page.goto('/');
+  await expect(page.getByTestId('synthetic-badge')).toBeVisible();
+  // A drop built in the page carries Files but neither handles nor entries (a browser limit):
+  // the handler falls back to the files themselves.
+  await page.evaluate(async () => {
+    const png = async (mask: boolean) => {
+      const canvas = new OffscreenCanvas(24, 24);
+      const ctx = canvas.getContext('2d')!;
+      ctx.fillStyle = mask ? '#000' : '#d9a58c';
+      ctx.fillRect(0, 0, 24, 24);
+      ctx.fillStyle = mask ? '#fff' : '#4a2c20';
+      ctx.fillRect(8, 8, 8, 8);
+      return canvas.convertToBlob({ type: 'image/png' });
+    };
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([await png(false)], 'mole.png', { type: 'image/png' }));
+    transfer.items.add(new File([await png(true)], 'mole_mask.png', { type: 'image/png' }));
+    window.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, cancelable: true }));
+    window.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, cancelable: true }));
+  });
+  await expect(page.getByTestId('summary-totals')).toContainText('1 labeled pairs');
+  await expect(page.getByTestId('set-layout')).toHaveText('images beside their _mask files');
+  expect(errors).toEqual([]);
 });

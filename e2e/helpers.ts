@@ -35,3 +35,21 @@ export function collectErrors(page: Page): string[] {
   });
   return errors;
 }
+
+/** The entries of a ZIP of stored (uncompressed) files, as the studio's exports write them. */
+export function readStoredZip(zip: Buffer): Map<string, Buffer> {
+  const entries = new Map<string, Buffer>();
+  const end = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const count = zip.readUInt16LE(end + 10);
+  let at = zip.readUInt32LE(end + 16);
+  for (let i = 0; i < count; i++) {
+    const size = zip.readUInt32LE(at + 20);
+    const nameLength = zip.readUInt16LE(at + 28);
+    const local = zip.readUInt32LE(at + 42);
+    const name = zip.toString('utf8', at + 46, at + 46 + nameLength);
+    const dataStart = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+    entries.set(name, zip.subarray(dataStart, dataStart + size));
+    at += 46 + nameLength;
+  }
+  return entries;
+}

@@ -4,12 +4,12 @@
  * IndexedDB, a model export that plain tfjs loads, no long main-thread task
  * and no off-origin request; a run that survives a reload; and a WebGPU run.
  */
-import { expect, test, type Download, type Page } from '@playwright/test';
+import { expect, test, type Page } from '@playwright/test';
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
 import { presetCard, type BackendChoice, type RunCard } from '../src/core/config.ts';
 import path from 'node:path';
-import { collectErrors, datasets, offOrigin, recordRequests, snap } from './helpers.ts';
+import { collectErrors, datasets, offOrigin, readStoredZip, recordRequests, snap } from './helpers.ts';
 
 function tinyCard(backend: BackendChoice, overrides: { epochs?: number; rounds?: number; labeledFraction?: number } = {}): RunCard {
   const card = presetCard('quick');
@@ -80,21 +80,25 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
   await expect(page.getByTestId('gallery-item').first()).toBeVisible();
   await page.getByTestId('pseudo-load').click();
   await expect(page.getByTestId('pseudo-item').first()).toBeVisible();
+  await page.getByTestId('pseudo-item').first().getByLabel('reject').check();
+  await expect(page.getByTestId('pseudo-item').first()).toHaveClass(/rejected/);
   await snap(page, 'results');
 
   // Pseudo-labels live in IndexedDB, under the run's prefix.
-  const pseudoKeys = await page.evaluate(
+  const keys = await page.evaluate(
     () =>
       new Promise<string[]>((resolve, reject) => {
         const open = indexedDB.open('lesion-studio-runs');
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
-          const keys = open.result.transaction('kv').objectStore('kv').getAllKeys();
-          keys.onsuccess = () => resolve((keys.result as string[]).filter((k) => k.startsWith('pseudo/')));
+          const all = open.result.transaction('kv').objectStore('kv').getAllKeys();
+          all.onsuccess = () => resolve(all.result as string[]);
         };
       }),
   );
-  expect(pseudoKeys.length).toBeGreaterThan(0);
+  expect(keys.filter((k) => k.startsWith('pseudo/')).length).toBeGreaterThan(0);
+  // The review's rejection is stored where the pipeline reads it for later students.
+  expect(keys.some((k) => k.endsWith('/rejected'))).toBe(true);
 
   await page.getByTestId('tab-predict').click();
   await page.getByTestId('predict-input').setInputFiles(path.join(datasets, 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg'));
@@ -106,15 +110,21 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
   await snap(page, 'storage');
 
   await page.getByTestId('tab-export').click();
-  await page.getByLabel('the downloads folder').check();
-  const downloads: Download[] = [];
-  page.on('download', (d) => downloads.push(d));
-  await page.getByTestId('export-model').click();
+  await page.getByLabel(/the downloads folder/).check();
+  const save = async (button: string): Promise<Map<string, Buffer>> => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(button).click()]);
+    expect(download.suggestedFilename()).toMatch(/\.zip$/);
+    return readStoredZip(await readFile((await download.path())!));
+  };
+  const modelZip = await save('export-model');
   await expect(page.getByTestId('export-message')).toContainText('Saved 3 files');
-  await expect.poll(() => downloads.length).toBe(3);
+  const metrics = await save('export-metrics');
+  expect([...metrics.keys()].some((name) => name.endsWith('-metrics.csv'))).toBe(true);
+  const pseudo = await save('export-pseudo');
+  expect([...pseudo.keys()].some((name) => name.endsWith('/pseudo-labels.csv'))).toBe(true);
+  expect([...pseudo.keys()].filter((name) => /\/masks\/synthetic_u\d+_segmentation\.png$/.test(name)).length).toBeGreaterThan(0);
   await snap(page, 'export');
-  const files = new Map<string, Buffer>();
-  for (const d of downloads) files.set(d.suggestedFilename().replace(/^.*__/, ''), await readFile((await d.path())!));
+  const files = new Map([...modelZip].map(([name, bytes]) => [name.slice(name.lastIndexOf('/') + 1), bytes]));
   const modelJson = JSON.parse(files.get('model.json')!.toString());
   const weights = files.get('weights.bin')!;
   const metadata = JSON.parse(files.get('metadata.json')!.toString());

@@ -7,6 +7,7 @@
  * code that consumes files, so the consumer can be tested with real files.
  */
 import type { PagedFile } from '../worker/api.ts';
+import { zipStored } from './zip.ts';
 
 export interface DroppedItems {
   handles: Promise<FileSystemHandle | null>[];
@@ -93,14 +94,20 @@ export async function writeIntoFolder(dir: FileSystemDirectoryHandle, files: { n
   }
 }
 
-/** Saves files as downloads, one after another (browsers may ask once to allow several). */
-export function download(files: { name: string; bytes: ArrayBuffer }[], type = 'application/octet-stream'): void {
-  for (const { name, bytes } of files) {
-    const url = URL.createObjectURL(new Blob([bytes], { type }));
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = name.replaceAll('/', '__');
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  }
+/**
+ * Saves files as one download: the file itself, or a ZIP of several (a burst
+ * of downloads is blocked by browsers after the first).
+ */
+export function download(
+  files: { name: string; bytes: ArrayBuffer }[],
+  { zipName = 'lesion-studio-export.zip', type = 'application/octet-stream' }: { zipName?: string; type?: string } = {},
+): void {
+  const single = files.length === 1 ? files[0] : undefined;
+  const blob = single ? new Blob([single.bytes], { type }) : zipStored(files);
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = single ? single.name.slice(single.name.lastIndexOf('/') + 1) : zipName;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
