@@ -248,7 +248,7 @@ export interface StorageUsage {
   usage: number;
   quota: number;
   persisted: boolean;
-  runs: { runId: string; name: string; bytes: number }[];
+  runs: { listing: RunListing; bytes: number }[];
 }
 
 export interface TrainerApi {

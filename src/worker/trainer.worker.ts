@@ -203,10 +203,9 @@ const api: TrainerApi = {
     const estimate = await navigator.storage.estimate();
     const listed = await runs.list();
     const sized = await Promise.all(
-      listed.map(async (run) => ({
-        runId: run.runId,
-        name: run.name,
-        bytes: (await runStore.bytesUnder(`runs/${run.runId}/`)) + (await runStore.bytesUnder(`pseudo/${run.runId}/`)),
+      listed.map(async (listing) => ({
+        listing,
+        bytes: (await runStore.bytesUnder(`runs/${listing.runId}/`)) + (await runStore.bytesUnder(`pseudo/${listing.runId}/`)),
       })),
     );
     return { usage: estimate.usage ?? 0, quota: estimate.quota ?? 0, persisted: await navigator.storage.persisted(), runs: sized };
