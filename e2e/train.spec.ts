@@ -51,6 +51,21 @@ async function openDemoAndStart(page: Page, card: RunCard): Promise<void> {
 
 const status = (page: Page) => page.getByTestId('run-status');
 
+/** Every key of the runs database (checkpoints, pseudo-labels, states). */
+function runStoreKeys(page: Page): Promise<string[]> {
+  return page.evaluate(
+    () =>
+      new Promise<string[]>((resolve, reject) => {
+        const open = indexedDB.open('lesion-studio-runs');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const all = open.result.transaction('kv').objectStore('kv').getAllKeys();
+          all.onsuccess = () => resolve(all.result as string[]);
+        };
+      }),
+  );
+}
+
 test('a tiny run goes through all four stages on wasm, and its model exports to plain tfjs', async ({ page, baseURL }) => {
   test.setTimeout(600_000);
   const errors = collectErrors(page);
@@ -85,17 +100,7 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
   await snap(page, 'results');
 
   // Pseudo-labels live in IndexedDB, under the run's prefix.
-  const keys = await page.evaluate(
-    () =>
-      new Promise<string[]>((resolve, reject) => {
-        const open = indexedDB.open('lesion-studio-runs');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const all = open.result.transaction('kv').objectStore('kv').getAllKeys();
-          all.onsuccess = () => resolve(all.result as string[]);
-        };
-      }),
-  );
+  const keys = await runStoreKeys(page);
   expect(keys.filter((k) => k.startsWith('pseudo/')).length).toBeGreaterThan(0);
   // The review's rejection is stored where the pipeline reads it for later students.
   expect(keys.some((k) => k.endsWith('/rejected'))).toBe(true);
@@ -140,6 +145,13 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
   const out = model.predict(tf.zeros([1, 32, 32, 3])) as tf.Tensor;
   expect(out.shape).toEqual([1, 32, 32, 1]);
   expect(Number.isFinite((await out.data())[0])).toBe(true);
+
+  // Deleting the run frees its storage.
+  page.once('dialog', (dialog) => void dialog.accept());
+  await page.getByTestId('tab-storage').click();
+  await page.getByTestId('storage-runs').getByRole('button', { name: 'Delete' }).click();
+  await expect(page.getByTestId('storage-runs')).toHaveCount(0);
+  expect(await runStoreKeys(page)).toEqual([]);
 
   expect(offOrigin(requests, baseURL!)).toEqual([]);
   expect(errors).toEqual([]);
