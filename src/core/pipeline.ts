@@ -126,6 +126,22 @@ function hideLabels(train: Sample[], card: RunCard): { labeled: Sample[]; unlabe
   return { labeled: parts.train, unlabeled: parts.test.map((s) => ({ ...s, mask: undefined })) };
 }
 
+export interface SplitPlan {
+  train: Sample[];
+  val: Sample[];
+  test: Sample[];
+  /** The unlabeled images the run uses: the pool, plus labeled ones whose masks it hides, subset by the ratio. */
+  unlabeled: Sample[];
+}
+
+/** Exactly the parts a new run of this card trains, validates and tests on (also for previews). */
+export function planSplit(card: RunCard, inputs: RunInputs, emit: EventSink = () => {}): SplitPlan {
+  const parts = splitLabeled(card, uniqueById(inputs.labeled, emit));
+  const hidden = hideLabels(parts.train, card);
+  const unlabeled = labeledUnlabeledRatio(hidden.labeled, [...inputs.unlabeled, ...hidden.unlabeled], card.data.unlabeledPerLabeled, card.seed);
+  return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled };
+}
+
 export async function runNoisyStudent(
   card: RunCard,
   inputs: RunInputs,
@@ -154,17 +170,14 @@ export async function runNoisyStudent(
     }
     state = { ...previous, status: 'running', updatedAt: new Date().toISOString() };
   } else {
-    const parts = splitLabeled(card, uniqueById(inputs.labeled, emit));
-    const hidden = hideLabels(parts.train, card);
-    parts.train = hidden.labeled;
-    const unlabeled = labeledUnlabeledRatio(parts.train, [...inputs.unlabeled, ...hidden.unlabeled], card.data.unlabeledPerLabeled, card.seed);
+    const parts = planSplit(card, inputs, emit);
     state = {
       runId,
       createdAt: new Date().toISOString(),
       updatedAt: new Date().toISOString(),
       status: 'running',
       completed: [],
-      split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: unlabeled.map(keyOf) },
+      split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: parts.unlabeled.map(keyOf) },
       results: [],
     };
     await store.set(runKey(runId, 'card'), card);
