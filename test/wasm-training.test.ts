@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { softDiceLoss } from '../src/core/losses.ts';
+import { isResourceExhausted } from '../src/core/train.ts';
 import { buildDeepLabV3, type EncoderName } from '../src/core/model/deeplab.ts';
 import { Rng } from '../src/core/random.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
@@ -106,5 +107,31 @@ describe('a whole DeepLabV3 training step on wasm against cpu', () => {
       .map((g, i) => ({ name: cpu.names[i], error: relativeError(wasm.grads[i], g, 1e-3 * largest) }))
       .reduce((a, b) => (b.error > a.error ? b : a));
     expect(worst.error, `worst: ${worst.name}`).toBeLessThan(1e-3);
+  });
+});
+
+describe('the wasm heap', () => {
+  it('an allocation it cannot hold fails as "out of memory" (which training cures by halving the batch), not by writing over memory', async () => {
+    await tf.setBackend('wasm');
+    const held: tf.Tensor[] = [];
+    let error: unknown;
+    try {
+      // 1 GiB at a time until the 4 GiB heap is full.
+      for (let i = 0; i < 8 && !error; i++) {
+        try {
+          held.push(tf.fill([256, 1024, 1024], i));
+        } catch (e) {
+          error = e;
+        }
+      }
+    } finally {
+      tf.dispose(held);
+    }
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toMatch(/wasm out of memory: failed to allocate 1024\.0 MiB/);
+    expect(isResourceExhausted(error)).toBe(true);
+    // The heap is intact: what was held before the failure is freed and usable again.
+    const after = tf.tidy(() => tf.sum(tf.fill([1000], 2)).dataSync()[0]);
+    expect(after).toBe(2000);
   });
 });

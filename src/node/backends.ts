@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { ConfigError } from '../core/errors.ts';
 import { activateThreadedWasm } from './wasm-threads.ts';
 
@@ -66,6 +66,7 @@ async function initWasm(): Promise<ActiveBackend> {
     await activateThreadedWasm(threads);
   }
   if (tf.getBackend() !== 'wasm') await activate('wasm');
+  guardWasmHeap();
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const count = wasm.getThreadsCount();
   return {

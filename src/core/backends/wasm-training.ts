@@ -231,6 +231,20 @@ export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
 
+  // The engine clones every tensor it saves for the backward pass; the
+  // backend's Identity copies the bytes, which doubled a training step's
+  // memory (the wasm heap stops at 4 GiB) and its copying time. Tensor data is
+  // immutable (a variable's assign swaps its data id), so sharing is safe, as
+  // the cpu backend does.
+  register({
+    kernelName: 'Identity',
+    kernelFunc: ({ inputs, backend }) => {
+      const { x } = inputs as { x: tf.TensorInfo };
+      (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  });
+
   register({
     kernelName: 'Conv2DBackpropFilter',
     kernelFunc: ({ inputs, backend, attrs }) => {
@@ -282,3 +296,29 @@ export function registerWasmTrainingKernels(): void {
     },
   });
 }
+
+/**
+ * The wasm heap stops at 4 GiB, and tfjs-backend-wasm does not check its
+ * allocations: a failed malloc returns address 0 and the kernel then writes
+ * over the bottom of the heap. Failing loudly instead, before anything is
+ * written, lets the training loop halve its batch and go on (train.ts treats
+ * "out of memory" as curable). Call once the wasm backend is active.
+ */
+export function guardWasmHeap(): void {
+  const backend = tf.findBackend('wasm') as unknown as
+    | { wasm?: { _malloc(n: number): number; asm: { malloc(n: number): number }; lesionGuarded?: boolean } }
+    | undefined;
+  const wasm = backend?.wasm;
+  if (!wasm || wasm.lesionGuarded) return;
+  // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
+  const malloc = wasm.asm.malloc;
+  wasm._malloc = (bytes: number): number => {
+    const address = malloc(bytes);
+    if (address === 0 && bytes > 0) {
+      throw new Error(`wasm out of memory: failed to allocate ${(bytes / 2 ** 20).toFixed(1)} MiB (the WebAssembly heap is limited to 4 GiB)`);
+    }
+    return address;
+  };
+  wasm.lesionGuarded = true;
+}
+
