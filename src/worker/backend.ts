@@ -1,9 +1,10 @@
 /**
  * Picks the TensorFlow.js backend inside the worker and says why in plain
  * words: WebGPU when the browser has an adapter, else wasm (with this
- * project's conv backprop kernels, SIMD, one thread), else WebGL, else the
- * pure-JavaScript CPU backend. A run card can force one. Also reports what
- * the machine offers, for the Configure view.
+ * project's conv backprop kernels, SIMD, and threads where the page is
+ * cross-origin isolated), else WebGL, else the pure-JavaScript CPU backend.
+ * A run card can force one. Also reports what the machine offers, for the
+ * Configure view.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -16,15 +17,16 @@ import { registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
+import { activateThreadedWasm, threadsUnavailable } from './wasm-threads.ts';
 
 export type BackendName = Exclude<BackendChoice, 'auto'>;
 
 const ORDER: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
 
-// tfjs's threaded wasm build starts Emscripten pthread workers that re-import
-// the backend's own script, which does not exist as a file once the backend
-// is bundled into this module worker: they fail with 'e is not defined'. So
-// the wasm backend runs single-threaded (with SIMD).
+// The package's own factory would start its threaded build from the bundled
+// factory's source text, which fails in this module worker ('e is not
+// defined'); wasm-threads.ts starts that build itself. The package's factory
+// stays the single-threaded fallback.
 tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
 
 // Served by Vite from node_modules, so nothing is fetched from a CDN.
@@ -34,16 +36,40 @@ setWasmPaths({
   'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl,
 });
 
-const PLAIN: Record<BackendName, string> = {
+/** wasm's title also says how many threads it got: wasmTitle(). */
+const PLAIN: Record<Exclude<BackendName, 'wasm'>, string> = {
   webgpu: 'WebGPU: your graphics card trains the model',
-  wasm: 'WebAssembly on the CPU (SIMD, one thread)',
   webgl: 'WebGL on the graphics card (slower than WebGPU, no WebGPU here)',
   cpu: 'plain JavaScript on the CPU (slowest; for checking, not for real runs)',
 };
 
+/** How the wasm backend started: its thread count, and why only one when threads failed. */
+let wasmThreads: { count: number; singleBecause?: string } | undefined;
+
+/** The threaded build where the page allows it, once; the single-threaded one otherwise. */
+async function prepareWasm(): Promise<void> {
+  registerWasmTrainingKernels();
+  if (wasmThreads !== undefined) return;
+  const unavailable = threadsUnavailable();
+  if (unavailable !== undefined) {
+    wasmThreads = { count: 1, singleBecause: unavailable };
+    return;
+  }
+  try {
+    wasmThreads = { count: await activateThreadedWasm() };
+  } catch (error) {
+    wasmThreads = { count: 1, singleBecause: `its threaded build failed (${error instanceof Error ? error.message : String(error)})` };
+  }
+}
+
+function wasmTitle(): string {
+  const count = wasmThreads?.count ?? 1;
+  return `WebAssembly on the CPU (SIMD, ${count === 1 ? 'one thread' : `${count} threads`})`;
+}
+
 async function tryBackend(name: BackendName): Promise<string | undefined> {
   try {
-    if (name === 'wasm') registerWasmTrainingKernels();
+    if (name === 'wasm') await prepareWasm();
     const ok = await tf.setBackend(name);
     if (!ok) return 'it did not start';
     await tf.ready();
@@ -95,7 +121,9 @@ function report(name: BackendName, choice: BackendChoice, failures: string[]): B
   const why = choice === 'auto'
     ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
     : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
-  return { name, title: PLAIN[name], reason: why };
+  if (name !== 'wasm') return { name, title: PLAIN[name], reason: why };
+  const single = wasmThreads?.singleBecause;
+  return { name, title: wasmTitle(), reason: single === undefined ? why : `${why}; one thread because ${single}` };
 }
 
 /** The backend this worker started (tf.getBackend() would start one itself). */
