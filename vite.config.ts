@@ -39,7 +39,18 @@ export default defineConfig({
   plugins: [svelte(), contentSecurityPolicy()],
   worker: { format: 'es' },
   // Pre-bundled up front, so the first `npm start` does not reload once tfjs is discovered.
-  optimizeDeps: { include: ['@tensorflow/tfjs', '@tensorflow/tfjs-backend-webgpu', '@tensorflow/tfjs-backend-wasm', 'comlink', 'idb-keyval', 'uplot'] },
+  optimizeDeps: {
+    include: [
+      '@tensorflow/tfjs',
+      '@tensorflow/tfjs-backend-webgpu',
+      '@tensorflow/tfjs-backend-wasm',
+      '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js',
+      '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js',
+      'comlink',
+      'idb-keyval',
+      'uplot',
+    ],
+  },
   server: { headers: isolation },
   preview: { headers: { ...isolation, 'Content-Security-Policy': CSP } },
   build: { target: 'es2022', chunkSizeWarningLimit: 8000 },

@@ -13,7 +13,7 @@ import wasmPlainUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.w
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
@@ -73,6 +73,7 @@ async function tryBackend(name: BackendName): Promise<string | undefined> {
     const ok = await tf.setBackend(name);
     if (!ok) return 'it did not start';
     await tf.ready();
+    if (name === 'wasm') guardWasmHeap();
     // A tiny op proves the kernels run (WebGL can register and still fail here).
     const probe = tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(1)));
     const value = (await probe.data())[0];
