@@ -9,7 +9,6 @@
  */
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Jimp } from 'jimp';
 import { parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
 import { RunControl } from '../../core/control.ts';
 import { recogniseDatasets, type Sample } from '../../core/dataset/layouts.ts';
@@ -22,6 +21,7 @@ import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
 import { saveLayersModel } from '../model-files.ts';
+import { encodeMaskPng } from './predict.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
 
@@ -134,14 +134,7 @@ async function writePseudoLabels(store: FsKeyValueStore, runId: string, stage: s
   for (const r of records) {
     const mask = await store.get<StoredMask>(r.key);
     if (!mask) continue;
-    const rgba = Buffer.alloc(mask.width * mask.height * 4);
-    for (let i = 0; i < mask.data.length; i++) {
-      const v = mask.data[i] ? 255 : 0;
-      rgba[i * 4] = rgba[i * 4 + 1] = rgba[i * 4 + 2] = v;
-      rgba[i * 4 + 3] = 255;
-    }
-    const image = new Jimp({ width: mask.width, height: mask.height, data: rgba });
-    await writeFile(path.join(dir, `${r.id}_segmentation.png`), await image.getBuffer('image/png'));
+    await writeFile(path.join(dir, `${r.id}_segmentation.png`), await encodeMaskPng(mask));
   }
   await writeFile(path.join(dir, 'pseudo-labels.json'), `${JSON.stringify(records, null, 2)}\n`);
 }
