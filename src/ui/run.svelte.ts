@@ -4,11 +4,13 @@
  * points would make every push a proxy trap); `version` ticks when they
  * change so the charts redraw once per animation frame at most.
  */
+import type { RunCard } from '../core/config.ts';
 import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import { STAGE_TITLES } from '../core/events.ts';
 import type { BackendReport, StampedEvent } from '../worker/api.ts';
 
-export type StageStatus = 'waiting' | 'running' | 'completed' | 'skipped';
+/** 'stopped': the run ended (failed or stopped) while the stage ran. */
+export type StageStatus = 'waiting' | 'running' | 'completed' | 'skipped' | 'stopped';
 
 export interface StageView {
   stage: StageName;
@@ -65,8 +67,23 @@ export function stagesFor(rounds: number): StageName[] {
 
 const MAX_LOG = 200;
 
+/** What went wrong with a failed run, so the Train view can offer the matching way out. */
+export type FailureKind = 'diverged' | 'storage-full' | 'other';
+
+/** Read from the message: the core words divergence this way (src/core/train.ts), the worker's store a full disk (src/worker/store.ts). */
+export function failureKind(message: string | undefined): FailureKind {
+  if (!message) return 'other';
+  if (/the loss became|became non-finite/.test(message)) return 'diverged';
+  if (/storage is full/.test(message)) return 'storage-full';
+  return 'other';
+}
+
 export class RunState {
   runId = $state<string | undefined>();
+  /** The card it runs with (a resume may change its learning rate). */
+  card = $state.raw<RunCard | undefined>();
+  /** Another tab trains it; this one only follows its events. */
+  watching = $state(false);
   status = $state<RunStatus>('idle');
   message = $state<string | undefined>();
   backend = $state<BackendReport | undefined>();
@@ -78,12 +95,16 @@ export class RunState {
   evaluations = $state<Extract<TrainerEvent, { type: 'evaluation' }>[]>([]);
   warnings = $state<{ message: string; file?: string }[]>([]);
   log = $state<string[]>([]);
-  lastCheckpoint = $state<{ stage: StageName; epoch: number; step: number; kind: string; bytes: number } | undefined>();
+  /** The checkpoint a resume would continue from (the stage's latest; best ones are for exports). */
+  lastCheckpoint = $state<{ stage: StageName; epoch: number; step: number; bytes: number } | undefined>();
   version = $state(0);
   readonly series: Series = emptySeries();
 
-  reset(rounds: number): void {
+  reset(card: RunCard): void {
+    const rounds = card.student.rounds;
     this.runId = undefined;
+    this.card = card;
+    this.watching = false;
     this.status = 'starting';
     this.message = undefined;
     this.backend = undefined;
@@ -102,6 +123,16 @@ export class RunState {
 
   get active(): boolean {
     return this.status === 'starting' || this.status === 'running' || this.status === 'paused';
+  }
+
+  /** The run ended without a word from the worker (it stopped, or the tab that trained it let go). */
+  stopped(why: string): void {
+    const at = this.lastCheckpoint;
+    const from = at ? `its last checkpoint (${STAGE_TITLES[at.stage]}, step ${at.step})` : 'its last checkpoint';
+    this.status = 'failed';
+    this.message = `${why} Resume the run from ${from}.`;
+    for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
+    this.addLog(this.message);
   }
 
   apply(batch: StampedEvent[]): void {
@@ -127,6 +158,7 @@ export class RunState {
         };
         this.status = status[event.status];
         this.message = event.message;
+        if (!this.active) for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
         this.addLog(`Run ${event.status}${event.message ? `: ${event.message}` : ''}`);
         return false;
       }
@@ -168,7 +200,7 @@ export class RunState {
         this.pseudo = { ...event };
         return false;
       case 'checkpoint':
-        this.lastCheckpoint = { ...event };
+        if (event.kind === 'latest') this.lastCheckpoint = { stage: event.stage, epoch: event.epoch, step: event.step, bytes: event.bytes };
         return false;
       case 'progress':
         this.task = { task: event.task, done: event.done, total: event.total, etaSeconds: event.etaSeconds };

@@ -2,10 +2,13 @@
  * The studio's page-side state: which view is open, the data set the worker
  * holds, the run card and the run. Actions call the worker through comlink
  * and never wait on the main thread for more than a message.
+ *
+ * When the worker stops (see client.ts), a new one starts, gets the same
+ * data set again, and the run it was training is offered for resuming.
  */
 import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
-import { proxy, startTrainer, type Trainer } from './client.ts';
+import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
 import { RunState } from './run.svelte.ts';
 import { FileStreamer } from './streamer.ts';
@@ -22,8 +25,15 @@ export const VIEWS: { id: View; title: string }[] = [
   { id: 'predict', title: 'Predict' },
 ];
 
+/** Fault-test mode (README, Reliability): `?faults`, and `heartbeat=<ms>` to notice a killed worker sooner. */
+const params = new URLSearchParams(location.search);
+const FAULTS = params.has('faults');
+const HEARTBEAT_MS = FAULTS && params.has('heartbeat') ? Number(params.get('heartbeat')) : 60_000;
+
 export class Studio {
-  readonly trainer: Trainer = startTrainer();
+  private link: TrainerLink = this.connect();
+  /** Replaced when the worker stops: always call through it, never keep it. */
+  trainer: Trainer = this.link.trainer;
   readonly card = new CardState();
   readonly run = new RunState();
 
@@ -33,24 +43,103 @@ export class Studio {
   error = $state<string | undefined>();
   /** Folders opened before the reload: one click reopens them (the browser asks for permission again). */
   remembered = $state.raw<{ handles: FileSystemDirectoryHandle[]; roles: Record<string, RootRole> } | undefined>();
-  /** Runs left unfinished when the tab closed. */
+  /** Runs left unfinished when the tab closed or the worker stopped. */
   interrupted = $state<RunListing[]>([]);
+  /** Runs another tab of this browser trains now: read-only here. */
+  elsewhere = $state<RunListing[]>([]);
+  /** Why the last worker stopped, while its replacement is the one in use. */
+  trainerStopped = $state<string | undefined>();
   /** File objects still on their way to the worker (folder input and dropped entries). */
   sending = $state<{ sent: number; total: number } | undefined>();
   private streamer: FileStreamer | undefined;
+  /** The folder input's files, kept to hand to a new worker if this one stops. */
+  private files: PagedFile[] = [];
   /** Folder handles of the open data set (none for files or the demo). */
   openHandles = $state.raw<FileSystemDirectoryHandle[]>([]);
   /** Bumped whenever the data set changes, so views refetch thumbnails and previews. */
   datasetVersion = $state(0);
 
-  private readonly onEvents = proxy((batch: StampedEvent[]) => this.run.apply(batch));
+  private readonly onEvents = proxy((batch: StampedEvent[]) => {
+    this.run.apply(batch);
+    // The worker resumes by itself after a lost GPU, perhaps on another backend.
+    if (!this.run.watching && batch.some(({ event }) => event.type === 'run' && event.status === 'resumed')) {
+      void this.trainer.runBackend().then((backend) => {
+        if (backend) this.run.backend = backend;
+      });
+    }
+  });
 
   /** The first visit opens the synthetic demo, so the studio shows something before any download. */
   async init(): Promise<void> {
-    const [remembered, runs] = await Promise.all([this.trainer.rememberedFolders(), this.trainer.listRuns()]);
+    // Another tab may have started or ended a run meanwhile.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') void this.refreshRuns();
+    });
+    const [remembered, runs] = await Promise.all([this.trainer.rememberedFolders(), this.refreshRuns()]);
     this.remembered = remembered;
-    this.interrupted = runs.filter((run) => run.status === 'interrupted' || run.status === 'paused');
     if (!remembered && runs.length === 0 && !this.dataset && this.opens === 0) await this.openDemo();
+  }
+
+  private connect(): TrainerLink {
+    const link = startTrainer({
+      faults: FAULTS,
+      heartbeatMs: HEARTBEAT_MS,
+      onStopped: (reason, started) => {
+        if (started) void this.replaceTrainer(reason);
+        else this.error = `The trainer could not start (${reason}). Reload the page; if that does not help, this browser may lack module workers.`;
+      },
+    });
+    if (FAULTS) {
+      (window as unknown as { lesionStudioFaults: unknown }).lesionStudioFaults = { trainer: () => this.trainer, killWorker: () => link.kill() };
+    }
+    return link;
+  }
+
+  /** Runs another tab trains whose end the worker watches for, so the lists follow. */
+  private awaitingRelease = new Set<string>();
+
+  /** Sorts the stored runs into the banner's lists; returns them all. */
+  async refreshRuns(): Promise<RunListing[]> {
+    const runs = await this.trainer.listRuns();
+    this.interrupted = runs.filter((run) => run.status === 'interrupted' || run.status === 'paused');
+    this.elsewhere = runs.filter((run) => run.status === 'in-another-tab' && run.runId !== this.run.runId);
+    for (const { runId } of runs.filter((run) => run.status === 'in-another-tab' && !this.awaitingRelease.has(run.runId))) {
+      this.awaitingRelease.add(runId);
+      const freed = proxy(() => {
+        this.awaitingRelease.delete(runId);
+        void this.refreshRuns();
+      });
+      void this.trainer.whenFree(runId, freed);
+    }
+    return runs;
+  }
+
+  /** A new worker, with the data set the old one held; the run it trained waits in the banner for a resume. */
+  private async replaceTrainer(reason: string): Promise<void> {
+    this.link = this.connect();
+    this.trainer = this.link.trainer;
+    this.trainerStopped = reason;
+    this.awaitingRelease.clear();
+    // A run followed from another tab goes on there: it is only no longer followed here.
+    if (this.run.watching) {
+      this.run.watching = false;
+      this.run.status = 'idle';
+    } else if (this.run.active) this.run.stopped(`The trainer stopped (${reason}); a new one has started.`);
+    await this.reopen();
+    // The old worker's lock on its run may outlive it by a moment: refreshRuns waits for it.
+    await this.refreshRuns();
+  }
+
+  /** Opens in the current worker what the page had open, folder roles included. */
+  private async reopen(): Promise<void> {
+    const previous = this.dataset;
+    if (!previous) return;
+    if (previous.origin === 'demo') await this.openDemo();
+    else if (previous.origin === 'folders') await this.openFolders(this.openHandles);
+    else await this.openFiles(this.files);
+    for (const root of previous.roots) {
+      if (this.dataset?.roots.some((r) => r.name === root.name && r.role !== root.role)) await this.setRole(root.name, root.role);
+    }
   }
 
   private opens = 0;
@@ -96,6 +185,7 @@ export class Studio {
   /** The paths go first, so the summary shows at once; the File objects stream after. */
   async openFiles(files: PagedFile[]): Promise<void> {
     this.openHandles = [];
+    this.files = files;
     this.stopStreaming();
     const streamer = new FileStreamer(files, this.trainer, (sent, total) => {
       this.sending = sent < total ? { sent, total } : undefined;
@@ -151,7 +241,8 @@ export class Studio {
 
   async startRun(): Promise<void> {
     const card = this.card.snapshot();
-    this.run.reset(card.student.rounds);
+    await this.stopWatching();
+    this.run.reset(card);
     this.view = 'train';
     try {
       const { runId, backend } = await this.trainer.startRun(card, this.onEvents);
@@ -163,11 +254,14 @@ export class Studio {
     }
   }
 
-  async resumeRun(listing: RunListing): Promise<void> {
-    this.run.reset(listing.card.student.rounds);
+  /** A learning rate replaces the run card's (after a diverged run). */
+  async resumeRun(listing: RunListing, changes?: { learningRate?: number }): Promise<void> {
+    await this.stopWatching();
+    this.run.reset(listing.card);
     this.view = 'train';
+    this.trainerStopped = undefined;
     try {
-      const { runId, backend } = await this.trainer.resumeRun(listing.runId, this.onEvents);
+      const { runId, backend } = await this.trainer.resumeRun(listing.runId, this.onEvents, changes);
       this.run.runId = runId;
       this.run.backend = backend;
       // The worker reopens the demo by itself when the run was trained on it.
@@ -175,7 +269,36 @@ export class Studio {
       this.interrupted = this.interrupted.filter((run) => run.runId !== listing.runId);
     } catch (error) {
       this.run.status = 'failed';
+      this.run.runId = listing.runId;
       this.run.message = (error as Error).message;
     }
+  }
+
+  async resumeById(runId: string, changes?: { learningRate?: number }): Promise<void> {
+    const listing = (await this.trainer.listRuns()).find((run) => run.runId === runId);
+    if (listing) await this.resumeRun(listing, changes);
+  }
+
+  /** Follows, read-only, a run another tab trains. */
+  async watchRun(listing: RunListing): Promise<void> {
+    this.run.reset(listing.card);
+    this.run.runId = listing.runId;
+    this.run.status = 'running';
+    this.run.watching = true;
+    this.view = 'train';
+    const freed = proxy(() => {
+      if (this.run.runId !== listing.runId || !this.run.watching) return;
+      this.run.watching = false;
+      if (this.run.active) this.run.stopped('The tab that trained this run let go of it before it ended (closed, reloaded or stopped).');
+      void this.refreshRuns();
+    });
+    await this.trainer.watchRun(listing.runId, this.onEvents, freed);
+  }
+
+  async stopWatching(): Promise<void> {
+    if (!this.run.watching) return;
+    this.run.watching = false;
+    this.run.status = 'idle';
+    await this.trainer.unwatchRun();
   }
 }

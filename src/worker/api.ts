@@ -91,6 +91,8 @@ export interface SplitPreviewRequest {
   seed: number;
   split: DataConfig['split'];
   unlabeledPerLabeled: number;
+  /** The share of training pairs that keep their masks; the others train as unlabeled images. */
+  labeledFraction: number;
   /** When set, k seeded folds are shown instead (cross-validation preview). */
   folds?: number;
 }
@@ -108,6 +110,8 @@ export interface SplitPreview {
   test: number;
   unlabeledUsed: number;
   unlabeledAvailable: number;
+  /** Training pairs whose masks the labeled fraction hides: they count among the unlabeled images. */
+  labelsHidden: number;
   bySet: SplitCountsBySet[];
   /** First ids of each part, so a seed change visibly changes the draw. */
   examples: { train: string[]; val: string[]; test: string[] };
@@ -184,8 +188,11 @@ export interface RunListing {
   name: string;
   createdAt: string;
   updatedAt: string;
-  /** 'interrupted': it was running when its tab closed; it resumes from its last checkpoint. */
-  status: 'running' | 'paused' | 'cancelled' | 'completed' | 'failed' | 'interrupted';
+  /**
+   * 'interrupted': it was running when its tab closed (or its worker stopped); it resumes from its last
+   * checkpoint. 'in-another-tab': another tab of this browser trains it now; here it is read-only.
+   */
+  status: 'running' | 'paused' | 'cancelled' | 'completed' | 'failed' | 'interrupted' | 'in-another-tab';
   message?: string;
   /** Stages done, in order. */
   completed: StageName[];
@@ -251,7 +258,31 @@ export interface StorageUsage {
   runs: { listing: RunListing; bytes: number }[];
 }
 
+/** The trainer worker's name; the page appends FAULT_TEST_MARK to allow fault injection. */
+export const TRAINER_NAME = 'lesion-studio-trainer';
+export const FAULT_TEST_MARK = '(faults)';
+
+/**
+ * Faults the end-to-end tests inject (README, Reliability). The worker
+ * accepts them only when the page started it in fault-test mode (`?faults`),
+ * which it tells by its name.
+ */
+export type InjectedFault =
+  /** device.destroy() on the training device, as a driver reset would; refuseRestart keeps WebGPU from starting again. */
+  | { kind: 'lose-device'; refuseRestart?: boolean }
+  /** An out-of-memory error delivered the way WebGPU delivers it: an uncapturederror event. */
+  | { kind: 'device-out-of-memory' }
+  /** Run-store writes of keys containing `match` fail with QuotaExceededError once `after` of them went through. */
+  | { kind: 'storage-full'; after: number; match?: string }
+  | { kind: 'storage-ok' }
+  /** NaN written into the training model's weights, as an exploding update would leave them. */
+  | { kind: 'nan-weights' }
+  /** An exception nothing catches, thrown on the worker's own thread. */
+  | { kind: 'crash' };
+
 export interface TrainerApi {
+  /** Answers at once: the page's heartbeat. */
+  ping(): Promise<void>;
   /** Synthetic lesions generated in the worker: labeled 'synthetic demo data' wherever shown. */
   openDemo(): Promise<DatasetSummary>;
   openFolders(handles: FileSystemDirectoryHandle[], onProgress: ProgressSink): Promise<DatasetSummary>;
@@ -275,8 +306,21 @@ export interface TrainerApi {
 
   /** Resolves once the run has started; progress and the end arrive as events. */
   startRun(card: RunCard, onEvents: EventBatchSink): Promise<{ runId: string; backend: BackendReport }>;
-  /** Replays the run's chart history first, then continues from its last checkpoint. */
-  resumeRun(runId: string, onEvents: EventBatchSink): Promise<{ runId: string; backend: BackendReport }>;
+  /**
+   * Replays the run's chart history first, then continues from its last checkpoint. A learning rate
+   * replaces the stored card's (after a diverged run). Refused while another tab trains the run.
+   */
+  resumeRun(runId: string, onEvents: EventBatchSink, changes?: { learningRate?: number }): Promise<{ runId: string; backend: BackendReport }>;
+  /**
+   * Follows a run another tab trains: its stored history, then its live events. `onFreed` fires when
+   * that tab lets go of it (the run ended there, or the tab closed).
+   */
+  watchRun(runId: string, onEvents: EventBatchSink, onFreed: () => void): Promise<void>;
+  unwatchRun(): Promise<void>;
+  /** Calls back once no one trains the run any more (e.g. the tab before a reload, whose worker ends a moment late). */
+  whenFree(runId: string, onFreed: () => void): Promise<void>;
+  /** The backend the running run trains on now (a lost GPU can move it to wasm mid-run). */
+  runBackend(): Promise<BackendReport | undefined>;
   pause(): Promise<void>;
   resume(): Promise<void>;
   cancel(): Promise<void>;
@@ -300,4 +344,7 @@ export interface TrainerApi {
   exportPseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student'): Promise<ExportedFile[]>;
   exportMetrics(runId: string): Promise<ExportedFile[]>;
   predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number): Promise<PredictionView>;
+
+  /** Test hook; refused unless the worker runs in fault-test mode. */
+  injectFault(fault: InjectedFault): Promise<void>;
 }

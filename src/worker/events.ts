@@ -64,7 +64,8 @@ export class EventForwarder {
     this.history.push(stamped);
     if (stamped.event.type === 'step' && ++this.steps > MAX_STEPS) this.thinSteps();
     const important = stamped.event.type !== 'step';
-    if (important || stamped.at - this.lastSave > SAVE_MS) void this.save();
+    // A history write the browser refuses (storage full) costs chart points, not the run: the run's own writes report it.
+    if (important || stamped.at - this.lastSave > SAVE_MS) void this.save().catch(() => undefined);
   }
 
   private thinSteps(): void {

@@ -1,14 +1,15 @@
 /**
  * Previews for the Dataset and Configure views, computed with the very
- * functions a run uses: the pipeline's split and the core's noise chain.
+ * functions a run uses: the pipeline's split plan (held-out parts, labeled
+ * fraction, unlabeled ratio, one copy per image id) and the core's noise chain.
  */
 import { presetCard, type RunCard } from '../core/config.ts';
 import { loadSample } from '../core/dataset/loader.ts';
-import { kFolds, labeledUnlabeledRatio } from '../core/dataset/splits.ts';
+import { kFolds } from '../core/dataset/splits.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import { applyNoise } from '../core/noise.ts';
-import { splitLabeled } from '../core/pipeline.ts';
+import { planSplit } from '../core/pipeline.ts';
 import { Rng, deriveSeed } from '../core/random.ts';
 import type { AugmentationPreview, AugmentationRequest, SplitPreview, SplitPreviewRequest } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
@@ -18,28 +19,28 @@ import { maskOverlay, rgbBitmap } from './imaging.ts';
 const EXAMPLES = 4;
 
 export function previewSplit(dataset: OpenDataset, request: SplitPreviewRequest): SplitPreview {
-  const { labeled, unlabeled } = dataset.inputs();
+  const inputs = dataset.inputs();
   const card: RunCard = { ...presetCard('quick'), seed: request.seed };
-  card.data = { ...card.data, split: request.split, unlabeledPerLabeled: request.unlabeledPerLabeled };
-  const unique = [...new Map(labeled.map((s) => [s.id, s])).values()];
-  const parts = splitLabeled(card, unique);
-  const used = request.unlabeledPerLabeled > 0 ? labeledUnlabeledRatio(parts.train, unlabeled, request.unlabeledPerLabeled, request.seed) : [];
-  const sets = [...new Set(unique.map((s) => s.set))].sort();
+  card.data = { split: request.split, unlabeledPerLabeled: request.unlabeledPerLabeled, labeledFraction: request.labeledFraction };
+  const plan = planSplit(card, inputs);
+  const labelsHidden = new Set(inputs.labeled.map((s) => s.id)).size - plan.train.length - plan.val.length - plan.test.length;
+  const sets = [...new Set([...plan.train, ...plan.val, ...plan.test].map((s) => s.set))].sort();
   const count = (samples: Sample[], set: string): number => samples.filter((s) => s.set === set).length;
   return {
-    train: parts.train.length,
-    val: parts.val.length,
-    test: parts.test.length,
-    unlabeledUsed: used.length,
-    unlabeledAvailable: unlabeled.length,
-    bySet: sets.map((set) => ({ set, train: count(parts.train, set), val: count(parts.val, set), test: count(parts.test, set) })),
+    train: plan.train.length,
+    val: plan.val.length,
+    test: plan.test.length,
+    unlabeledUsed: plan.unlabeled.length,
+    unlabeledAvailable: inputs.unlabeled.length + labelsHidden,
+    labelsHidden,
+    bySet: sets.map((set) => ({ set, train: count(plan.train, set), val: count(plan.val, set), test: count(plan.test, set) })),
     examples: {
-      train: parts.train.slice(0, EXAMPLES).map((s) => s.id),
-      val: parts.val.slice(0, EXAMPLES).map((s) => s.id),
-      test: parts.test.slice(0, EXAMPLES).map((s) => s.id),
+      train: plan.train.slice(0, EXAMPLES).map((s) => s.id),
+      val: plan.val.slice(0, EXAMPLES).map((s) => s.id),
+      test: plan.test.slice(0, EXAMPLES).map((s) => s.id),
     },
     folds: request.folds
-      ? kFolds(parts.train.concat(parts.val), request.folds, request.seed).map((f, fold) => ({ fold, train: f.train.length, val: f.val.length }))
+      ? kFolds(plan.train.concat(plan.val), request.folds, request.seed).map((f, fold) => ({ fold, train: f.train.length, val: f.val.length }))
       : undefined,
   };
 }

@@ -2,14 +2,30 @@
  * KeyValueStores on IndexedDB through idb-keyval, one database per concern
  * (runs, folders, ...) so that clearing one never touches another. Prefix
  * queries use a key range, so listing one run's keys does not read every key.
+ *
+ * A write the browser refuses for lack of space (QuotaExceededError) becomes
+ * a LesionError that names what could not be saved and how much space the
+ * site uses: the two-slot checkpoints keep the previous one in use, so the
+ * run can resume once space is freed.
  */
 import { createStore, del, get, promisifyRequest, set, type UseStore } from 'idb-keyval';
+import { LesionError } from '../core/errors.ts';
+import { STAGE_TITLES, type StageName } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
+// Plain number formatting, shared with the page so both word sizes alike.
+import { formatBytes } from '../ui/format.ts';
 
 export type StoreConcern = 'runs' | 'folders' | 'studio';
 
+/** Test hook: writes of keys containing `match` fail as a full disk does, once `after` of them went through. */
+export interface QuotaFault {
+  after: number;
+  match?: string;
+}
+
 export class IdbStore implements KeyValueStore {
   private readonly db: UseStore;
+  private fault: (QuotaFault & { seen: number }) | undefined;
 
   constructor(concern: StoreConcern) {
     this.db = createStore(`lesion-studio-${concern}`, 'kv');
@@ -19,8 +35,14 @@ export class IdbStore implements KeyValueStore {
     return get<T>(key, this.db);
   }
 
-  set(key: string, value: unknown): Promise<void> {
-    return set(key, value, this.db);
+  async set(key: string, value: unknown): Promise<void> {
+    try {
+      if (this.injectedFault(key)) throw new DOMException('injected by the fault test hook', 'QuotaExceededError');
+      await set(key, value, this.db);
+    } catch (error) {
+      if ((error as DOMException | undefined)?.name !== 'QuotaExceededError') throw error;
+      throw await storageFull(key, payloadBytes(value));
+    }
   }
 
   delete(key: string): Promise<void> {
@@ -50,6 +72,45 @@ export class IdbStore implements KeyValueStore {
       };
     }));
   }
+
+  /** Only the fault tests call this (see README, Reliability); undefined lifts the fault. */
+  injectQuotaFault(fault: QuotaFault | undefined): void {
+    this.fault = fault && { ...fault, seen: 0 };
+  }
+
+  private injectedFault(key: string): boolean {
+    const fault = this.fault;
+    if (!fault || (fault.match !== undefined && !key.includes(fault.match))) return false;
+    return ++fault.seen > fault.after;
+  }
+}
+
+async function storageFull(key: string, bytes: number): Promise<LesionError> {
+  const { usage = 0, quota = 0 } = await navigator.storage.estimate().catch(() => ({ usage: undefined, quota: undefined }));
+  return new LesionError(
+    'storage',
+    `the browser's storage is full: ${describeKey(key)} (${formatBytes(bytes)}) could not be saved. ` +
+      `This site uses ${formatBytes(usage)} of the ${formatBytes(quota)} the browser allows it. ` +
+      'Free space by deleting old runs in the Storage view, then resume the run.',
+  );
+}
+
+/** What a stored key holds, in the words of the studio (keys follow src/core/pipeline.ts and pseudo.ts). */
+export function describeKey(key: string): string {
+  const run = /^runs\/([^/]+)\/(.+)$/.exec(key);
+  if (!run) return key.startsWith('pseudo/') ? 'a pseudo-label mask' : `the entry ${key}`;
+  const [, runId, what] = run;
+  const checkpoint = /^ckpt\/([^/]+)\/([^/]+)/.exec(what);
+  const stage = (name: string): string => STAGE_TITLES[name as StageName] ?? name;
+  const thing = checkpoint
+    ? checkpoint[1] === 'init' ? 'the initial weights' : `the ${checkpoint[2]} checkpoint of the ${stage(checkpoint[1])} stage`
+    : what === 'state' ? 'the progress record'
+    : what === 'card' ? 'the run card'
+    : what === 'studio/history' ? 'the chart history'
+    : what.startsWith('pseudo/') ? 'the pseudo-label list'
+    : what.startsWith('per-image/') ? 'the per-image test scores'
+    : what;
+  return `${thing} of run ${runId}`;
 }
 
 /** Every string key that starts with `prefix` (the empty prefix: all keys). */

@@ -3,28 +3,35 @@
  * page's calls (comlink) to the core. Everything heavy (listing folders,
  * decoding, TensorFlow.js) happens here, never on the page's thread.
  */
+import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
-import type {
-  DatasetSummary,
-  EventBatchSink,
-  PagedFile,
-  ProgressSink,
-  RootRole,
-  TaskProgressSink,
-  TrainerApi,
-  TrainingStage,
+import {
+  FAULT_TEST_MARK,
+  type DatasetSummary,
+  type EventBatchSink,
+  type InjectedFault,
+  type PagedFile,
+  type ProgressSink,
+  type RootRole,
+  type StampedEvent,
+  type TaskProgressSink,
+  type TrainerApi,
+  type TrainingStage,
 } from './api.ts';
 import { capabilities, estimateMemory } from './backend.ts';
 import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
+import { historyKey } from './events.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
+import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews, setRejected } from './results.ts';
 import { RunManager } from './runs.ts';
 import { IdbStore } from './store.ts';
+import { follow, whenReleased } from './tabs.ts';
 
 const runStore = new IdbStore('runs');
 const folderStore = new IdbStore('folders');
@@ -72,6 +79,34 @@ function moved<T>(value: T): T {
   return Comlink.transfer(value, transferables(value));
 }
 
+function injectFault(fault: InjectedFault): void {
+  if (!self.name.endsWith(FAULT_TEST_MARK)) throw new LesionError('config', 'fault injection is for the fault tests only');
+  switch (fault.kind) {
+    case 'lose-device':
+      return injectDeviceFault({ kind: 'lose', refuseRestart: fault.refuseRestart });
+    case 'device-out-of-memory':
+      return injectDeviceFault({ kind: 'out-of-memory' });
+    case 'storage-full':
+      return runStore.injectQuotaFault({ after: fault.after, match: fault.match });
+    case 'storage-ok':
+      return runStore.injectQuotaFault(undefined);
+    case 'nan-weights': {
+      const trainable = Object.values(tf.engine().registeredVariables).filter((variable) => variable.trainable);
+      if (trainable.length === 0) throw new LesionError('config', 'no model is training');
+      for (const variable of trainable) tf.tidy(() => variable.assign(tf.fill(variable.shape, Number.NaN)));
+      return;
+    }
+    case 'crash':
+      // Outside any promise, so nothing catches it: the page sees the worker's error event.
+      setTimeout(() => {
+        throw new Error('injected crash (fault test hook)');
+      });
+  }
+}
+
+/** Stops following another tab's run. */
+let unwatch: (() => void) | undefined;
+
 async function runContext(runId: string) {
   const { state, card } = await runs.state(runId);
   const origin = await runs.origin(runId);
@@ -79,6 +114,8 @@ async function runContext(runId: string) {
 }
 
 const api: TrainerApi = {
+  async ping() {},
+
   async openDemo() {
     return replaceDataset(() => OpenDataset.open('demo', new DemoFileSource()));
   },
@@ -142,14 +179,45 @@ const api: TrainerApi = {
     return runs.start(card, open(), onEvents);
   },
 
-  async resumeRun(runId: string, onEvents: EventBatchSink) {
+  async resumeRun(runId: string, onEvents: EventBatchSink, changes?: { learningRate?: number }) {
     const origin = await runs.origin(runId);
     // The demo regenerates identically, so its runs resume without asking for anything.
     if (origin?.dataset === 'demo' && dataset?.origin !== 'demo') dataset = await OpenDataset.open('demo', new DemoFileSource());
     if (!dataset) {
       throw new LesionError('dataset', `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`);
     }
-    return runs.resumeStored(runId, dataset, onEvents);
+    return runs.resumeStored(runId, dataset, onEvents, changes?.learningRate);
+  },
+
+  async watchRun(runId: string, onEvents: EventBatchSink, onFreed: () => void) {
+    unwatch?.();
+    const released = new AbortController();
+    const stopFollowing = follow(runId, async () => (await runStore.get<StampedEvent[]>(historyKey(runId))) ?? [], onEvents);
+    const stop = (): void => {
+      stopFollowing();
+      released.abort();
+      if (unwatch === stop) unwatch = undefined;
+    };
+    unwatch = stop;
+    whenReleased(runId, released.signal).then(
+      () => {
+        stop();
+        onFreed();
+      },
+      () => undefined,
+    );
+  },
+
+  async unwatchRun() {
+    unwatch?.();
+  },
+
+  async whenFree(runId: string, onFreed: () => void) {
+    void whenReleased(runId).then(() => onFreed());
+  },
+
+  async runBackend() {
+    return runs.activeBackend;
   },
 
   async pause() {
@@ -227,6 +295,10 @@ const api: TrainerApi = {
   async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {
     const { card } = await runs.state(runId);
     return moved(await predictFile(runStore, card, runId, stage, name, new Uint8Array(bytes), displaySize));
+  },
+
+  async injectFault(fault: InjectedFault) {
+    injectFault(fault);
   },
 };
 
