@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { bindTfjsEntryPoints } from '../core/backends/wasm-training.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -68,14 +69,7 @@ function registerThreadedWasm(threads: number): void {
       } finally {
         os.cpus = realCpus;
       }
-      module.tfjs = {
-        init: module.cwrap('init', null, []),
-        initWithThreadsCount: module.cwrap('init_with_threads_count', null, ['number']),
-        getThreadsCount: module.cwrap('get_threads_count', 'number', []),
-        registerTensor: module.cwrap('register_tensor', null, ['number', 'number', 'number']),
-        disposeData: module.cwrap('dispose_data', null, ['number']),
-        dispose: module.cwrap('dispose', null, []),
-      };
+      bindTfjsEntryPoints(module);
       const backend = new BackendWasm(module as never);
       // Idle pool threads must not keep the process alive once the work is done.
       for (const worker of [...module.PThread.unusedWorkers, ...module.PThread.runningWorkers]) worker.unref();

@@ -15,6 +15,7 @@ import threadedFactory from '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend
 import threadedScriptUrl from '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js?url';
 import { wasmWorkerContents } from '@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.worker.js';
 import threadedWasmUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
+import { bindTfjsEntryPoints } from '../core/backends/wasm-training.ts';
 
 interface EmscriptenModule {
   cwrap(name: string, ret: string | null, args: string[]): (...args: number[]) => number;
@@ -74,14 +75,7 @@ async function startThreaded(): Promise<tf.KernelBackend> {
   };
   const cores = navigator.hardwareConcurrency;
   const module = await withDoubledCoreCount(() => startEmscripten(config, workerScript));
-  module.tfjs = {
-    init: module.cwrap('init', null, []),
-    initWithThreadsCount: module.cwrap('init_with_threads_count', null, ['number']),
-    getThreadsCount: module.cwrap('get_threads_count', 'number', []),
-    registerTensor: module.cwrap('register_tensor', null, ['number', 'number', 'number']),
-    disposeData: module.cwrap('dispose_data', null, ['number']),
-    dispose: module.cwrap('dispose', null, []),
-  };
+  bindTfjsEntryPoints(module);
   setThreadsCount(cores);
   return new BackendWasm(module as never);
 }

@@ -322,3 +322,24 @@ export function guardWasmHeap(): void {
   wasm.lesionGuarded = true;
 }
 
+
+interface EmscriptenCwrap {
+  cwrap(name: string, ret: string | null, args: string[]): (...args: number[]) => number;
+  tfjs?: Record<string, (...args: number[]) => number>;
+}
+
+/**
+ * Gives a threaded tfjs wasm module started by hand (Node and the studio's
+ * worker both start it themselves, see their wasm-threads.ts) the C entry
+ * points BackendWasm calls, as tfjs-backend-wasm's own init does.
+ */
+export function bindTfjsEntryPoints(module: EmscriptenCwrap): void {
+  module.tfjs = {
+    init: module.cwrap('init', null, []),
+    initWithThreadsCount: module.cwrap('init_with_threads_count', null, ['number']),
+    getThreadsCount: module.cwrap('get_threads_count', 'number', []),
+    registerTensor: module.cwrap('register_tensor', null, ['number', 'number', 'number']),
+    disposeData: module.cwrap('dispose_data', null, ['number']),
+    dispose: module.cwrap('dispose', null, []),
+  };
+}
