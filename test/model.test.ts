@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { MobileNetV2Model } from 'nsfwjs/models/mobilenet_v2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSample, type LoadedSample } from '../src/core/dataset/loader.ts';
+import { paperCard } from '../src/core/config.ts';
 import { ConfigError, LesionError } from '../src/core/errors.ts';
 import { softDiceLoss } from '../src/core/losses.ts';
 import { buildDeepLabV3, copyWeights, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
@@ -60,17 +61,8 @@ function pearson(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return sab / Math.sqrt(saa * sbb);
 }
 
-const DEFAULT_CONFIG: ModelConfig = {
-  encoder: 'mobilenetv2',
-  width: 1,
-  outputStride: 8,
-  atrousRates: [12, 24, 36],
-  asppChannels: 256,
-  dropout: 0.5,
-  inputSize: 128,
-  init: 'imagenet',
-  inputRange: 'symmetric',
-};
+/** The paper card's model at 128 px: the default the studio trains. */
+const DEFAULT_CONFIG: ModelConfig = { ...paperCard().model, inputSize: 128 };
 
 describe('the default DeepLabV3-MobileNetV2 with the ImageNet-derived encoder', () => {
   let model: tf.LayersModel;

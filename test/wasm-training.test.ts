@@ -1,11 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { softDiceLoss } from '../src/core/losses.ts';
 import { isResourceExhausted } from '../src/core/train.ts';
-import { buildDeepLabV3, type EncoderName } from '../src/core/model/deeplab.ts';
+import type { EncoderName } from '../src/core/model/deeplab.ts';
 import { Rng } from '../src/core/random.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { relativeError, seededBatch, seededWeights, tinyConfig, trainingStep } from './helpers/tf-node.ts';
+import { expectStepMatchesCpu, relativeError } from './helpers/tf-node.ts';
 
 beforeAll(async () => {
   await initNodeBackend('wasm');
@@ -82,31 +81,7 @@ describe('a whole DeepLabV3 training step on wasm against cpu', () => {
   ];
 
   it.each(models)('$encoder: same logits and the same gradient for every trainable weight', async ({ encoder, seed }) => {
-    const config = tinyConfig(encoder, { inputSize: 32 });
-    await tf.setBackend('cpu');
-    const shape = buildDeepLabV3(config, 'train');
-    const weights = seededWeights(shape, seed);
-    shape.dispose();
-    const batch = seededBatch(config, 2, seed);
-
-    const cpu = await trainingStep('cpu', config, weights, batch, softDiceLoss);
-    const tensorsBefore = tf.memory().numTensors;
-    const wasm = await trainingStep('wasm', config, weights, batch, softDiceLoss);
-    expect(tf.memory().numTensors, 'the wasm kernels leak no tensor').toBe(tensorsBefore);
-
-    expect(Math.min(cpu.kinkMargin, wasm.kinkMargin), 'seed puts a ReLU input at a kink; pick another').toBeGreaterThan(1e-5);
-    expect(wasm.names).toEqual(cpu.names);
-    expect(relativeError(wasm.logits, cpu.logits)).toBeLessThan(1e-4);
-    expect(Math.abs(wasm.loss - cpu.loss)).toBeLessThan(1e-5);
-    // Gradients pass through ~50 layers of float32 and batch statistics; a
-    // 1e-6 change of the input moves them by ~1e-4 on one backend alone.
-    // Some are zero in exact arithmetic (a batch-norm shift that only feeds
-    // another training-mode batch norm): the floor keeps their noise out.
-    const largest = Math.max(...cpu.grads.map((g) => g.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
-    const worst = cpu.grads
-      .map((g, i) => ({ name: cpu.names[i], error: relativeError(wasm.grads[i], g, 1e-3 * largest) }))
-      .reduce((a, b) => (b.error > a.error ? b : a));
-    expect(worst.error, `worst: ${worst.name}`).toBeLessThan(1e-3);
+    await expectStepMatchesCpu('wasm', encoder, seed);
   });
 });
 

@@ -7,6 +7,8 @@
  */
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { expect } from 'vitest';
+import { softDiceLoss } from '../../src/core/losses.ts';
 import { buildDeepLabV3, type EncoderName, type ModelConfig } from '../../src/core/model/deeplab.ts';
 import { Rng } from '../../src/core/random.ts';
 
@@ -168,3 +170,37 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>, floor 
   }
   return diff / Math.max(scale, floor);
 }
+
+/**
+ * One training step of a tiny DeepLabV3 on `backend` against the same step on
+ * cpu: same logits (1e-4), loss (1e-5) and gradient for every trainable weight
+ * (1e-3 relative), and no tensor leaked. Gradients pass through ~50 layers of
+ * float32 and batch statistics (a 1e-6 change of the input moves them by ~1e-4
+ * on one backend alone); some are zero in exact arithmetic (a batch-norm
+ * shift that only feeds another training-mode batch norm): a floor of 1e-3 of
+ * the largest gradient keeps their noise out.
+ */
+export async function expectStepMatchesCpu(backend: string, encoder: EncoderName, seed: number): Promise<void> {
+  const config = tinyConfig(encoder, { inputSize: 32 });
+  await tf.setBackend('cpu');
+  const shape = buildDeepLabV3(config, 'train');
+  const weights = seededWeights(shape, seed);
+  shape.dispose();
+  const batch = seededBatch(config, 2, seed);
+
+  const cpu = await trainingStep('cpu', config, weights, batch, softDiceLoss);
+  const tensorsBefore = tf.memory().numTensors;
+  const other = await trainingStep(backend, config, weights, batch, softDiceLoss);
+  expect(tf.memory().numTensors, `the ${backend} step leaks no tensor`).toBe(tensorsBefore);
+
+  expect(Math.min(cpu.kinkMargin, other.kinkMargin), 'seed puts a ReLU input at a kink; pick another').toBeGreaterThan(1e-5);
+  expect(other.names).toEqual(cpu.names);
+  expect(relativeError(other.logits, cpu.logits)).toBeLessThan(1e-4);
+  expect(Math.abs(other.loss - cpu.loss)).toBeLessThan(1e-5);
+  const largest = Math.max(...cpu.grads.map((g) => g.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
+  const worst = cpu.grads
+    .map((g, i) => ({ name: cpu.names[i], error: relativeError(other.grads[i], g, 1e-3 * largest) }))
+    .reduce((a, b) => (b.error > a.error ? b : a));
+  expect(worst.error, `worst: ${worst.name}`).toBeLessThan(1e-3);
+}
+
