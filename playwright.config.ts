@@ -9,6 +9,7 @@ const PORT = 4317;
 
 export default defineConfig({
   testDir: 'e2e',
+  globalSetup: './e2e/global-setup.ts',
   outputDir: 'test-results',
   timeout: 180_000,
   expect: { timeout: 30_000 },

@@ -56,6 +56,7 @@ export default defineConfig({
   build: { target: 'es2022', chunkSizeWarningLimit: 8000 },
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',

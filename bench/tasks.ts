@@ -5,9 +5,8 @@
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
 import type { ModelConfig } from '../src/core/model/deeplab.ts';
+import { datasetsRoot } from '../test/helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const datasetsRoot = path.resolve(repoRoot, '../shared/datasets');
 
 export const DATASETS = {
   isic2018: path.join(datasetsRoot, 'isic2018'),

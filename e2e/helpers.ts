@@ -6,7 +6,7 @@ import type { Page } from '@playwright/test';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..');
-export const datasets = path.resolve(repoRoot, '../shared/datasets');
+export { datasetsRoot as datasets } from '../test/helpers/datasets.ts';
 const artifacts = path.join(here, 'artifacts');
 
 /** Full-page screenshot into e2e/artifacts (gitignored), for a person to look at. */

@@ -20,8 +20,8 @@ import { FsFileSource } from '../src/node/files.ts';
 import { loadLayersModel, saveLayersModel } from '../src/node/model-files.ts';
 import { type CorpusCase, LARGE_HEIGHT, LARGE_WIDTH, LONG_STEM, mutateAfterIndexing, type TruePixels, writeBadInputCorpus } from './helpers/corpus.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const datasetsRoot = path.resolve(import.meta.dirname, '../../shared/datasets');
 const SIZE = { width: 64, height: 64 };
 const decoder = new JimpDecoder();
 

@@ -9,9 +9,9 @@ import { DecodeError, LesionError } from '../src/core/errors.ts';
 import type { FileSource, RgbaPixels } from '../src/core/io.ts';
 import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const datasets = path.resolve(repoRoot, '../shared/datasets');
+const datasets = datasetsRoot;
 const decoder = new JimpDecoder();
 
 const isicImage = 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg';

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { datasetsRoot } from './helpers/datasets.ts';
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const run = promisify(execFile);
@@ -26,7 +27,7 @@ async function cli(...args: string[]): Promise<Outcome> {
 /** Pairs per set as MANIFEST.csv lists them, so the expected counts come from the data. */
 function manifestCounts(): Record<string, number> {
   const counts: Record<string, number> = {};
-  const rows = readFileSync(path.resolve(repoRoot, '../shared/datasets/MANIFEST.csv'), 'utf8').trim().split('\n').slice(1);
+  const rows = readFileSync(path.join(datasetsRoot, 'MANIFEST.csv'), 'utf8').trim().split('\n').slice(1);
   for (const row of rows) {
     const set = row.slice(0, row.indexOf(','));
     counts[set] = (counts[set] ?? 0) + 1;
@@ -36,7 +37,7 @@ function manifestCounts(): Record<string, number> {
 
 describe('lesion-studio inspect', () => {
   it('reports the shared data sets as JSON with exact counts and no strays', async () => {
-    const { code, stdout, stderr } = await cli('inspect', '../shared/datasets', '--json');
+    const { code, stdout, stderr } = await cli('inspect', datasetsRoot, '--json');
     expect(stderr).toBe('');
     expect(code).toBe(0);
     const report = JSON.parse(stdout);
@@ -53,7 +54,7 @@ describe('lesion-studio inspect', () => {
   });
 
   it('prints a readable summary without --json', async () => {
-    const { code, stdout } = await cli('inspect', '../shared/datasets');
+    const { code, stdout } = await cli('inspect', datasetsRoot);
     expect(code).toBe(0);
     expect(stdout).toMatch(/^3 data sets: 130 labeled pairs, 0 unlabeled images, 0 strays\n/);
     expect(stdout).toMatch(/ph2\s+32 labeled \[unspecified 32\]/);

@@ -3,9 +3,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { recogniseDatasets, summariseIndex, type DatasetIndex, type DatasetSet } from '../src/core/dataset/layouts.ts';
 import { FsFileSource } from '../src/node/files.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const datasets = path.resolve(repoRoot, '../shared/datasets');
+const datasets = datasetsRoot;
 
 function setNamed(index: DatasetIndex, name: string): DatasetSet {
   const set = index.sets.find((candidate) => candidate.name === name);

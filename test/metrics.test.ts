@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Jimp } from 'jimp';
 import {
@@ -12,9 +11,9 @@ import {
   thresholdJaccard,
 } from '../src/core/metrics.ts';
 import { LesionError } from '../src/core/errors.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const datasets = path.resolve(repoRoot, '../shared/datasets');
+const datasets = datasetsRoot;
 
 const u8 = (...v: number[]) => Uint8Array.from(v);
 

@@ -32,9 +32,9 @@ import {
   type NoiseConfig,
   type NoiseStep,
 } from '../src/core/noise.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const isic2018 = path.resolve(repoRoot, '../shared/datasets/isic2018');
+const isic2018 = path.join(datasetsRoot, 'isic2018');
 const SIZE = 64;
 const OUT = { width: SIZE, height: SIZE };
 

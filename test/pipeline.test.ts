@@ -31,9 +31,9 @@ import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const datasets = path.resolve(repoRoot, '../shared/datasets');
+const datasets = datasetsRoot;
 const RUN = 'tiny-1';
 const SIZE = 64;
 

@@ -22,9 +22,9 @@ import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
 
-const repoRoot = path.resolve(import.meta.dirname, '..');
-const isic2018 = path.resolve(repoRoot, '../shared/datasets/isic2018');
+const isic2018 = path.join(datasetsRoot, 'isic2018');
 const SIZE = 32;
 const START: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
 

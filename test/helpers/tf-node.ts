@@ -13,7 +13,7 @@ import { buildDeepLabV3, type EncoderName, type ModelConfig } from '../../src/co
 import { Rng } from '../../src/core/random.ts';
 
 export const repoRoot = path.resolve(import.meta.dirname, '../..');
-export const datasetsRoot = path.resolve(repoRoot, '../shared/datasets');
+export { datasetsRoot } from './datasets.ts';
 
 /** Small enough for seconds per step on the cpu backend; rate 12 exceeds the 8x8 feature map. */
 export function tinyConfig(encoder: EncoderName, overrides: Partial<ModelConfig> = {}): ModelConfig {
