@@ -4,6 +4,7 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
+import { adamStep, sgdStep, useLever } from './backends/webgpu-training.ts';
 import type { OptimizerConfig } from './config.ts';
 
 export interface NamedTensor {
@@ -71,6 +72,13 @@ export class Sgd extends SlottedOptimizer {
   apply(params: Param[], grads: tf.Tensor[]): void {
     const { lr, momentum, weightDecay } = this.config;
     tf.tidy(() => {
+      if (useLever('optimizer')) {
+        const first = this.iterations === 0;
+        params.forEach(({ key, variable: v }, i) =>
+          sgdStep(v, grads[i], momentum > 0 ? this.slot(`${key}/momentum`, v) : undefined, { lr, momentum, weightDecay, first }),
+        );
+        return;
+      }
       params.forEach(({ key, variable: v }, i) => {
         const g = weightDecay > 0 ? tf.add(grads[i], tf.mul(v, weightDecay)) : grads[i];
         let step = g;
@@ -101,6 +109,11 @@ export class Adam extends SlottedOptimizer {
     const correction1 = 1 - beta1 ** t;
     const correction2 = 1 - beta2 ** t;
     tf.tidy(() => {
+      if (useLever('optimizer')) {
+        const o = { lr, beta1, beta2, epsilon, weightDecay, correction1, correction2 };
+        params.forEach(({ key, variable: v }, i) => adamStep(v, grads[i], this.slot(`${key}/m`, v), this.slot(`${key}/v`, v), o));
+        return;
+      }
       params.forEach(({ key, variable: v }, i) => {
         const g = weightDecay > 0 ? tf.add(grads[i], tf.mul(v, weightDecay)) : grads[i];
         const m = this.slot(`${key}/m`, v);

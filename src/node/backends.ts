@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import { ConfigError } from '../core/errors.ts';
 import { activateThreadedWasm } from './wasm-threads.ts';
 
@@ -97,6 +98,7 @@ async function findWebGpuAdapter(): Promise<GPUAdapter | undefined> {
 
 async function initWebGpu(adapter: GPUAdapter): Promise<ActiveBackend> {
   await import('@tensorflow/tfjs-backend-webgpu');
+  registerWebGpuTrainingKernels();
   await activate('webgpu');
   const info = adapter.info;
   const described = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');

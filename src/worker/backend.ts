@@ -14,6 +14,7 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
@@ -70,6 +71,7 @@ function wasmTitle(): string {
 async function tryBackend(name: BackendName): Promise<string | undefined> {
   try {
     if (name === 'wasm') await prepareWasm();
+    if (name === 'webgpu') registerWebGpuTrainingKernels();
     const ok = await tf.setBackend(name);
     if (!ok) return 'it did not start';
     await tf.ready();

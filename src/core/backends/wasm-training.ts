@@ -11,48 +11,9 @@
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
+import { asKernel, type ConvGeometry, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
-
-interface ConvGeometry {
-  kh: number;
-  kw: number;
-  strideH: number;
-  strideW: number;
-  padTop: number;
-  padLeft: number;
-  outH: number;
-  outW: number;
-}
-
-function geometry(
-  xShape: [number, number, number, number],
-  filterShape: [number, number, number, number],
-  strides: number | [number, number],
-  pad: tf.backend_util.ExplicitPadding | 'valid' | 'same' | number,
-  dimRoundingMode: 'floor' | 'round' | 'ceil' | undefined,
-  depthwise: boolean,
-): ConvGeometry {
-  const info = tf.backend_util.computeConv2DInfo(
-    xShape,
-    filterShape,
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-    depthwise,
-  );
-  return {
-    kh: info.filterHeight,
-    kw: info.filterWidth,
-    strideH: info.strideHeight,
-    strideW: info.strideWidth,
-    padTop: info.padInfo.top,
-    padLeft: info.padInfo.left,
-    outH: info.outHeight,
-    outW: info.outWidth,
-  };
-}
 
 /**
  * Pads (or crops, for a negative amount) the spatial dims of an NHWC tensor:
@@ -193,38 +154,8 @@ function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
   }
 }
 
-/**
- * Runs a tensor-level function as a kernel body. Wrapping a TensorInfo in a
- * Tensor does not take a reference, yet disposing the wrapper drops one: each
- * input gets an extra reference first, and the result keeps one that the
- * engine takes over when it wraps the returned info.
- */
-function asKernel(
-  backend: tf.KernelBackend,
-  inputs: tf.TensorInfo[],
-  body: (...ts: tf.Tensor4D[]) => tf.Tensor,
-): tf.TensorInfo {
-  const refs = backend as unknown as { incRef(dataId: object): void };
-  const result = tf.tidy(() => {
-    const ts = inputs.map((info) => {
-      refs.incRef(info.dataId);
-      return tf.engine().makeTensorFromTensorInfo(info, backend) as tf.Tensor4D;
-    });
-    return body(...ts);
-  });
-  refs.incRef(result.dataId);
-  const info = { dataId: result.dataId, shape: result.shape, dtype: result.dtype };
-  result.dispose();
-  return info;
-}
-
-const BACKEND = 'wasm';
 let registered = false;
-
-function register(config: { kernelName: string; kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo }): void {
-  if (tf.getKernel(config.kernelName, BACKEND)) tf.unregisterKernel(config.kernelName, BACKEND);
-  tf.registerKernel({ ...config, backendName: BACKEND } as tf.KernelConfig);
-}
+const register = (config: KernelSpec): void => registerKernelFor('wasm', config);
 
 /** Idempotent; call after the wasm backend module is imported, before training. */
 export function registerWasmTrainingKernels(): void {

@@ -6,6 +6,7 @@
  * export build uses that layer and plain tfjs loads the result.
  */
 import * as tf from '@tensorflow/tfjs';
+import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu-training.ts';
 
 interface BatchNormArgs extends tf.serialization.ConfigDict {
   name: string;
@@ -48,12 +49,47 @@ export class BatchNorm extends tf.layers.Layer {
       const scale = tf.mul(gamma, tf.rsqrt(tf.add(this.movingVariance.read(), eps)));
       return tf.add(tf.mul(tf.sub(x, this.movingMean.read()), scale), beta);
     }
+    if (useLever('batchnorm')) return this.fusedTraining(x, gamma, beta);
     const axes = [0, 1, 2];
     const mean = tf.mean(x, axes);
     const centred = tf.sub(x, mean);
     const variance = tf.mean(tf.square(centred), axes);
     this.updateMovingStatistics(mean, variance, x.size / mean.size);
     return tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, eps)))), beta);
+  }
+
+  /**
+   * The same arithmetic in five WebGPU kernels (statistics, normalisation;
+   * two gradient sums and the input gradient) and one per running average,
+   * instead of about forty element-wise kernels, transposes and reductions.
+   */
+  private fusedTraining(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+    const eps = this.args.epsilon;
+    let stats: tf.Tensor | undefined;
+    const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [input, scale, shift, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+      // Kept past customGrad's own scope for the running averages below.
+      stats = tf.keep(batchNormStats(input));
+      save([input, scale, stats]);
+      return {
+        value: batchNormApply(input, stats, scale, shift, eps),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [xs, g, s] = saved;
+          const sumDy = batchNormGradSum(dy, xs, s, eps, 0);
+          const sumDyXhat = batchNormGradSum(dy, xs, s, eps, 1);
+          return [batchNormGradInput(dy, xs, s, g, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
+        },
+      };
+    });
+    const y = op(x, gamma, beta);
+    const n = x.size / gamma.size;
+    const m = this.args.momentum;
+    tf.tidy(() => {
+      this.movingMean.write(movingAverage(this.movingMean.read(), stats!, 0, m, 1));
+      this.movingVariance.write(movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
+    });
+    stats!.dispose();
+    return y;
   }
 
   private updateMovingStatistics(mean: tf.Tensor, variance: tf.Tensor, n: number): void {

@@ -1,0 +1,52 @@
+/**
+ * Counts the WebGPU programs tfjs actually dispatches, by program class, at
+ * the backend (recordAndSubmit): kernels that only share data (Reshape,
+ * Identity, a float cast of a float) or run on the CPU are not dispatches and
+ * are not counted. Deterministic for a given model, batch and backend
+ * settings, unlike per-kernel timings, so the bench can report it anywhere.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+interface Recorder {
+  recordAndSubmit(program: { constructor: { name: string }; label?: string }, ...rest: unknown[]): void;
+}
+
+export interface DispatchCount {
+  total: number;
+  byProgram: Record<string, number>;
+}
+
+export class DispatchCounter {
+  private counts = new Map<string, number>();
+  private readonly original: Recorder['recordAndSubmit'];
+
+  constructor(private readonly backend: Recorder) {
+    this.original = backend.recordAndSubmit;
+    const counts = this.counts;
+    const original = this.original;
+    backend.recordAndSubmit = function (this: Recorder, program, ...rest) {
+      // tfjs's programs are classes; ours are labelled objects.
+      const name = program.label ?? program.constructor.name;
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      return original.call(this, program, ...rest);
+    };
+  }
+
+  /** The active backend's counter; undefined unless it is webgpu. */
+  static attach(): DispatchCounter | undefined {
+    if (tf.getBackend() !== 'webgpu') return undefined;
+    return new DispatchCounter(tf.backend() as unknown as Recorder);
+  }
+
+  /** Counts since the last reset, largest first. */
+  take(): DispatchCount {
+    const sorted = [...this.counts].sort((a, b) => b[1] - a[1]);
+    const result = { total: sorted.reduce((sum, [, n]) => sum + n, 0), byProgram: Object.fromEntries(sorted) };
+    this.counts.clear();
+    return result;
+  }
+
+  detach(): void {
+    this.backend.recordAndSubmit = this.original;
+  }
+}
