@@ -17,6 +17,8 @@ export interface TaskSpec {
   batch: number;
   /** Skip it when the figure of `key` times `factor` says it cannot fit the budget. */
   estimateFrom?: { key: string; factor: number };
+  /** A WebGPU-only cell that runs with only these of our kernels (step.ts --levers). */
+  levers?: string;
 }
 
 export type Outcome =
@@ -66,11 +68,12 @@ export function describe(outcome: Outcome | undefined, batch: number): string {
     return '—';
   }
   const imgs = (1000 * batch) / f.ms;
+  const dispatches = outcome?.kind === 'done' && outcome.result.dispatches ? `  ${outcome.result.dispatches.total} dispatches` : '';
   switch (f.bound) {
     case 'measured':
-      return `${seconds(f.ms)}  ${rate(imgs)} img/s  (n=${f.n})`;
+      return `${seconds(f.ms)}  ${rate(imgs)} img/s  (n=${f.n})${dispatches}`;
     case 'at-most':
-      return `≤ ${seconds(f.ms)}  ≥ ${rate(imgs)} img/s  (1st step only)`;
+      return `≤ ${seconds(f.ms)}  ≥ ${rate(imgs)} img/s  (1st step only)${dispatches}`;
     case 'more-than':
       return `> ${seconds(f.ms)}  < ${rate(imgs)} img/s  (stopped)`;
     case 'estimate':

@@ -53,6 +53,11 @@ const TASKS: TaskSpec[] = [
   // A forward pass costs about a third of a training step; 4x the pixels, 2x the batch.
   { key: 'predict', title: 'default (w1 OS8 ASPP256)  256 px  batch 8', task: 'predict', model: 'default', size: 256, batch: 8, estimateFrom: { key: 'train-default-128', factor: 8 / 3 } },
   { key: 'train-default-256', title: 'default (w1 OS8 ASPP256)  256 px  batch 8', task: 'train', model: 'default', size: 256, batch: 8, estimateFrom: { key: 'train-default-128', factor: 8 } },
+  // What each of our WebGPU kernels buys, one at a time: the dispatch count
+  // does not depend on the image size, so a small one keeps lavapipe quick.
+  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'all'].map(
+    (levers): TaskSpec => ({ key: `levers-${levers}`, title: levers, task: 'train', model: 'default', size: 64, batch: 4, levers }),
+  ),
 ];
 
 const started = performance.now();
@@ -73,7 +78,7 @@ const unavailable = new Map<Backend, string>();
 // The cpu backend needs minutes per step of the default model: those cells go
 // last, so that the deadline cuts them rather than the other backends' figures.
 const slowCell = (backend: Backend, spec: TaskSpec): boolean => backend === 'cpu' && spec.model === 'default';
-const cells = TASKS.flatMap((spec) => backends.map((backend) => ({ backend, spec })));
+const cells = TASKS.flatMap((spec) => backends.filter((b) => !spec.levers || b === 'webgpu').map((backend) => ({ backend, spec })));
 for (const { backend, spec } of [...cells.filter((c) => !slowCell(c.backend, c.spec)), ...cells.filter((c) => slowCell(c.backend, c.spec))]) {
   const outcome = await runOrSkip(backend, spec);
   outcomes.set(key(backend, spec.key), outcome);
@@ -126,6 +131,7 @@ function runChild(backend: Backend, spec: TaskSpec, budgetS: number): Promise<Ou
     '--backend', backend, '--task', spec.task, '--model', spec.model,
     '--size', String(spec.size), '--batch', String(spec.batch),
     '--steps', String(settings.steps), '--warmup', String(settings.warmup), '--budget', String(budgetS),
+    ...(spec.levers ? ['--levers', spec.levers] : []),
   ];
   return new Promise((resolve) => {
     const t0 = performance.now();
@@ -213,7 +219,7 @@ function print(): void {
   for (const [name, detail] of details) out.push(`  ${name}: ${detail}`);
   for (const [name, reason] of unavailable) out.push(`  ${name}: unavailable (${reason})`);
 
-  const trainTasks = TASKS.filter((t) => t.task === 'train');
+  const trainTasks = TASKS.filter((t) => t.task === 'train' && !t.levers);
   out.push('', `Training step: forward + backward + SGD update on a fixed batch, loss read back; median of up to ${settings.steps} steps after ${settings.warmup} warm-up; budget ${settings.budgetS} s per cell`);
   out.push(table(['model', ...backends], trainTasks.map((t) => [t.title, ...backends.map((b) => describe(outcomes.get(key(b, t.key)), t.batch))])));
 
@@ -231,6 +237,22 @@ function print(): void {
           `${t.task} ${t.title}`,
           ...others.map((b) => speedup(figureOf(outcomes.get(key('cpu', t.key))), figureOf(outcomes.get(key(b, t.key))))),
         ]),
+      ),
+    );
+  }
+
+  const leverTasks = TASKS.filter((t) => t.levers);
+  if (backends.includes('webgpu')) {
+    const none = figureOf(outcomes.get(key('webgpu', 'levers-none')));
+    out.push('', `WebGPU: which of our kernels run (the rest are tfjs-webgpu's own), default model ${leverTasks[0].size} px batch ${leverTasks[0].batch}; dispatches per training step`);
+    out.push(
+      table(
+        ['our kernels', 'dispatches', 'step', 'speed-up over none'],
+        leverTasks.map((t) => {
+          const outcome = outcomes.get(key('webgpu', t.key));
+          const dispatches = outcome?.kind === 'done' ? outcome.result.dispatches : undefined;
+          return [t.title, dispatches ? String(dispatches.total) : '—', describe(outcome, t.batch), speedup(none, figureOf(outcome))];
+        }),
       ),
     );
   }

@@ -7,12 +7,15 @@
  *
  *   tsx bench/step.ts --backend cpu|wasm|webgpu --task train|predict|memory
  *     [--model default|small] [--size 128] [--batch 4] [--steps 5] [--warmup 1] [--budget 60]
+ *     [--levers all|none|batchnorm,optimizer,filter-grad]   (webgpu: which of our kernels to use)
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
+import { DispatchCounter, type DispatchCount } from '../src/core/backends/webgpu-dispatches.ts';
+import { setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu-training.ts';
 import { CheckpointStore, trainableParams } from '../src/core/checkpoint.ts';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import { RunControl } from '../src/core/control.ts';
@@ -46,8 +49,11 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '1' },
     budget: { type: 'string', default: '60' },
+    levers: { type: 'string', default: 'all' },
   },
 });
+
+setWebGpuLevers(parseLevers(values.levers!));
 
 const backend = await initNodeBackend(values.backend as NodeBackendName);
 const modelName = values.model as ModelName;
@@ -121,8 +127,11 @@ async function timeTraining(): Promise<void> {
   const parameters = countParameters(model);
   const xs = tf.tensor4d(x, [batch, size, size, 3]);
   const ys = tf.tensor4d(y, [batch, size, size, 1]);
+  const counter = DispatchCounter.attach();
+  let dispatches: DispatchCount | undefined;
   let n = 0;
   await timeRepeated(async () => {
+    counter?.take();
     setDropoutSeed(model, deriveSeed(SEED, `bench/${n++}`));
     const loss = tf.tidy(() => {
       const { value, grads } = tf.variableGrads(() => lossFn(model.apply(xs, { training: true }) as tf.Tensor, ys), variables);
@@ -132,7 +141,9 @@ async function timeTraining(): Promise<void> {
     // Reading the loss waits for the device: the step is over only then.
     await loss.data();
     loss.dispose();
-  }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing }));
+    dispatches = counter?.take();
+  }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing, dispatches }));
+  counter?.detach();
   optimizer.dispose();
   tf.dispose([xs, ys]);
   model.dispose();
@@ -224,4 +235,13 @@ async function realImages(n: number, s: number): Promise<RgbImage[]> {
   const samples = recogniseDatasets(await source.list()).sets.flatMap((set) => set.labeled).slice(0, n);
   const decoder = new JimpDecoder();
   return Promise.all(samples.map(async (sample) => (await loadSample({ ...sample, mask: undefined }, source, decoder, { width: s, height: s })).image));
+}
+
+function parseLevers(text: string): WebGpuLever[] {
+  if (text === 'all') return [...WEBGPU_LEVERS];
+  if (text === 'none') return [];
+  const levers = text.split(',');
+  const unknown = levers.filter((l) => !(WEBGPU_LEVERS as readonly string[]).includes(l));
+  if (unknown.length > 0) throw new Error(`--levers: unknown ${unknown.join(', ')}; use all, none or some of ${WEBGPU_LEVERS.join(', ')}`);
+  return levers as WebGpuLever[];
 }

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
+import type { DispatchCount } from '../src/core/backends/webgpu-dispatches.ts';
 import type { ModelConfig } from '../src/core/model/deeplab.ts';
 import { datasetsRoot } from '../test/helpers/datasets.ts';
 
@@ -36,6 +37,8 @@ export interface TaskResult {
   timesMs: number[];
   warmupMs: number[];
   memory?: { before: { tensors: number; bytes: number }; after: { tensors: number; bytes: number } };
+  /** WebGPU programs dispatched by the latest training step, in all and per program. */
+  dispatches?: DispatchCount;
   backend?: string;
   backendDetail?: string;
 }

@@ -53,3 +53,13 @@ export function readStoredZip(zip: Buffer): Map<string, Buffer> {
   }
   return entries;
 }
+
+/**
+ * Prints the page's long tasks (over 50 ms, the Long Tasks API's threshold):
+ * how responsive the studio stayed is a figure for `npm run bench`, never an
+ * assertion, since it depends on how busy the machine is.
+ */
+export function printLongTasks(what: string, durationsMs: number[]): void {
+  const longest = durationsMs.reduce((a, b) => Math.max(a, b), 0);
+  console.log(`${what}: ${durationsMs.length} over 50 ms, longest ${longest} ms${durationsMs.length ? ` (${durationsMs.join(', ')} ms)` : ''}`);
+}
