@@ -247,11 +247,12 @@ function print(): void {
     out.push('', `WebGPU: which of our kernels run (the rest are tfjs-webgpu's own), default model ${leverTasks[0].size} px batch ${leverTasks[0].batch}; dispatches per training step`);
     out.push(
       table(
-        ['our kernels', 'dispatches', 'step', 'speed-up over none'],
+        ['our kernels', 'dispatches', 'launching them (JS + WebGPU calls)', 'step', 'speed-up over none'],
         leverTasks.map((t) => {
           const outcome = outcomes.get(key('webgpu', t.key));
-          const dispatches = outcome?.kind === 'done' ? outcome.result.dispatches : undefined;
-          return [t.title, dispatches ? String(dispatches.total) : '—', describe(outcome, t.batch), speedup(none, figureOf(outcome))];
+          const d = outcome?.kind === 'done' ? outcome.result.dispatches : undefined;
+          const launch = d ? `${d.launchMs.toFixed(0)} ms, ${((1000 * d.launchMs) / d.total).toFixed(0)} µs each` : '—';
+          return [t.title, d ? String(d.total) : '—', launch, describe(outcome, t.batch), speedup(none, figureOf(outcome))];
         }),
       ),
     );

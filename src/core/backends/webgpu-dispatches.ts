@@ -14,21 +14,31 @@ interface Recorder {
 export interface DispatchCount {
   total: number;
   byProgram: Record<string, number>;
+  /**
+   * Milliseconds of JavaScript (and the WebGPU calls it makes: uniform
+   * write, bind group, dispatch, submit) spent launching them: the
+   * per-launch cost, which does not depend on the GPU.
+   */
+  launchMs: number;
 }
 
 export class DispatchCounter {
   private counts = new Map<string, number>();
+  private launchMs = 0;
   private readonly original: Recorder['recordAndSubmit'];
 
   constructor(private readonly backend: Recorder) {
     this.original = backend.recordAndSubmit;
     const counts = this.counts;
     const original = this.original;
+    const self = this;
     backend.recordAndSubmit = function (this: Recorder, program, ...rest) {
       // tfjs's programs are classes; ours are labelled objects.
       const name = program.label ?? program.constructor.name;
       counts.set(name, (counts.get(name) ?? 0) + 1);
-      return original.call(this, program, ...rest);
+      const started = performance.now();
+      original.call(this, program, ...rest);
+      self.launchMs += performance.now() - started;
     };
   }
 
@@ -41,8 +51,9 @@ export class DispatchCounter {
   /** Counts since the last reset, largest first. */
   take(): DispatchCount {
     const sorted = [...this.counts].sort((a, b) => b[1] - a[1]);
-    const result = { total: sorted.reduce((sum, [, n]) => sum + n, 0), byProgram: Object.fromEntries(sorted) };
+    const result = { total: sorted.reduce((sum, [, n]) => sum + n, 0), byProgram: Object.fromEntries(sorted), launchMs: this.launchMs };
     this.counts.clear();
+    this.launchMs = 0;
     return result;
   }
 
