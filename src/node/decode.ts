@@ -1,9 +1,11 @@
 /**
- * The Node host's PixelDecoder: jimp decodes JPEG, PNG and BMP (PH2's 24-bit
- * images and 1-bit masks included) to 8-bit RGBA, then the resize below runs
- * in 8-bit too, so a 4288x2848 original never exists as floats.
+ * The Node host's PixelDecoder: jimp decodes JPEG and PNG, the core's BMP
+ * reader every BMP Chromium reads (jimp's garbles RLE and refuses OS/2), to
+ * 8-bit RGBA; then the resize below runs in 8-bit too, so a 4288x2848
+ * original never exists as floats.
  */
 import { Jimp } from 'jimp';
+import { decodeBmp } from '../core/bmp.ts';
 import { ConfigError, DecodeError } from '../core/errors.ts';
 import type { DecodeRequest, Decoded, PixelDecoder, ResizeFilter, RgbaPixels } from '../core/io.ts';
 
@@ -15,18 +17,21 @@ export class JimpDecoder implements PixelDecoder {
     const format = sniffFormat(bytes);
     if (!format) throw new DecodeError(path, 'not a JPEG, PNG or BMP image', 'unsupported-format');
 
-    let pixels: RgbaPixels;
-    try {
-      const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
-      const { data, width, height } = image.bitmap;
-      pixels = { width, height, data: new Uint8Array(data.buffer, data.byteOffset, width * height * 4) };
-    } catch (error) {
-      throw describeFailure(path, format, error instanceof Error ? error.message : String(error));
-    }
+    let pixels = format === 'BMP' ? decodeBmp(path, bytes) : await decodeWithJimp(path, format, bytes);
     const sourceWidth = pixels.width;
     const sourceHeight = pixels.height;
     if (resize) pixels = resizeRgba(pixels, resize.width, resize.height, resize.filter);
     return { pixels, sourceWidth, sourceHeight };
+  }
+}
+
+async function decodeWithJimp(path: string, format: Format, bytes: Uint8Array): Promise<RgbaPixels> {
+  try {
+    const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
+    const { data, width, height } = image.bitmap;
+    return { width, height, data: new Uint8Array(data.buffer, data.byteOffset, width * height * 4) };
+  } catch (error) {
+    throw describeFailure(path, format, error instanceof Error ? error.message : String(error));
   }
 }
 

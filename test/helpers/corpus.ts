@@ -16,6 +16,7 @@ import { deflateSync } from 'node:zlib';
 import { Jimp, ResizeStrategy } from 'jimp';
 import JPEG from 'jpeg-js';
 import { Rng } from '../../src/core/random.ts';
+import { bmpRows, encodeBmp, indexRows, quantise332, type Rgb } from './bmp.ts';
 
 export type Outcome = 'decodes' | 'warns' | 'skipped';
 
@@ -74,12 +75,6 @@ const MASKS = 'lesions/masks';
 /** A stem of 200+ characters with accents and an emoji, under the 255-byte limit of most file systems. */
 export const LONG_STEM = `lésion-très-longue-🩺-${'x'.repeat(180)}-fin`;
 export const UNICODE_STEM = '病変-Läsion-ñandú-🔬';
-
-interface Rgb {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
 
 /**
  * Writes the corpus into `dir` (created if missing). Three cases describe the
@@ -337,21 +332,6 @@ function cmykPlanes(pixels: Rgb): Uint8Array[] {
   return planes;
 }
 
-/** 3 bits red, 3 green, 2 blue: every pixel's palette colour is known exactly. */
-function quantise332(pixels: Rgb): { indices: Uint8Array; palette: Uint8Array; quantised: Rgb } {
-  const palette = new Uint8Array(256 * 3);
-  for (let i = 0; i < 256; i++) palette.set([Math.round(((i >> 5) * 255) / 7), Math.round((((i >> 2) & 7) * 255) / 7), Math.round(((i & 3) * 255) / 3)], i * 3);
-  const count = pixels.width * pixels.height;
-  const indices = new Uint8Array(count);
-  const quantised = new Uint8Array(count * 3);
-  for (let i = 0; i < count; i++) {
-    const [r, g, b] = pixels.data.subarray(i * 3, i * 3 + 3);
-    indices[i] = (Math.round((r * 7) / 255) << 5) | (Math.round((g * 7) / 255) << 2) | Math.round((b * 3) / 255);
-    quantised.set(palette.subarray(indices[i] * 3, indices[i] * 3 + 3), i * 3);
-  }
-  return { indices, palette, quantised: { width: pixels.width, height: pixels.height, data: quantised } };
-}
-
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
@@ -431,46 +411,17 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
   ]);
 }
 
-/** BITMAPFILEHEADER + BITMAPINFOHEADER, rows padded to 4 bytes. */
-function bmp(width: number, height: number, bits: 8 | 24, palette: Uint8Array | undefined, topDown: boolean, pixelAt: (x: number, y: number, out: Uint8Array, at: number) => void): Uint8Array {
-  const rowBytes = Math.ceil((width * bits) / 32) * 4;
-  const paletteBytes = palette ? (palette.length / 3) * 4 : 0;
-  const offset = 14 + 40 + paletteBytes;
-  const out = new Uint8Array(offset + rowBytes * height);
-  const view = new DataView(out.buffer);
-  out.set([0x42, 0x4d]);
-  view.setUint32(2, out.length, true);
-  view.setUint32(10, offset, true);
-  view.setUint32(14, 40, true);
-  view.setInt32(18, width, true);
-  view.setInt32(22, topDown ? -height : height, true);
-  view.setUint16(26, 1, true);
-  view.setUint16(28, bits, true);
-  view.setUint32(34, rowBytes * height, true);
-  view.setUint32(38, 2835, true);
-  view.setUint32(42, 2835, true);
-  if (palette) {
-    view.setUint32(46, palette.length / 3, true);
-    for (let i = 0; i < palette.length / 3; i++) out.set([palette[i * 3 + 2], palette[i * 3 + 1], palette[i * 3], 0], 54 + i * 4);
-  }
-  for (let y = 0; y < height; y++) {
-    const row = offset + (topDown ? y : height - 1 - y) * rowBytes;
-    for (let x = 0; x < width; x++) pixelAt(x, y, out, row + (x * bits) / 8);
-  }
-  return out;
-}
-
 function encodeBmp24(pixels: Rgb, { topDown }: { topDown: boolean }): Uint8Array {
-  return bmp(pixels.width, pixels.height, 24, undefined, topDown, (x, y, out, at) => {
-    const from = (y * pixels.width + x) * 3;
+  const { width, height } = pixels;
+  const data = bmpRows(width, height, 24, topDown, (x, y, out, at) => {
+    const from = (y * width + x) * 3;
     out.set([pixels.data[from + 2], pixels.data[from + 1], pixels.data[from]], at);
   });
+  return encodeBmp({ width, height, bits: 24, topDown, data });
 }
 
 function encodeBmp8(indices: Uint8Array, palette: Uint8Array, width: number, height: number): Uint8Array {
-  return bmp(width, height, 8, palette, false, (x, y, out, at) => {
-    out[at] = indices[y * width + x];
-  });
+  return encodeBmp({ width, height, bits: 8, palette, data: indexRows(indices, width, height, 8) });
 }
 
 const ZIGZAG = [
