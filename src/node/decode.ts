@@ -7,16 +7,12 @@
 import { Jimp } from 'jimp';
 import { decodeBmp } from '../core/bmp.ts';
 import { ConfigError, DecodeError } from '../core/errors.ts';
+import { type ImageFormat, inspectImage, MAX_MEGAPIXELS } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder, ResizeFilter, RgbaPixels } from '../core/io.ts';
-
-type Format = 'JPEG' | 'PNG' | 'BMP';
 
 export class JimpDecoder implements PixelDecoder {
   async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    if (bytes.length === 0) throw new DecodeError(path, 'the file is empty (0 bytes)', 'empty-file');
-    const format = sniffFormat(bytes);
-    if (!format) throw new DecodeError(path, 'not a JPEG, PNG or BMP image', 'unsupported-format');
-
+    const { format } = inspectImage(path, bytes);
     let pixels = format === 'BMP' ? decodeBmp(path, bytes) : await decodeWithJimp(path, format, bytes);
     const sourceWidth = pixels.width;
     const sourceHeight = pixels.height;
@@ -25,7 +21,7 @@ export class JimpDecoder implements PixelDecoder {
   }
 }
 
-async function decodeWithJimp(path: string, format: Format, bytes: Uint8Array): Promise<RgbaPixels> {
+async function decodeWithJimp(path: string, format: ImageFormat, bytes: Uint8Array): Promise<RgbaPixels> {
   try {
     const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
     const { data, width, height } = image.bitmap;
@@ -38,28 +34,20 @@ async function decodeWithJimp(path: string, format: Format, bytes: Uint8Array): 
 /**
  * jpeg-js refuses anything whose working memory it estimates above 512 MB,
  * about 28 megapixels: too little for full-resolution dermoscopy (ISIC holds
- * 6000x4000 originals). With the budget raised, its 100-megapixel limit is
- * the one that binds.
+ * 6000x4000 originals). With the budget raised, the megapixel limit every
+ * format shares is the one that binds.
  */
-const JPEG_OPTIONS = { 'image/jpeg': { maxMemoryUsageInMB: 2048, maxResolutionInMP: 100 } };
+const JPEG_OPTIONS = { 'image/jpeg': { maxMemoryUsageInMB: 2048, maxResolutionInMP: MAX_MEGAPIXELS } };
 
 /** jpeg-js's terse reasons, turned into what the user can act on. */
-function describeFailure(path: string, format: Format, reason: string): DecodeError {
+function describeFailure(path: string, format: ImageFormat, reason: string): DecodeError {
   if (format === 'JPEG' && /4 components/.test(reason)) {
     return new DecodeError(path, 'CMYK JPEG is not supported without the Adobe marker Photoshop writes; save it as RGB', 'unsupported-format');
   }
   if (/maxResolutionInMP|maxMemoryUsageInMB|allocate enough memory/.test(reason)) {
-    return new DecodeError(path, `${format} too large to decode (at most 100 megapixels; ${reason})`, 'unsupported-format');
+    return new DecodeError(path, `${format} too large to decode (at most ${MAX_MEGAPIXELS} megapixels; ${reason})`, 'unsupported-format');
   }
   return new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
-}
-
-/** By content, not by name: a .jpg that is really a PNG still decodes. */
-function sniffFormat(bytes: Uint8Array): Format | undefined {
-  if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'JPEG';
-  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'PNG';
-  if (bytes[0] === 0x42 && bytes[1] === 0x4d) return 'BMP';
-  return undefined;
 }
 
 /**

@@ -6,18 +6,10 @@
  * are the file's own, as the Node host's jimp decoder gives them.
  */
 import { DecodeError } from '../core/errors.ts';
+import { type ImageFormat, inspectImage } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder } from '../core/io.ts';
 
-const FORMATS = [
-  { name: 'JPEG', type: 'image/jpeg', magic: [0xff, 0xd8, 0xff] },
-  { name: 'PNG', type: 'image/png', magic: [0x89, 0x50, 0x4e, 0x47] },
-  { name: 'BMP', type: 'image/bmp', magic: [0x42, 0x4d] },
-] as const;
-
-/** By content, not by name: a .jpg that is really a PNG still decodes. */
-export function imageFormat(bytes: Uint8Array): (typeof FORMATS)[number] | undefined {
-  return FORMATS.find((format) => format.magic.every((byte, i) => bytes[i] === byte));
-}
+const MIME_TYPES: Record<ImageFormat, string> = { JPEG: 'image/jpeg', PNG: 'image/png', BMP: 'image/bmp' };
 
 const EXACT: ImageBitmapOptions = { premultiplyAlpha: 'none', colorSpaceConversion: 'none' };
 
@@ -44,16 +36,19 @@ export class BitmapDecoder implements PixelDecoder {
   }
 }
 
-/** Full-size bitmap of a file's bytes; a bad file rejects with a DecodeError naming it. */
+/**
+ * Full-size bitmap of a file's bytes; a bad file rejects with a DecodeError
+ * naming it. The header is checked first, as the Node host does, so a file
+ * declaring more pixels than any host decodes never reaches the browser's
+ * decoder.
+ */
 export async function decodeBitmap(path: string, bytes: Uint8Array): Promise<ImageBitmap> {
-  if (bytes.length === 0) throw new DecodeError(path, 'the file is empty (0 bytes)', 'empty-file');
-  const format = imageFormat(bytes);
-  if (!format) throw new DecodeError(path, 'not a JPEG, PNG or BMP image', 'unsupported-format');
+  const { format } = inspectImage(path, bytes);
   try {
-    return await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: format.type }), EXACT);
+    return await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: MIME_TYPES[format] }), EXACT);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new DecodeError(path, `corrupt or truncated ${format.name} (${reason})`);
+    throw new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
   }
 }
 

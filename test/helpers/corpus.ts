@@ -144,7 +144,18 @@ export async function writeBadInputCorpus(datasetsRoot: string, dir: string, opt
 
   pair('JPEG over 100 megapixels (12000x9000 in its frame header)', 'oversized', 'jpg', withFrameSize(imageJpeg, 12000, 9000), {
     outcome: 'skipped',
-    problem: /JPEG too large to decode \(at most 100 megapixels/,
+    problem: /JPEG too large to decode \(at most 100 megapixels; it declares 12000x9000\)/,
+  });
+
+  pair('PNG decompression bomb as a mask (30000x30000 declared in under 200 bytes)', 'mask-bomb', 'jpg', imageJpeg, {
+    outcome: 'skipped',
+    file: `${MASKS}/mask-bomb.png`,
+    problem: /PNG too large to decode \(at most 100 megapixels; it declares 30000x30000\)/,
+  }, encodePngBomb(30000));
+
+  pair('BMP declaring 30000x30000 (RLE8, under 100 bytes)', 'bomb', 'bmp', encodeBmp({ width: 30000, height: 30000, bits: 8, compression: 1, palette: new Uint8Array(3), data: new Uint8Array([0, 1]) }), {
+    outcome: 'skipped',
+    problem: /BMP too large to decode \(at most 100 megapixels; it declares 30000x30000\)/,
   });
 
   const { indices, palette, quantised } = quantise332(image);
@@ -389,6 +400,11 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
       else raw[at] = value;
     }
   }
+  return pngFile(width, height, bitDepth, colourType, deflateSync(raw));
+}
+
+/** Signature, IHDR, one IDAT holding `compressed` as it is, IEND. */
+function pngFile(width: number, height: number, bitDepth: 8 | 16, colourType: 0 | 2, compressed: Uint8Array): Uint8Array {
   const chunk = (type: string, body: Uint8Array) => {
     const out = new Uint8Array(12 + body.length);
     const dv = new DataView(out.buffer);
@@ -406,9 +422,18 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
   return concat([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk('IHDR', header),
-    chunk('IDAT', new Uint8Array(deflateSync(raw))),
+    chunk('IDAT', new Uint8Array(compressed)),
     chunk('IEND', new Uint8Array(0)),
   ]);
+}
+
+/**
+ * A valid grey PNG header declaring `side`x`side` over a deflate stream of
+ * four zero rows (under 200 bytes): decoders that trust the header allocate
+ * the whole declared image before finding the data short.
+ */
+export function encodePngBomb(side: number): Uint8Array {
+  return pngFile(side, side, 8, 0, deflateSync(new Uint8Array((side + 1) * 4)));
 }
 
 function encodeBmp24(pixels: Rgb, { topDown }: { topDown: boolean }): Uint8Array {
