@@ -1,23 +1,24 @@
 /**
- * The Node host's PixelDecoder: jimp decodes JPEG and PNG, the core's BMP
- * reader every BMP Chromium reads (jimp's garbles RLE and refuses OS/2), to
- * 8-bit RGBA; then the resize below runs in 8-bit too, so a 4288x2848
- * original never exists as floats.
+ * The Node host's PixelDecoder: jimp decodes JPEG and PNG (their EXIF blocks
+ * cut out first, or it would rotate the image away from its mask), the
+ * core's BMP reader every BMP Chromium reads (jimp's garbles RLE and refuses
+ * OS/2), to 8-bit RGBA; then the resize below runs in 8-bit too, so a
+ * 4288x2848 original never exists as floats.
  */
 import { Jimp } from 'jimp';
 import { decodeBmp } from '../core/bmp.ts';
 import { ConfigError, DecodeError } from '../core/errors.ts';
-import { type ImageFormat, inspectImage, MAX_MEGAPIXELS } from '../core/image-header.ts';
+import { type ImageFormat, inspectImage, MAX_MEGAPIXELS, withoutExif } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder, ResizeFilter, RgbaPixels } from '../core/io.ts';
 
 export class JimpDecoder implements PixelDecoder {
   async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    const { format } = inspectImage(path, bytes);
-    let pixels = format === 'BMP' ? decodeBmp(path, bytes) : await decodeWithJimp(path, format, bytes);
+    const header = inspectImage(path, bytes);
+    let pixels = header.format === 'BMP' ? decodeBmp(path, bytes) : await decodeWithJimp(path, header.format, withoutExif(bytes, header));
     const sourceWidth = pixels.width;
     const sourceHeight = pixels.height;
     if (resize) pixels = resizeRgba(pixels, resize.width, resize.height, resize.filter);
-    return { pixels, sourceWidth, sourceHeight };
+    return { pixels, sourceWidth, sourceHeight, orientation: header.orientation };
   }
 }
 

@@ -6,7 +6,7 @@
  * are the file's own, as the Node host's jimp decoder gives them.
  */
 import { DecodeError } from '../core/errors.ts';
-import { type ImageFormat, inspectImage } from '../core/image-header.ts';
+import { type ImageFormat, inspectImage, withoutExif } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder } from '../core/io.ts';
 
 const MIME_TYPES: Record<ImageFormat, string> = { JPEG: 'image/jpeg', PNG: 'image/png', BMP: 'image/bmp' };
@@ -15,7 +15,7 @@ const EXACT: ImageBitmapOptions = { premultiplyAlpha: 'none', colorSpaceConversi
 
 export class BitmapDecoder implements PixelDecoder {
   async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    const bitmap = await decodeBitmap(path, bytes);
+    const { bitmap, orientation } = await decodeFile(path, bytes);
     const sourceWidth = bitmap.width;
     const sourceHeight = bitmap.height;
     try {
@@ -29,26 +29,33 @@ export class BitmapDecoder implements PixelDecoder {
         : bitmap;
       const pixels = bitmapPixels(sized);
       if (sized !== bitmap) sized.close();
-      return { pixels, sourceWidth, sourceHeight };
+      return { pixels, sourceWidth, sourceHeight, orientation };
     } finally {
       bitmap.close();
     }
   }
 }
 
-/**
- * Full-size bitmap of a file's bytes; a bad file rejects with a DecodeError
- * naming it. The header is checked first, as the Node host does, so a file
- * declaring more pixels than any host decodes never reaches the browser's
- * decoder.
- */
+/** Full-size bitmap of a file's bytes, as stored; a bad file rejects with a DecodeError naming it. */
 export async function decodeBitmap(path: string, bytes: Uint8Array): Promise<ImageBitmap> {
-  const { format } = inspectImage(path, bytes);
+  return (await decodeFile(path, bytes)).bitmap;
+}
+
+/**
+ * The header is checked first, as the Node host does, so a file declaring
+ * more pixels than any host decodes never reaches the browser's decoder; the
+ * EXIF blocks go, since Chromium applies their orientation even when told
+ * imageOrientation: 'none'.
+ */
+async function decodeFile(path: string, bytes: Uint8Array): Promise<{ bitmap: ImageBitmap; orientation: number }> {
+  const header = inspectImage(path, bytes);
+  const stored = withoutExif(bytes, header) as Uint8Array<ArrayBuffer>;
   try {
-    return await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: MIME_TYPES[format] }), EXACT);
+    const bitmap = await createImageBitmap(new Blob([stored], { type: MIME_TYPES[header.format] }), EXACT);
+    return { bitmap, orientation: header.orientation };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
+    throw new DecodeError(path, `corrupt or truncated ${header.format} (${reason})`);
   }
 }
 

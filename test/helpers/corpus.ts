@@ -158,6 +158,21 @@ export async function writeBadInputCorpus(datasetsRoot: string, dir: string, opt
     problem: /BMP too large to decode \(at most 100 megapixels; it declares 30000x30000\)/,
   });
 
+  // Chromium (both) and jimp (the JPEG) would turn these a quarter turn; masks drawn on the stored grid would no longer fit.
+  pair('JPEG with EXIF orientation 6', 'exif-rotated', 'jpg', withExifOrientation(imageJpeg, 6), {
+    ...good,
+    outcome: 'warns',
+    file: `${IMAGES}/exif-rotated.jpg`,
+    problem: /EXIF orientation 6 \(rotate 90° CW\) ignored; pixels are used as stored, like the ISIC masks$/,
+  });
+  pair('PNG with an eXIf chunk, orientation 8', 'exif-png', 'png', withPngExifOrientation(encodePng8(image), 8), {
+    ...good,
+    truth: truthOf(image),
+    outcome: 'warns',
+    file: `${IMAGES}/exif-png.png`,
+    problem: /EXIF orientation 8 \(rotate 270° CW\) ignored; pixels are used as stored, like the ISIC masks$/,
+  });
+
   const { indices, palette, quantised } = quantise332(image);
   pair('8-bit palette BMP', 'palette', 'bmp', encodeBmp8(indices, palette, WIDTH, HEIGHT), { ...good, truth: truthOf(quantised) });
 
@@ -363,6 +378,24 @@ function withFrameSize(jpeg: Uint8Array, width: number, height: number): Uint8Ar
   throw new Error('no baseline frame header');
 }
 
+/** A big-endian TIFF structure whose first IFD holds one tag, Orientation, as cameras write it in EXIF. */
+function orientationTiff(orientation: number): Uint8Array {
+  return new Uint8Array([0x4d, 0x4d, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0, 0, 0, 0, 0]);
+}
+
+/** The same JPEG with an APP1 "Exif" segment saying `orientation`, first after SOI as cameras write it. */
+export function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint8Array {
+  const body = concat([new TextEncoder().encode('Exif\0\0'), orientationTiff(orientation)]);
+  const segment = concat([new Uint8Array([0xff, 0xe1, (body.length + 2) >> 8, (body.length + 2) & 0xff]), body]);
+  return concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+}
+
+/** The same PNG with an eXIf chunk saying `orientation`, right after IHDR. */
+function withPngExifOrientation(png: Uint8Array, orientation: number): Uint8Array {
+  const afterHeader = 8 + 12 + 13;
+  return concat([png.subarray(0, afterHeader), pngChunk('eXIf', orientationTiff(orientation)), png.subarray(afterHeader)]);
+}
+
 function encodeRgbJpeg(pixels: Rgb, quality: number): Uint8Array {
   const data = Buffer.alloc(pixels.width * pixels.height * 4, 255);
   for (let i = 0; i < pixels.width * pixels.height; i++) data.set(pixels.data.subarray(i * 3, i * 3 + 3), i * 4);
@@ -403,17 +436,18 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
   return pngFile(width, height, bitDepth, colourType, deflateSync(raw));
 }
 
+function pngChunk(type: string, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + body.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, body.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(body, 8);
+  dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
+  return out;
+}
+
 /** Signature, IHDR, one IDAT holding `compressed` as it is, IEND. */
 function pngFile(width: number, height: number, bitDepth: 8 | 16, colourType: 0 | 2, compressed: Uint8Array): Uint8Array {
-  const chunk = (type: string, body: Uint8Array) => {
-    const out = new Uint8Array(12 + body.length);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, body.length);
-    out.set(new TextEncoder().encode(type), 4);
-    out.set(body, 8);
-    dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
-    return out;
-  };
   const header = new Uint8Array(13);
   const hv = new DataView(header.buffer);
   hv.setUint32(0, width);
@@ -421,9 +455,9 @@ function pngFile(width: number, height: number, bitDepth: 8 | 16, colourType: 0 
   header.set([bitDepth, colourType, 0, 0, 0], 8);
   return concat([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', header),
-    chunk('IDAT', new Uint8Array(compressed)),
-    chunk('IEND', new Uint8Array(0)),
+    pngChunk('IHDR', header),
+    pngChunk('IDAT', new Uint8Array(compressed)),
+    pngChunk('IEND', new Uint8Array(0)),
   ]);
 }
 
