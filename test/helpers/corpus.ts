@@ -391,7 +391,7 @@ export function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint
 }
 
 /** The same PNG with an eXIf chunk saying `orientation`, right after IHDR. */
-function withPngExifOrientation(png: Uint8Array, orientation: number): Uint8Array {
+export function withPngExifOrientation(png: Uint8Array, orientation: number): Uint8Array {
   const afterHeader = 8 + 12 + 13;
   return concat([png.subarray(0, afterHeader), pngChunk('eXIf', orientationTiff(orientation)), png.subarray(afterHeader)]);
 }
