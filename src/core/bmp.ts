@@ -45,7 +45,8 @@ export function readBmpHeader(path: string, bytes: Uint8Array): BmpHeader {
   const size = view.getUint32(14, true);
   const os2 = size === 12;
   if (!os2 && size !== 40 && size !== 52 && size !== 56 && size !== 108 && size !== 124) {
-    throw fail(size >= 16 && size <= 64 ? `unsupported BMP header size ${size} (OS/2 2.x)` : `unsupported BMP header size ${size}`);
+    const os2v2 = size >= 16 && size <= 64 && (size % 4 === 0 || size === 42 || size === 46);
+    throw fail(`unsupported BMP header size ${size}${os2v2 ? ' (OS/2 2.x)' : ''}`);
   }
   const headerEnd = 14 + size;
   if (bytes.length < headerEnd) throw fail(`truncated BMP header (${bytes.length} bytes, its info header ends at byte ${headerEnd})`, 'decode');

@@ -3,7 +3,7 @@
  * off the main thread and resizes in 8 bits ('high' quality for photographs,
  * 'pixelated' = nearest for masks, so they stay binary); an OffscreenCanvas
  * hands back the RGBA bytes. Colour-space conversion is off so the bytes
- * are the file's own, as the Node host's jimp decoder gives them.
+ * are the file's own, as the Node host's decoder gives them.
  */
 import { DecodeError } from '../core/errors.ts';
 import { type ImageFormat, inspectImage, withoutExif } from '../core/image-header.ts';
