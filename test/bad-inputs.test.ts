@@ -114,8 +114,9 @@ describe('every case end to end through loadSample', () => {
       const loaded = await loadSample(sample, source, decoder, SIZE);
       if (c.outcome === 'warns') {
         expect(loaded.warnings).toHaveLength(1);
-        expect(loaded.warnings[0].startsWith(`${named(c.file!)}: `)).toBe(true);
-        expect(loaded.warnings[0]).toMatch(c.problem!);
+        expect(loaded.warnings[0].file).toBe(named(c.file!));
+        expect(loaded.warnings[0].message.startsWith(`${named(c.file!)}: `)).toBe(true);
+        expect(loaded.warnings[0].message).toMatch(c.problem!);
       } else {
         expect(loaded.warnings).toEqual([]);
       }

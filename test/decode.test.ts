@@ -9,6 +9,7 @@ import { DecodeError, LesionError } from '../src/core/errors.ts';
 import type { FileSource, RgbaPixels } from '../src/core/io.ts';
 import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
+import { withExifOrientation } from './helpers/corpus.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 
 const datasets = datasetsRoot;
@@ -251,7 +252,10 @@ describe('loadSample', () => {
     const source = new MemorySource(new Map([[isicImage, bytesOf(isicImage)], ['small_mask.png', smaller]]));
     const loaded = await loadSample({ ...pair, mask: 'small_mask.png' }, source, decoder, size);
     expect(loaded.warnings).toEqual([
-      `small_mask.png: mask is 400x300 but its image is ${image.sourceWidth}x${image.sourceHeight}; resized to 128x128 with nearest neighbour`,
+      {
+        file: 'small_mask.png',
+        message: `small_mask.png: mask is 400x300 but its image is ${image.sourceWidth}x${image.sourceHeight}; resized to 128x128 with nearest neighbour`,
+      },
     ]);
     const exact = await loadSample(pair, new MemorySource(new Map([[isicImage, bytesOf(isicImage)], [isicMask, bytesOf(isicMask)]])), decoder, size);
     const agree = loaded.mask!.data.filter((v, i) => v === exact.mask!.data[i]).length;
@@ -265,7 +269,7 @@ describe('loadSample', () => {
     const loaded = await loadSample({ ...pair, mask: 'grey.png' }, new MemorySource(files), decoder, size);
     const exact = await loadSample(pair, new MemorySource(files), decoder, size);
     expect(loaded.warnings).toHaveLength(1);
-    expect(loaded.warnings[0]).toMatch(/^grey\.png: mask is not binary \(\d+ of 16384 pixels are neither 0 nor 255\); binarised at >127$/);
+    expect(loaded.warnings[0].message).toMatch(/^grey\.png: mask is not binary \(\d+ of 16384 pixels are neither 0 nor 255\); binarised at >127$/);
     expect(loaded.mask!.data).toEqual(exact.mask!.data);
   });
 
@@ -274,7 +278,30 @@ describe('loadSample', () => {
     const files = new Map([[isicImage, bytesOf(isicImage)], ['01.png', zeroOne], [isicMask, bytesOf(isicMask)]]);
     const loaded = await loadSample({ ...pair, mask: '01.png' }, new MemorySource(files), decoder, size);
     const exact = await loadSample(pair, new MemorySource(files), decoder, size);
-    expect(loaded.warnings).toEqual(['01.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion']);
+    expect(loaded.warnings).toEqual([{ file: '01.png', message: '01.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion' }]);
     expect(loaded.mask!.data).toEqual(exact.mask!.data);
+  });
+});
+
+describe('EXIF orientation', () => {
+  it('is ignored, with a warning naming the file: an ISIC photograph marked "rotate 90° CW" keeps its stored pixels and its mask still fits', async () => {
+    const size = { width: 128, height: 128 };
+    const marked = withExifOrientation(bytesOf(isicImage), 6);
+    const stored = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const decoded = await decoder.decode({ path: 'marked.jpg', bytes: marked });
+    expect([decoded.sourceWidth, decoded.sourceHeight]).toEqual([stored.sourceWidth, stored.sourceHeight]);
+    expect(stored.sourceWidth).not.toBe(stored.sourceHeight);
+    expect(decoded.pixels.data.every((v, i) => v === stored.pixels.data[i])).toBe(true);
+
+    const files = new Map([['marked.jpg', marked], [isicImage, bytesOf(isicImage)], [isicMask, bytesOf(isicMask)]]);
+    const pair: Sample = { id: 'ISIC_0000013', set: 'isic2018', layout: 'isic2018', split: 'train', image: 'marked.jpg', mask: isicMask };
+    const loaded = await loadSample(pair, new MemorySource(files), decoder, size);
+    expect(loaded.warnings).toEqual([
+      { file: 'marked.jpg', message: 'marked.jpg: EXIF orientation 6 (rotate 90° CW) ignored; pixels are used as stored, like the ISIC masks' },
+    ]);
+    const reference = await loadSample({ ...pair, image: isicImage }, new MemorySource(files), decoder, size);
+    expect(reference.warnings).toEqual([]);
+    expect(loaded.image.data).toEqual(reference.image.data);
+    expect(loaded.mask!.data).toEqual(reference.mask!.data);
   });
 });

@@ -40,12 +40,15 @@ export interface Decoded {
   /** The file's own size before any resize. */
   sourceWidth: number;
   sourceHeight: number;
+  /** The file's EXIF orientation (1 to 8, 1 when it has none), which decoders do not apply. */
+  orientation: number;
 }
 
 /**
  * Decodes JPEG, PNG and BMP. Implementations must never materialise a
- * full-size float copy: decode to 8-bit, resize in 8-bit. A bad file rejects
- * with a DecodeError naming it.
+ * full-size float copy: decode to 8-bit, resize in 8-bit. Pixels come as
+ * stored, whatever the EXIF orientation: ISIC masks are drawn on the stored
+ * grid. A bad file rejects with a DecodeError naming it.
  */
 export interface PixelDecoder {
   decode(request: DecodeRequest): Promise<Decoded>;

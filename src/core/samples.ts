@@ -7,7 +7,7 @@
  * nothing; a file that cannot be read is reported once, named, and skipped.
  */
 import type { Sample } from './dataset/layouts.ts';
-import { loadSample, type Size } from './dataset/loader.ts';
+import { loadSample, type SampleWarning, type Size } from './dataset/loader.ts';
 import { LesionError } from './errors.ts';
 import type { EventSink } from './events.ts';
 import type { BinaryMask, FileSource, KeyValueStore, PixelDecoder, RgbImage } from './io.ts';
@@ -40,6 +40,8 @@ export class PixelCache {
   private readonly cache = new Map<string, Pixels>();
   private bytes = 0;
   private readonly failed = new Map<string, string>();
+  /** Warnings already emitted: a file read again (evicted, or pseudo-labelled each round) is not reported again. */
+  private readonly warned = new Set<string>();
 
   constructor(
     private readonly source: FileSource,
@@ -81,11 +83,20 @@ export class PixelCache {
   async image(sample: Sample): Promise<{ image: RgbImage; sourceWidth: number; sourceHeight: number } | undefined> {
     if (this.failed.has(sample.image)) return undefined;
     try {
-      const { image, sourceWidth, sourceHeight } = await loadSample({ ...sample, mask: undefined }, this.source, this.decoder, this.size);
+      const { image, sourceWidth, sourceHeight, warnings } = await loadSample({ ...sample, mask: undefined }, this.source, this.decoder, this.size);
+      this.report(warnings);
       return { image, sourceWidth, sourceHeight };
     } catch (error) {
       this.skip(sample.image, error);
       return undefined;
+    }
+  }
+
+  private report(warnings: SampleWarning[]): void {
+    for (const warning of warnings) {
+      if (this.warned.has(warning.message)) continue;
+      this.warned.add(warning.message);
+      this.emit({ type: 'warning', ...warning });
     }
   }
 
@@ -105,7 +116,7 @@ export class PixelCache {
         this.decoder,
         this.size,
       );
-      for (const warning of loaded.warnings) this.emit({ type: 'warning', file: item.mask.path, message: warning });
+      this.report(loaded.warnings);
       return { image: loaded.image, mask: loaded.mask! };
     }
     const stored = await this.store.get<StoredMask>(item.mask.key);
@@ -113,12 +124,13 @@ export class PixelCache {
     if (stored.width !== this.size.width || stored.height !== this.size.height) {
       throw new Error(`pseudo-label ${item.mask.key} is ${stored.width}x${stored.height}, expected ${this.size.width}x${this.size.height}`);
     }
-    const { image } = await loadSample(
+    const { image, warnings } = await loadSample(
       { id: item.id, set: item.set, layout: 'unlabeled', split: 'unspecified', image: item.image },
       this.source,
       this.decoder,
       this.size,
     );
+    this.report(warnings);
     return { image, mask: { width: stored.width, height: stored.height, data: stored.data } };
   }
 

@@ -1,60 +1,54 @@
 /**
- * The Node host's PixelDecoder: jimp decodes JPEG, PNG and BMP (PH2's 24-bit
- * images and 1-bit masks included) to 8-bit RGBA, then the resize below runs
- * in 8-bit too, so a 4288x2848 original never exists as floats.
+ * The Node host's PixelDecoder: jimp decodes JPEG and PNG (their EXIF blocks
+ * cut out first, or it would rotate the image away from its mask), the
+ * core's BMP reader every BMP Chromium reads (jimp's garbles RLE and refuses
+ * OS/2), to 8-bit RGBA; then the resize below runs in 8-bit too, so a
+ * 4288x2848 original never exists as floats.
  */
 import { Jimp } from 'jimp';
+import { decodeBmp } from '../core/bmp.ts';
 import { ConfigError, DecodeError } from '../core/errors.ts';
+import { type ImageFormat, inspectImage, MAX_MEGAPIXELS, withoutExif } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder, ResizeFilter, RgbaPixels } from '../core/io.ts';
-
-type Format = 'JPEG' | 'PNG' | 'BMP';
 
 export class JimpDecoder implements PixelDecoder {
   async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    if (bytes.length === 0) throw new DecodeError(path, 'the file is empty (0 bytes)', 'empty-file');
-    const format = sniffFormat(bytes);
-    if (!format) throw new DecodeError(path, 'not a JPEG, PNG or BMP image', 'unsupported-format');
-
-    let pixels: RgbaPixels;
-    try {
-      const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
-      const { data, width, height } = image.bitmap;
-      pixels = { width, height, data: new Uint8Array(data.buffer, data.byteOffset, width * height * 4) };
-    } catch (error) {
-      throw describeFailure(path, format, error instanceof Error ? error.message : String(error));
-    }
+    const header = inspectImage(path, bytes);
+    let pixels = header.format === 'BMP' ? decodeBmp(path, bytes) : await decodeWithJimp(path, header.format, withoutExif(bytes, header));
     const sourceWidth = pixels.width;
     const sourceHeight = pixels.height;
     if (resize) pixels = resizeRgba(pixels, resize.width, resize.height, resize.filter);
-    return { pixels, sourceWidth, sourceHeight };
+    return { pixels, sourceWidth, sourceHeight, orientation: header.orientation };
+  }
+}
+
+async function decodeWithJimp(path: string, format: ImageFormat, bytes: Uint8Array): Promise<RgbaPixels> {
+  try {
+    const image = await Jimp.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), JPEG_OPTIONS);
+    const { data, width, height } = image.bitmap;
+    return { width, height, data: new Uint8Array(data.buffer, data.byteOffset, width * height * 4) };
+  } catch (error) {
+    throw describeFailure(path, format, error instanceof Error ? error.message : String(error));
   }
 }
 
 /**
  * jpeg-js refuses anything whose working memory it estimates above 512 MB,
  * about 28 megapixels: too little for full-resolution dermoscopy (ISIC holds
- * 6000x4000 originals). With the budget raised, its 100-megapixel limit is
- * the one that binds.
+ * 6000x4000 originals). With the budget raised, the megapixel limit every
+ * format shares is the one that binds.
  */
-const JPEG_OPTIONS = { 'image/jpeg': { maxMemoryUsageInMB: 2048, maxResolutionInMP: 100 } };
+const JPEG_OPTIONS = { 'image/jpeg': { maxMemoryUsageInMB: 2048, maxResolutionInMP: MAX_MEGAPIXELS } };
 
 /** jpeg-js's terse reasons, turned into what the user can act on. */
-function describeFailure(path: string, format: Format, reason: string): DecodeError {
+function describeFailure(path: string, format: ImageFormat, reason: string): DecodeError {
   if (format === 'JPEG' && /4 components/.test(reason)) {
     return new DecodeError(path, 'CMYK JPEG is not supported without the Adobe marker Photoshop writes; save it as RGB', 'unsupported-format');
   }
   if (/maxResolutionInMP|maxMemoryUsageInMB|allocate enough memory/.test(reason)) {
-    return new DecodeError(path, `${format} too large to decode (at most 100 megapixels; ${reason})`, 'unsupported-format');
+    return new DecodeError(path, `${format} too large to decode (at most ${MAX_MEGAPIXELS} megapixels; ${reason})`, 'unsupported-format');
   }
   return new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
-}
-
-/** By content, not by name: a .jpg that is really a PNG still decodes. */
-function sniffFormat(bytes: Uint8Array): Format | undefined {
-  if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'JPEG';
-  if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'PNG';
-  if (bytes[0] === 0x42 && bytes[1] === 0x4d) return 'BMP';
-  return undefined;
 }
 
 /**

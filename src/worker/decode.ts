@@ -3,27 +3,19 @@
  * off the main thread and resizes in 8 bits ('high' quality for photographs,
  * 'pixelated' = nearest for masks, so they stay binary); an OffscreenCanvas
  * hands back the RGBA bytes. Colour-space conversion is off so the bytes
- * are the file's own, as the Node host's jimp decoder gives them.
+ * are the file's own, as the Node host's decoder gives them.
  */
 import { DecodeError } from '../core/errors.ts';
+import { type ImageFormat, inspectImage, withoutExif } from '../core/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder } from '../core/io.ts';
 
-const FORMATS = [
-  { name: 'JPEG', type: 'image/jpeg', magic: [0xff, 0xd8, 0xff] },
-  { name: 'PNG', type: 'image/png', magic: [0x89, 0x50, 0x4e, 0x47] },
-  { name: 'BMP', type: 'image/bmp', magic: [0x42, 0x4d] },
-] as const;
-
-/** By content, not by name: a .jpg that is really a PNG still decodes. */
-export function imageFormat(bytes: Uint8Array): (typeof FORMATS)[number] | undefined {
-  return FORMATS.find((format) => format.magic.every((byte, i) => bytes[i] === byte));
-}
+const MIME_TYPES: Record<ImageFormat, string> = { JPEG: 'image/jpeg', PNG: 'image/png', BMP: 'image/bmp' };
 
 const EXACT: ImageBitmapOptions = { premultiplyAlpha: 'none', colorSpaceConversion: 'none' };
 
 export class BitmapDecoder implements PixelDecoder {
   async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    const bitmap = await decodeBitmap(path, bytes);
+    const { bitmap, orientation } = await decodeFile(path, bytes);
     const sourceWidth = bitmap.width;
     const sourceHeight = bitmap.height;
     try {
@@ -37,23 +29,33 @@ export class BitmapDecoder implements PixelDecoder {
         : bitmap;
       const pixels = bitmapPixels(sized);
       if (sized !== bitmap) sized.close();
-      return { pixels, sourceWidth, sourceHeight };
+      return { pixels, sourceWidth, sourceHeight, orientation };
     } finally {
       bitmap.close();
     }
   }
 }
 
-/** Full-size bitmap of a file's bytes; a bad file rejects with a DecodeError naming it. */
+/** Full-size bitmap of a file's bytes, as stored; a bad file rejects with a DecodeError naming it. */
 export async function decodeBitmap(path: string, bytes: Uint8Array): Promise<ImageBitmap> {
-  if (bytes.length === 0) throw new DecodeError(path, 'the file is empty (0 bytes)', 'empty-file');
-  const format = imageFormat(bytes);
-  if (!format) throw new DecodeError(path, 'not a JPEG, PNG or BMP image', 'unsupported-format');
+  return (await decodeFile(path, bytes)).bitmap;
+}
+
+/**
+ * The header is checked first, as the Node host does, so a file declaring
+ * more pixels than any host decodes never reaches the browser's decoder; the
+ * EXIF blocks go, since Chromium applies their orientation even when told
+ * imageOrientation: 'none'.
+ */
+async function decodeFile(path: string, bytes: Uint8Array): Promise<{ bitmap: ImageBitmap; orientation: number }> {
+  const header = inspectImage(path, bytes);
+  const stored = withoutExif(bytes, header) as Uint8Array<ArrayBuffer>;
   try {
-    return await createImageBitmap(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: format.type }), EXACT);
+    const bitmap = await createImageBitmap(new Blob([stored], { type: MIME_TYPES[header.format] }), EXACT);
+    return { bitmap, orientation: header.orientation };
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new DecodeError(path, `corrupt or truncated ${format.name} (${reason})`);
+    throw new DecodeError(path, `corrupt or truncated ${header.format} (${reason})`);
   }
 }
 

@@ -16,6 +16,7 @@ import { deflateSync } from 'node:zlib';
 import { Jimp, ResizeStrategy } from 'jimp';
 import JPEG from 'jpeg-js';
 import { Rng } from '../../src/core/random.ts';
+import { bmpRows, encodeBmp, indexRows, quantise332, type Rgb } from './bmp.ts';
 
 export type Outcome = 'decodes' | 'warns' | 'skipped';
 
@@ -74,12 +75,6 @@ const MASKS = 'lesions/masks';
 /** A stem of 200+ characters with accents and an emoji, under the 255-byte limit of most file systems. */
 export const LONG_STEM = `lésion-très-longue-🩺-${'x'.repeat(180)}-fin`;
 export const UNICODE_STEM = '病変-Läsion-ñandú-🔬';
-
-interface Rgb {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
 
 /**
  * Writes the corpus into `dir` (created if missing). Three cases describe the
@@ -149,7 +144,33 @@ export async function writeBadInputCorpus(datasetsRoot: string, dir: string, opt
 
   pair('JPEG over 100 megapixels (12000x9000 in its frame header)', 'oversized', 'jpg', withFrameSize(imageJpeg, 12000, 9000), {
     outcome: 'skipped',
-    problem: /JPEG too large to decode \(at most 100 megapixels/,
+    problem: /JPEG too large to decode \(at most 100 megapixels; it declares 12000x9000\)/,
+  });
+
+  pair('PNG decompression bomb as a mask (30000x30000 declared in under 200 bytes)', 'mask-bomb', 'jpg', imageJpeg, {
+    outcome: 'skipped',
+    file: `${MASKS}/mask-bomb.png`,
+    problem: /PNG too large to decode \(at most 100 megapixels; it declares 30000x30000\)/,
+  }, encodePngBomb(30000));
+
+  pair('BMP declaring 30000x30000 (RLE8, under 100 bytes)', 'bomb', 'bmp', encodeBmp({ width: 30000, height: 30000, bits: 8, compression: 1, palette: new Uint8Array(3), data: new Uint8Array([0, 1]) }), {
+    outcome: 'skipped',
+    problem: /BMP too large to decode \(at most 100 megapixels; it declares 30000x30000\)/,
+  });
+
+  // Chromium (both) and jimp (the JPEG) would turn these a quarter turn; masks drawn on the stored grid would no longer fit.
+  pair('JPEG with EXIF orientation 6', 'exif-rotated', 'jpg', withExifOrientation(imageJpeg, 6), {
+    ...good,
+    outcome: 'warns',
+    file: `${IMAGES}/exif-rotated.jpg`,
+    problem: /EXIF orientation 6 \(rotate 90° CW\) ignored; pixels are used as stored, like the ISIC masks$/,
+  });
+  pair('PNG with an eXIf chunk, orientation 8', 'exif-png', 'png', withPngExifOrientation(encodePng8(image), 8), {
+    ...good,
+    truth: truthOf(image),
+    outcome: 'warns',
+    file: `${IMAGES}/exif-png.png`,
+    problem: /EXIF orientation 8 \(rotate 270° CW\) ignored; pixels are used as stored, like the ISIC masks$/,
   });
 
   const { indices, palette, quantised } = quantise332(image);
@@ -337,21 +358,6 @@ function cmykPlanes(pixels: Rgb): Uint8Array[] {
   return planes;
 }
 
-/** 3 bits red, 3 green, 2 blue: every pixel's palette colour is known exactly. */
-function quantise332(pixels: Rgb): { indices: Uint8Array; palette: Uint8Array; quantised: Rgb } {
-  const palette = new Uint8Array(256 * 3);
-  for (let i = 0; i < 256; i++) palette.set([Math.round(((i >> 5) * 255) / 7), Math.round((((i >> 2) & 7) * 255) / 7), Math.round(((i & 3) * 255) / 3)], i * 3);
-  const count = pixels.width * pixels.height;
-  const indices = new Uint8Array(count);
-  const quantised = new Uint8Array(count * 3);
-  for (let i = 0; i < count; i++) {
-    const [r, g, b] = pixels.data.subarray(i * 3, i * 3 + 3);
-    indices[i] = (Math.round((r * 7) / 255) << 5) | (Math.round((g * 7) / 255) << 2) | Math.round((b * 3) / 255);
-    quantised.set(palette.subarray(indices[i] * 3, indices[i] * 3 + 3), i * 3);
-  }
-  return { indices, palette, quantised: { width: pixels.width, height: pixels.height, data: quantised } };
-}
-
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
@@ -370,6 +376,24 @@ function withFrameSize(jpeg: Uint8Array, width: number, height: number): Uint8Ar
     }
   }
   throw new Error('no baseline frame header');
+}
+
+/** A big-endian TIFF structure whose first IFD holds one tag, Orientation, as cameras write it in EXIF. */
+function orientationTiff(orientation: number): Uint8Array {
+  return new Uint8Array([0x4d, 0x4d, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0, 0, 0, 0, 0]);
+}
+
+/** The same JPEG with an APP1 "Exif" segment saying `orientation`, first after SOI as cameras write it. */
+export function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint8Array {
+  const body = concat([new TextEncoder().encode('Exif\0\0'), orientationTiff(orientation)]);
+  const segment = concat([new Uint8Array([0xff, 0xe1, (body.length + 2) >> 8, (body.length + 2) & 0xff]), body]);
+  return concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+}
+
+/** The same PNG with an eXIf chunk saying `orientation`, right after IHDR. */
+export function withPngExifOrientation(png: Uint8Array, orientation: number): Uint8Array {
+  const afterHeader = 8 + 12 + 13;
+  return concat([png.subarray(0, afterHeader), pngChunk('eXIf', orientationTiff(orientation)), png.subarray(afterHeader)]);
 }
 
 function encodeRgbJpeg(pixels: Rgb, quality: number): Uint8Array {
@@ -409,15 +433,21 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
       else raw[at] = value;
     }
   }
-  const chunk = (type: string, body: Uint8Array) => {
-    const out = new Uint8Array(12 + body.length);
-    const dv = new DataView(out.buffer);
-    dv.setUint32(0, body.length);
-    out.set(new TextEncoder().encode(type), 4);
-    out.set(body, 8);
-    dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
-    return out;
-  };
+  return pngFile(width, height, bitDepth, colourType, deflateSync(raw));
+}
+
+function pngChunk(type: string, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + body.length);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, body.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(body, 8);
+  dv.setUint32(8 + body.length, crc32(out.subarray(4, 8 + body.length)));
+  return out;
+}
+
+/** Signature, IHDR, one IDAT holding `compressed` as it is, IEND. */
+function pngFile(width: number, height: number, bitDepth: 8 | 16, colourType: 0 | 2, compressed: Uint8Array): Uint8Array {
   const header = new Uint8Array(13);
   const hv = new DataView(header.buffer);
   hv.setUint32(0, width);
@@ -425,52 +455,32 @@ function encodePng(samples: Uint8Array | Uint16Array, width: number, height: num
   header.set([bitDepth, colourType, 0, 0, 0], 8);
   return concat([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', header),
-    chunk('IDAT', new Uint8Array(deflateSync(raw))),
-    chunk('IEND', new Uint8Array(0)),
+    pngChunk('IHDR', header),
+    pngChunk('IDAT', new Uint8Array(compressed)),
+    pngChunk('IEND', new Uint8Array(0)),
   ]);
 }
 
-/** BITMAPFILEHEADER + BITMAPINFOHEADER, rows padded to 4 bytes. */
-function bmp(width: number, height: number, bits: 8 | 24, palette: Uint8Array | undefined, topDown: boolean, pixelAt: (x: number, y: number, out: Uint8Array, at: number) => void): Uint8Array {
-  const rowBytes = Math.ceil((width * bits) / 32) * 4;
-  const paletteBytes = palette ? (palette.length / 3) * 4 : 0;
-  const offset = 14 + 40 + paletteBytes;
-  const out = new Uint8Array(offset + rowBytes * height);
-  const view = new DataView(out.buffer);
-  out.set([0x42, 0x4d]);
-  view.setUint32(2, out.length, true);
-  view.setUint32(10, offset, true);
-  view.setUint32(14, 40, true);
-  view.setInt32(18, width, true);
-  view.setInt32(22, topDown ? -height : height, true);
-  view.setUint16(26, 1, true);
-  view.setUint16(28, bits, true);
-  view.setUint32(34, rowBytes * height, true);
-  view.setUint32(38, 2835, true);
-  view.setUint32(42, 2835, true);
-  if (palette) {
-    view.setUint32(46, palette.length / 3, true);
-    for (let i = 0; i < palette.length / 3; i++) out.set([palette[i * 3 + 2], palette[i * 3 + 1], palette[i * 3], 0], 54 + i * 4);
-  }
-  for (let y = 0; y < height; y++) {
-    const row = offset + (topDown ? y : height - 1 - y) * rowBytes;
-    for (let x = 0; x < width; x++) pixelAt(x, y, out, row + (x * bits) / 8);
-  }
-  return out;
+/**
+ * A valid grey PNG header declaring `side`x`side` over a deflate stream of
+ * four zero rows (under 200 bytes): decoders that trust the header allocate
+ * the whole declared image before finding the data short.
+ */
+export function encodePngBomb(side: number): Uint8Array {
+  return pngFile(side, side, 8, 0, deflateSync(new Uint8Array((side + 1) * 4)));
 }
 
 function encodeBmp24(pixels: Rgb, { topDown }: { topDown: boolean }): Uint8Array {
-  return bmp(pixels.width, pixels.height, 24, undefined, topDown, (x, y, out, at) => {
-    const from = (y * pixels.width + x) * 3;
+  const { width, height } = pixels;
+  const data = bmpRows(width, height, 24, topDown, (x, y, out, at) => {
+    const from = (y * width + x) * 3;
     out.set([pixels.data[from + 2], pixels.data[from + 1], pixels.data[from]], at);
   });
+  return encodeBmp({ width, height, bits: 24, topDown, data });
 }
 
 function encodeBmp8(indices: Uint8Array, palette: Uint8Array, width: number, height: number): Uint8Array {
-  return bmp(width, height, 8, palette, false, (x, y, out, at) => {
-    out[at] = indices[y * width + x];
-  });
+  return encodeBmp({ width, height, bits: 8, palette, data: indexRows(indices, width, height, 8) });
 }
 
 const ZIGZAG = [

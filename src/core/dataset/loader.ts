@@ -1,16 +1,23 @@
 /**
  * Reads one sample through the host's FileSource and PixelDecoder and hands
  * back 8-bit pixels at the training size: RGB for the image, 0/1 for the mask.
- * Problems that still leave a usable pair (mask of another size, grey or
- * colour values, nothing or everything marked) become warnings naming the
- * file; unreadable files throw.
+ * Problems that still leave a usable pair (an EXIF orientation left unapplied,
+ * a mask of another size, grey or colour values, nothing or everything
+ * marked) become warnings naming the file; unreadable files throw.
  */
-import type { BinaryMask, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
+import type { BinaryMask, Decoded, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
 import type { Sample } from './layouts.ts';
 
 export interface Size {
   width: number;
   height: number;
+}
+
+export interface SampleWarning {
+  /** The file at fault: the image or its mask. */
+  file: string;
+  /** Starts with the file's path. */
+  message: string;
 }
 
 export interface LoadedSample {
@@ -19,8 +26,19 @@ export interface LoadedSample {
   /** The image file's own size. */
   sourceWidth: number;
   sourceHeight: number;
-  warnings: string[];
+  warnings: SampleWarning[];
 }
+
+/** What each EXIF orientation but 1 (as stored) asks a viewer to do to the stored pixels. */
+const ORIENTATIONS: Record<number, string> = {
+  2: 'mirror left to right',
+  3: 'rotate 180°',
+  4: 'mirror top to bottom',
+  5: 'mirror left to right, then rotate 270° CW',
+  6: 'rotate 90° CW',
+  7: 'mirror left to right, then rotate 90° CW',
+  8: 'rotate 270° CW',
+};
 
 export async function loadSample(
   sample: Sample,
@@ -44,19 +62,30 @@ export async function loadSample(
     sourceHeight: image.sourceHeight,
     warnings: [],
   };
+  const warn = (file: string, problem: string) => loaded.warnings.push({ file, message: `${file}: ${problem}` });
+  // Masks and predictions live on the stored pixel grid (as PIL and the ISIC
+  // scorer read it), so a photograph's orientation tag is not applied.
+  const orientation = (file: string, decoded: Decoded) => {
+    if (decoded.orientation !== 1) {
+      warn(file, `EXIF orientation ${decoded.orientation} (${ORIENTATIONS[decoded.orientation]}) ignored; pixels are used as stored, like the ISIC masks`);
+    }
+  };
+  orientation(sample.image, image);
   if (maskPath === undefined || maskBytes === undefined) return loaded;
 
   // Both go to the target size independently, so a mask of another size
   // lines up with its image once resized (nearest keeps it binary).
   const mask = await decoder.decode({ path: maskPath, bytes: maskBytes, resize: { ...size, filter: 'nearest' } });
+  orientation(maskPath, mask);
   if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
-    loaded.warnings.push(
-      `${maskPath}: mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ` +
+    warn(
+      maskPath,
+      `mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ` +
         `${image.sourceWidth}x${image.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
     );
   }
   const { mask: binary, warning } = binariseMask(mask.pixels);
-  if (warning) loaded.warnings.push(`${maskPath}: ${warning}`);
+  if (warning) warn(maskPath, warning);
   loaded.mask = binary;
   return loaded;
 }

@@ -142,6 +142,7 @@ const predict: Command = {
       for (const [i, sample] of samples.entries()) {
         try {
           const loaded = await loadSample({ ...sample, mask: undefined }, source, decoder, { width: inputSize, height: inputSize });
+          for (const warning of loaded.warnings) progress.warn(`warning: ${warning.message}`);
           queue.push({ sample, image: loaded.image, width: loaded.sourceWidth, height: loaded.sourceHeight });
         } catch (error) {
           if (!(error instanceof LesionError)) throw error;
