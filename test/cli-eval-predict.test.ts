@@ -124,7 +124,8 @@ describe('lesion-studio predict', () => {
     symlinkSync(BIG_ISIC, path.join(extra, 'big.jpg'));
     symlinkSync(path.join(datasetsRoot, CALIBRATION.image), path.join(extra, `${CALIBRATION.id}.bmp`));
     writeFileSync(path.join(extra, 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4, 5]));
-    outcome = await cli('predict', '--model', modelDir, '--images', PH2, '--images', extra, '--out', out, '--backend', 'cpu');
+    // Several folders after one flag, as the usage's `--images <dir>...` says.
+    outcome = await cli('predict', '--model', modelDir, '--images', PH2, extra, '--out', out, '--backend', 'cpu');
   });
 
   it('writes one 0/255 greyscale mask per image at its original size and skips the broken one by name', async () => {
@@ -209,6 +210,17 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
       expect(r.perImage).toHaveLength(truth.size);
       expect(r.perImage.every((p: { lesionIoU: number; dice: number }) => p.lesionIoU === 1 && p.dice === 1)).toBe(true);
     }
+  });
+
+  it('takes several --data folders after one flag and scores every labeled image of each', async () => {
+    const { code, stdout, stderr } = await cli('eval', '--pred', pred, '--data', ISIC2018, PH2, '--json');
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(Object.keys(report.sets)).toEqual(['isic2018', 'ph2']);
+    expect(report.sets.isic2018).toMatchObject({ images: truth.size, lesionIoU: 1 });
+    expect(report.sets.ph2).toMatchObject({ images: 32, lesionIoU: 0 });
+    expect(report.overall.images).toBe(truth.size + 32);
+    expect(stderr).toContain('no prediction for ph2 IMD004');
   });
 
   it('counts an empty mask (at another resolution) and a missing one as predicting no lesion, and names the missing one', async () => {

@@ -70,4 +70,23 @@ describe('lesion-studio inspect', () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('no/such/folder: no such folder');
   });
+
+  it('refuses a stray argument or an unknown flag with a usage error naming it, before touching any folder', async () => {
+    const afterOne = await cli('eval', '--pred', 'no/pred', 'extra', '--data', 'no/data');
+    expect(afterOne.code).toBe(2);
+    expect(afterOne.stderr).toContain("lesion-studio eval: unexpected argument 'extra': --pred takes one value");
+    expect(afterOne.stderr).toContain('usage: lesion-studio eval ');
+
+    const afterFlag = await cli('predict', '--model', 'no/model', '--images', 'no/a', '--json-please');
+    expect(afterFlag.code).toBe(2);
+    expect(afterFlag.stderr).toContain("Unknown option '--json-please'");
+
+    const first = await cli('train', 'quick', '--preset', 'quick', '--labeled', 'no/a', 'no/b', '--out', 'no/out');
+    expect(first.code).toBe(2);
+    expect(first.stderr).toContain("lesion-studio train: unexpected argument 'quick'");
+
+    const afterSwitch = await cli('eval', '--model', 'no/model', '--data', 'no/data', '--json', 'no/more');
+    expect(afterSwitch.code).toBe(2);
+    expect(afterSwitch.stderr).toContain("unexpected argument 'no/more': --json takes no value");
+  });
 });

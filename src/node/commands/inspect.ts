@@ -10,6 +10,7 @@ import { FsFileSource } from '../files.ts';
 const inspect: Command = {
   usage: '<dir>... [--json]',
   options: { json: { type: 'boolean' } },
+  positionals: true,
   async run({ positionals, values }, io) {
     if (positionals.length === 0) {
       io.err(`lesion-studio inspect: give at least one folder\nusage: lesion-studio inspect ${inspect.usage}`);
