@@ -19,6 +19,7 @@ import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { saveLayersModel } from '../src/node/model-files.ts';
+import { encodePng } from './helpers/corpus.ts';
 import { datasetsRoot, repoRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
 
 const run = promisify(execFile);
@@ -185,8 +186,21 @@ describe('lesion-studio predict', () => {
 
 describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
   let pred: string;
-  /** Lesion pixel count and pixel count of every ISIC 2018 ground truth, by id, read here. */
-  const truth = new Map<string, { lesion: number; pixels: number }>();
+  /** Lesion pixel count, pixel count and size of every ISIC 2018 ground truth, by id, read here. */
+  const truth = new Map<string, { lesion: number; pixels: number; width: number; height: number }>();
+  const truthFile = (id: string): string => path.join(ISIC_GT, `${id}_segmentation.png`);
+  /** A folder of predictions: the ground truth itself, but for the ids given, written as given. */
+  const predictionsFolder = (name: string, written: Record<string, Uint8Array>): string => {
+    const dir = path.join(work, name);
+    mkdirSync(dir);
+    for (const id of truth.keys()) {
+      const target = path.join(dir, `${id}_segmentation.png`);
+      if (written[id]) writeFileSync(target, written[id]);
+      else symlinkSync(truthFile(id), target);
+    }
+    return dir;
+  };
+  const perImageOf = (stdout: string) => new Map(JSON.parse(stdout).overall.perImage.map((p: { id: string }) => [p.id, p]));
 
   beforeAll(async () => {
     pred = path.join(work, 'gt-as-pred');
@@ -195,7 +209,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
       const id = name.replace(/_segmentation\.png$/i, '');
       symlinkSync(path.join(ISIC_GT, name), path.join(pred, `${id}_segmentation.png`));
       const png = await readPng(path.join(ISIC_GT, name));
-      truth.set(id, { lesion: lesionPixels(png.grey), pixels: png.grey.length });
+      truth.set(id, { lesion: lesionPixels(png.grey), pixels: png.grey.length, width: png.width, height: png.height });
     }
   });
 
@@ -223,10 +237,61 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(stderr).toContain('no prediction for ph2 IMD004');
   });
 
+  it('reads 0/1 predictions as it reads 0/1 ground truth: scored, with the same warning naming the file', async () => {
+    const [id8, id16] = [...truth.keys()].sort().slice(5, 7);
+    const bits = async (id: string) => {
+      const png = await readPng(truthFile(id));
+      return { ...png, bits: png.grey.map((v) => (v > 127 ? 1 : 0)) };
+    };
+    const [t8, t16] = [await bits(id8), await bits(id16)];
+    const dir = predictionsFolder('zero-one', {
+      [id8]: encodePng(t8.bits, t8.width, t8.height, 0, 8),
+      [id16]: encodePng(Uint16Array.from(t16.bits), t16.width, t16.height, 0, 16),
+    });
+    const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
+    expect(code, stderr).toBe(0);
+    expect(stderr).toContain(`warning: zero-one/${id8}_segmentation.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion`);
+    expect(perImageOf(stdout).get(id8)).toEqual({ id: id8, lesionIoU: 1, dice: 1 });
+    // The decoder brings 16-bit samples to 8 bits first; however it reads 0/1 there, the file is named.
+    expect(stderr).toMatch(new RegExp(`warning: zero-one/${id16}_segmentation\\.png: mask (is stored as 0/1|is empty)`));
+  });
+
+  it('names a prediction at another scale and scores it resized; refuses, by name, one of another aspect ratio and exits 1', async () => {
+    const [transposed, halved] = [...truth.keys()].sort().slice(7, 9);
+    const t = await readPng(truthFile(transposed));
+    const turned = new Uint8Array(t.grey.length);
+    for (let y = 0; y < t.height; y++) for (let x = 0; x < t.width; x++) turned[x * t.height + y] = t.grey[y * t.width + x];
+    const h = await readPng(truthFile(halved));
+    const [hw, hh] = [h.width >> 1, h.height >> 1];
+    const half = new Uint8Array(hw * hh);
+    for (let y = 0; y < hh; y++) for (let x = 0; x < hw; x++) half[y * hw + x] = h.grey[2 * y * h.width + 2 * x];
+    const dir = predictionsFolder('resized', {
+      [transposed]: encodePng(turned, t.height, t.width, 0, 8),
+      [halved]: encodePng(half, hw, hh, 0, 8),
+    });
+
+    const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain(
+      `error: resized/${transposed}_segmentation.png: prediction is ${t.height}x${t.width} but its ground truth is ${t.width}x${t.height}, ` +
+        'another aspect ratio (transposed, rotated or cropped?); not scored, counted as an empty mask',
+    );
+    expect(stderr).toContain(`note: resized/${halved}_segmentation.png: prediction is ${hw}x${hh} but its ground truth is ${h.width}x${h.height}; resized to it with nearest neighbour`);
+    expect(stderr).toContain('error: 1 prediction had another aspect ratio than its ground truth (named above); it counts as an empty mask in these scores');
+    expect(stderr.match(/^note: /gm)).toHaveLength(1);
+    // The scores are still printed, nothing else changed.
+    const byId = perImageOf(stdout);
+    expect(byId.get(transposed)).toEqual({ id: transposed, lesionIoU: 0, dice: 0 });
+    expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeGreaterThan(0.95);
+    expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeLessThan(1);
+    expect(JSON.parse(stdout).overall.images).toBe(truth.size);
+  });
+
   it('counts an empty mask (at another resolution) and a missing one as predicting no lesion, and names the missing one', async () => {
     const [emptied, missing] = [...truth.keys()].sort().slice(3, 5);
+    const { width, height } = truth.get(emptied)!;
     rmSync(path.join(pred, `${emptied}_segmentation.png`));
-    writeFileSync(path.join(pred, `${emptied}.png`), await new Jimp({ width: 40, height: 30, color: 0x000000ff }).getBuffer('image/png'));
+    writeFileSync(path.join(pred, `${emptied}.png`), await new Jimp({ width: width >> 1, height: height >> 1, color: 0x000000ff }).getBuffer('image/png'));
     rmSync(path.join(pred, `${missing}_segmentation.png`));
 
     // One batch for the whole set, so the paper's batch-pooled mIoU equals the pooled one.
@@ -234,6 +299,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`no prediction for isic2018 ${missing}`);
     expect(stderr).not.toContain(`no prediction for isic2018 ${emptied}`);
+    expect(stderr).toContain(`${emptied}.png: prediction is ${width >> 1}x${height >> 1} but its ground truth is ${width}x${height}; resized to it`);
 
     const all = [...truth.values()];
     const lesion = all.reduce((n, t) => n + t.lesion, 0);

@@ -47,18 +47,38 @@ export async function loadSample(
   if (maskPath === undefined || maskBytes === undefined) return loaded;
 
   // Both go to the target size independently, so a mask of another size
-  // lines up with its image once resized (nearest keeps it binary).
-  const mask = await decoder.decode({ path: maskPath, bytes: maskBytes, resize: { ...size, filter: 'nearest' } });
+  // lines up with its image once resized.
+  const mask = await readMask(maskPath, maskBytes, decoder, size);
   if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
     loaded.warnings.push(
       `${maskPath}: mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ` +
         `${image.sourceWidth}x${image.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
     );
   }
-  const { mask: binary, warning } = binariseMask(mask.pixels);
-  if (warning) loaded.warnings.push(`${maskPath}: ${warning}`);
-  loaded.mask = binary;
+  if (mask.warning) loaded.warnings.push(mask.warning);
+  loaded.mask = mask.mask;
   return loaded;
+}
+
+export interface ReadMask {
+  mask: BinaryMask;
+  /** The file's own size, before any resize. */
+  sourceWidth: number;
+  sourceHeight: number;
+  /** What binariseMask found odd, prefixed with the file. */
+  warning?: string;
+}
+
+/**
+ * One mask file, read the one way every mask is read (expert masks for
+ * training and scoring, and predictions scored by eval): decoded, resized to
+ * `size` when given with nearest neighbour (which keeps it binary), and
+ * binarised by binariseMask.
+ */
+export async function readMask(path: string, bytes: Uint8Array, decoder: PixelDecoder, size?: Size): Promise<ReadMask> {
+  const decoded = await decoder.decode({ path, bytes, ...(size && { resize: { ...size, filter: 'nearest' as const } }) });
+  const { mask, warning } = binariseMask(decoded.pixels);
+  return { mask, sourceWidth: decoded.sourceWidth, sourceHeight: decoded.sourceHeight, ...(warning && { warning: `${path}: ${warning}` }) };
 }
 
 export function rgbaToRgb(pixels: RgbaPixels): RgbImage {
