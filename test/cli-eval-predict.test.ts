@@ -125,6 +125,7 @@ describe('lesion-studio predict', () => {
     symlinkSync(BIG_ISIC, path.join(extra, 'big.jpg'));
     symlinkSync(path.join(datasetsRoot, CALIBRATION.image), path.join(extra, `${CALIBRATION.id}.bmp`));
     writeFileSync(path.join(extra, 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4, 5]));
+    symlinkSync(path.join(work, 'moved-away.jpg'), path.join(extra, 'lost.jpg'));
     // Several folders after one flag, as the usage's `--images <dir>...` says.
     outcome = await cli('predict', '--model', modelDir, '--images', PH2, extra, '--out', out, '--backend', 'cpu');
   });
@@ -132,6 +133,7 @@ describe('lesion-studio predict', () => {
   it('writes one 0/255 greyscale mask per image at its original size and skips the broken one by name', async () => {
     expect(outcome.code, outcome.stderr).toBe(0);
     expect(outcome.stderr).toMatch(/warning: skipped .*broken\.jpg/);
+    expect(outcome.stderr).toContain(`warning: loose/lost.jpg: symbolic link to ${path.join(work, 'moved-away.jpg')}, which does not exist; no mask written for it`);
     expect(outcome.stderr).toMatch(/wrote 34 masks/);
     const cases = readdirSync(path.join(PH2, 'PH2 Dataset images'));
     expect(cases).toHaveLength(32);
@@ -248,10 +250,12 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
       [id8]: encodePng(t8.bits, t8.width, t8.height, 0, 8),
       [id16]: encodePng(Uint16Array.from(t16.bits), t16.width, t16.height, 0, 16),
     });
+    symlinkSync(path.join(work, 'moved-away.png'), path.join(dir, 'ISIC_0000001_segmentation.png'));
     const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`warning: zero-one/${id8}_segmentation.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion`);
     expect(perImageOf(stdout).get(id8)).toEqual({ id: id8, lesionIoU: 1, dice: 1 });
+    expect(stderr).toContain(`warning: zero-one/ISIC_0000001_segmentation.png: symbolic link to ${path.join(work, 'moved-away.png')}, which does not exist`);
     // The decoder brings 16-bit samples to 8 bits first; however it reads 0/1 there, the file is named.
     expect(stderr).toMatch(new RegExp(`warning: zero-one/${id16}_segmentation\\.png: mask (is stored as 0/1|is empty)`));
   });

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -51,6 +52,28 @@ describe('lesion-studio inspect', () => {
     expect(report.sets[1].bySplit.train).toEqual({ labeled: 33, unlabeled: 0 });
     expect(report.sets[0].bySplit.val).toEqual({ labeled: 65, unlabeled: 0 });
     expect(report.strays).toEqual([]);
+  });
+
+  it('lists a dangling symbolic link as a stray naming the link and its missing target', async () => {
+    const work = mkdtempSync(path.join(tmpdir(), 'lesion-inspect-'));
+    try {
+      const pool = path.join(work, 'pool');
+      mkdirSync(pool);
+      symlinkSync(path.join(datasetsRoot, 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg'), path.join(pool, 'kept.jpg'));
+      const target = path.join(work, 'moved-away', 'ISIC_0000015.jpg');
+      symlinkSync(target, path.join(pool, 'gone.jpg'));
+
+      const { code, stdout, stderr } = await cli('inspect', pool, '--json');
+      expect(code, stderr).toBe(0);
+      const report = JSON.parse(stdout);
+      expect(report.sets.map((set: { unlabeled: number }) => set.unlabeled)).toEqual([1]);
+      expect(report.strays).toEqual([{ path: 'pool/gone.jpg', kind: 'unsupported-file', detail: `symbolic link to ${target}, which does not exist` }]);
+
+      const summary = await cli('inspect', pool);
+      expect(summary.stdout).toContain(`pool/gone.jpg: symbolic link to ${target}, which does not exist`);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 
   it('prints a readable summary without --json', async () => {

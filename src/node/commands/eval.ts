@@ -20,7 +20,7 @@
  * validation batch), so it depends on the batch size; the other figures do not.
  */
 import { stat } from 'node:fs/promises';
-import { recogniseDatasets, type DatasetIndex, type Sample } from '../../core/dataset/layouts.ts';
+import type { DatasetIndex, Sample } from '../../core/dataset/layouts.ts';
 import { readMask, type ReadMask, type Size } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import { evaluate, type Evaluation } from '../../core/evaluate.ts';
@@ -62,7 +62,7 @@ const evalCommand: Command = {
       }
     }
     const source = new FsFileSource(dataDirs);
-    const index = recogniseDatasets(await source.list());
+    const index = await source.index();
     const labeled = index.sets.flatMap((set) => set.labeled);
     if (labeled.length === 0) throw new LesionError('dataset', `no labeled images (image + mask pairs) in ${dataDirs.join(', ')}`);
 
@@ -122,6 +122,7 @@ async function scoreWrittenMasks(
   // Listed as '<folder name>/<path below>'; matched below the folder, ignoring case.
   const predictions = new Map<string, string>();
   for (const file of await predSource.list()) predictions.set(file.slice(file.indexOf('/') + 1).toLowerCase(), file);
+  for (const link of predSource.brokenLinks) io.err(`warning: ${link.path}: ${link.detail}`);
   const findPrediction = (sample: Sample): string | undefined => {
     for (const folder of [`${setFolderName(sample.set)}/`, '']) {
       for (const name of [maskFileName(sample.id), `${sample.id}.png`]) {

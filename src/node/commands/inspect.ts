@@ -3,7 +3,7 @@
  * how many pairs per split, and every file that could not be used.
  */
 import { stat } from 'node:fs/promises';
-import { recogniseDatasets, summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
+import { summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
 import { EXIT_USAGE, type Command } from '../cli.ts';
 import { FsFileSource } from '../files.ts';
 
@@ -23,7 +23,7 @@ const inspect: Command = {
         return EXIT_USAGE;
       }
     }
-    const index = recogniseDatasets(await new FsFileSource(positionals).list());
+    const index = await new FsFileSource(positionals).index();
     io.out(values.json ? JSON.stringify(indexReport(index), null, 2) : summariseIndex(index));
     return 0;
   },

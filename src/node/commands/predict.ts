@@ -15,7 +15,7 @@ import { mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { Jimp } from 'jimp';
-import { recogniseDatasets, type Sample } from '../../core/dataset/layouts.ts';
+import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import type { BinaryMask, RgbImage } from '../../core/io.ts';
@@ -106,7 +106,8 @@ const predict: Command = {
       }
     }
     const source = new FsFileSource(imageDirs);
-    const index = recogniseDatasets(await source.list());
+    const index = await source.index();
+    for (const link of source.brokenLinks) io.err(`warning: ${link.path}: ${link.detail}; no mask written for it`);
     const samples = index.sets.flatMap((set) => [...set.labeled, ...set.unlabeled]);
     if (samples.length === 0) throw new LesionError('dataset', `no JPEG, PNG or BMP images in ${imageDirs.join(', ')}`);
     const ids = new Set(samples.map((s) => s.id.toLowerCase()));

@@ -11,7 +11,7 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
 import { RunControl } from '../../core/control.ts';
-import { recogniseDatasets, type Sample } from '../../core/dataset/layouts.ts';
+import type { Sample } from '../../core/dataset/layouts.ts';
 import { ConfigError } from '../../core/errors.ts';
 import type { TrainerEvent } from '../../core/events.ts';
 import { loadStageModel, plannedStages, runKey, runNoisyStudent, type RunState, type TrainingStage } from '../../core/pipeline.ts';
@@ -58,7 +58,7 @@ const train: Command = {
     io.err(`backend: ${backend.name} (${backend.detail})`);
 
     const source = new FsFileSource([...labeledDirs, ...unlabeledDirs]);
-    const index = recogniseDatasets(await source.list());
+    const index = await source.index();
     const unlabeledRoots = new Set(unlabeledDirs.map((d) => path.basename(path.resolve(d))));
     const inUnlabeledRoot = (s: Sample): boolean => unlabeledRoots.has(s.image.split('/')[0]);
     const labeled = index.sets.flatMap((set) => set.labeled).filter((s) => !inUnlabeledRoot(s));
