@@ -3,11 +3,9 @@
  * seeded model saved as `train` exports one, on the shared data sets. Every
  * expected number is computed here, independently of the code under test.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { Jimp } from 'jimp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,9 +18,9 @@ import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { saveLayersModel } from '../src/node/model-files.ts';
 import { encodePng } from './helpers/corpus.ts';
-import { datasetsRoot, repoRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
+import { cli, type Outcome } from './helpers/cli.ts';
+import { datasetsRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
 
-const run = promisify(execFile);
 const SIZE = 64;
 const THRESHOLD = 0.5;
 const PH2 = path.join(datasetsRoot, 'ph2');
@@ -31,22 +29,6 @@ const ISIC_GT = path.join(ISIC2018, 'ISIC2018_Task1_Training_GroundTruth');
 const BIG_ISIC = path.join(ISIC2018, 'ISIC2018_Task1-2_Training_Input', 'ISIC_0000377.jpg');
 /** The PH2 case the model is calibrated on, so that about half of it is lesion. */
 const CALIBRATION = { id: 'IMD004', image: 'ph2/PH2 Dataset images/IMD004/IMD004_Dermoscopic_Image/IMD004.bmp', mask: 'ph2/PH2 Dataset images/IMD004/IMD004_lesion/IMD004_lesion.bmp' };
-
-interface Outcome {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<Outcome> {
-  try {
-    const { stdout, stderr } = await run('node', ['bin/lesion-studio.js', ...args], { cwd: repoRoot, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
 
 /** Grey value of every pixel, and the PNG colour type (0 = greyscale). */
 async function readPng(file: string): Promise<{ width: number; height: number; grey: Uint8Array; colourType: number }> {
