@@ -4,7 +4,7 @@
  * folder and a PH2 folder) share one namespace, as a browser folder drop does.
  */
 import { readdir, readFile, readlink, realpath, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { compareText, recogniseDatasets, type DatasetIndex, type Stray } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
@@ -55,6 +55,34 @@ export class FsFileSource implements FileSource {
     } catch (error) {
       throw new LesionError('read', describeFsError(error), path);
     }
+  }
+}
+
+/**
+ * The usage error for an --out at or below one of the data folders: what is
+ * written there would be listed as data (strays, or worse, images) next time.
+ */
+export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[]): Promise<string | undefined> {
+  const realOut = await realPathOf(out);
+  for (const { flag, dirs } of data) {
+    for (const dir of dirs) {
+      const below = relative(await realPathOf(dir), realOut);
+      if (below === '' || !(below === '..' || below.startsWith(`..${sep}`) || isAbsolute(below))) {
+        return `--out ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an --out outside the data folders`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Through symbolic links, for a path that may not exist yet (an --out about to be made). */
+async function realPathOf(path: string): Promise<string> {
+  const absolute = resolve(path);
+  try {
+    return await realpath(absolute);
+  } catch {
+    const parent = dirname(absolute);
+    return parent === absolute ? absolute : join(await realPathOf(parent), basename(absolute));
   }
 }
 

@@ -25,7 +25,7 @@ import { resizeAndThreshold } from '../../core/resize.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource } from '../files.ts';
+import { FsFileSource, outInsideData } from '../files.ts';
 import { loadLayersModel } from '../model-files.ts';
 
 export interface ExportedModel {
@@ -104,6 +104,11 @@ const predict: Command = {
         io.err(`lesion-studio predict: ${dir}: no such folder`);
         return EXIT_USAGE;
       }
+    }
+    const inside = await outInsideData(out, [{ flag: 'images', dirs: imageDirs }]);
+    if (inside) {
+      io.err(`lesion-studio predict: ${inside}`);
+      return EXIT_USAGE;
     }
     const source = new FsFileSource(imageDirs);
     const index = await source.index();
