@@ -3,11 +3,9 @@
  * seeded model saved as `train` exports one, on the shared data sets. Every
  * expected number is computed here, independently of the code under test.
  */
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { Jimp } from 'jimp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,9 +17,10 @@ import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { saveLayersModel } from '../src/node/model-files.ts';
-import { datasetsRoot, repoRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
+import { encodePng } from './helpers/corpus.ts';
+import { cli, type Outcome } from './helpers/cli.ts';
+import { datasetsRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
 
-const run = promisify(execFile);
 const SIZE = 64;
 const THRESHOLD = 0.5;
 const PH2 = path.join(datasetsRoot, 'ph2');
@@ -30,22 +29,6 @@ const ISIC_GT = path.join(ISIC2018, 'ISIC2018_Task1_Training_GroundTruth');
 const BIG_ISIC = path.join(ISIC2018, 'ISIC2018_Task1-2_Training_Input', 'ISIC_0000377.jpg');
 /** The PH2 case the model is calibrated on, so that about half of it is lesion. */
 const CALIBRATION = { id: 'IMD004', image: 'ph2/PH2 Dataset images/IMD004/IMD004_Dermoscopic_Image/IMD004.bmp', mask: 'ph2/PH2 Dataset images/IMD004/IMD004_lesion/IMD004_lesion.bmp' };
-
-interface Outcome {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<Outcome> {
-  try {
-    const { stdout, stderr } = await run('node', ['bin/lesion-studio.js', ...args], { cwd: repoRoot, maxBuffer: 64 << 20 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
 
 /** Grey value of every pixel, and the PNG colour type (0 = greyscale). */
 async function readPng(file: string): Promise<{ width: number; height: number; grey: Uint8Array; colourType: number }> {
@@ -124,12 +107,15 @@ describe('lesion-studio predict', () => {
     symlinkSync(BIG_ISIC, path.join(extra, 'big.jpg'));
     symlinkSync(path.join(datasetsRoot, CALIBRATION.image), path.join(extra, `${CALIBRATION.id}.bmp`));
     writeFileSync(path.join(extra, 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4, 5]));
-    outcome = await cli('predict', '--model', modelDir, '--images', PH2, '--images', extra, '--out', out, '--backend', 'cpu');
+    symlinkSync(path.join(work, 'moved-away.jpg'), path.join(extra, 'lost.jpg'));
+    // Several folders after one flag, as the usage's `--images <dir>...` says.
+    outcome = await cli('predict', '--model', modelDir, '--images', PH2, extra, '--out', out, '--backend', 'cpu');
   });
 
   it('writes one 0/255 greyscale mask per image at its original size and skips the broken one by name', async () => {
     expect(outcome.code, outcome.stderr).toBe(0);
     expect(outcome.stderr).toMatch(/warning: skipped .*broken\.jpg/);
+    expect(outcome.stderr).toContain(`warning: loose/lost.jpg: symbolic link to ${path.join(work, 'moved-away.jpg')}, which does not exist; no mask written for it`);
     expect(outcome.stderr).toMatch(/wrote 34 masks/);
     const cases = readdirSync(path.join(PH2, 'PH2 Dataset images'));
     expect(cases).toHaveLength(32);
@@ -184,8 +170,21 @@ describe('lesion-studio predict', () => {
 
 describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
   let pred: string;
-  /** Lesion pixel count and pixel count of every ISIC 2018 ground truth, by id, read here. */
-  const truth = new Map<string, { lesion: number; pixels: number }>();
+  /** Lesion pixel count, pixel count and size of every ISIC 2018 ground truth, by id, read here. */
+  const truth = new Map<string, { lesion: number; pixels: number; width: number; height: number }>();
+  const truthFile = (id: string): string => path.join(ISIC_GT, `${id}_segmentation.png`);
+  /** A folder of predictions: the ground truth itself, but for the ids given, written as given. */
+  const predictionsFolder = (name: string, written: Record<string, Uint8Array>): string => {
+    const dir = path.join(work, name);
+    mkdirSync(dir);
+    for (const id of truth.keys()) {
+      const target = path.join(dir, `${id}_segmentation.png`);
+      if (written[id]) writeFileSync(target, written[id]);
+      else symlinkSync(truthFile(id), target);
+    }
+    return dir;
+  };
+  const perImageOf = (stdout: string) => new Map(JSON.parse(stdout).overall.perImage.map((p: { id: string }) => [p.id, p]));
 
   beforeAll(async () => {
     pred = path.join(work, 'gt-as-pred');
@@ -194,7 +193,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
       const id = name.replace(/_segmentation\.png$/i, '');
       symlinkSync(path.join(ISIC_GT, name), path.join(pred, `${id}_segmentation.png`));
       const png = await readPng(path.join(ISIC_GT, name));
-      truth.set(id, { lesion: lesionPixels(png.grey), pixels: png.grey.length });
+      truth.set(id, { lesion: lesionPixels(png.grey), pixels: png.grey.length, width: png.width, height: png.height });
     }
   });
 
@@ -211,10 +210,74 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     }
   });
 
+  it('takes several --data folders after one flag and scores every labeled image of each', async () => {
+    const { code, stdout, stderr } = await cli('eval', '--pred', pred, '--data', ISIC2018, PH2, '--json');
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(Object.keys(report.sets)).toEqual(['isic2018', 'ph2']);
+    expect(report.sets.isic2018).toMatchObject({ images: truth.size, lesionIoU: 1 });
+    expect(report.sets.ph2).toMatchObject({ images: 32, lesionIoU: 0 });
+    expect(report.overall.images).toBe(truth.size + 32);
+    expect(stderr).toContain('no prediction for ph2 IMD004');
+  });
+
+  it('reads 0/1 predictions as it reads 0/1 ground truth: scored, with the same warning naming the file', async () => {
+    const [id8, id16] = [...truth.keys()].sort().slice(5, 7);
+    const bits = async (id: string) => {
+      const png = await readPng(truthFile(id));
+      return { ...png, bits: png.grey.map((v) => (v > 127 ? 1 : 0)) };
+    };
+    const [t8, t16] = [await bits(id8), await bits(id16)];
+    const dir = predictionsFolder('zero-one', {
+      [id8]: encodePng(t8.bits, t8.width, t8.height, 0, 8),
+      [id16]: encodePng(Uint16Array.from(t16.bits), t16.width, t16.height, 0, 16),
+    });
+    symlinkSync(path.join(work, 'moved-away.png'), path.join(dir, 'ISIC_0000001_segmentation.png'));
+    const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
+    expect(code, stderr).toBe(0);
+    expect(stderr).toContain(`warning: zero-one/${id8}_segmentation.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion`);
+    expect(perImageOf(stdout).get(id8)).toEqual({ id: id8, lesionIoU: 1, dice: 1 });
+    expect(stderr).toContain(`warning: zero-one/ISIC_0000001_segmentation.png: symbolic link to ${path.join(work, 'moved-away.png')}, which does not exist`);
+    // The decoder brings 16-bit samples to 8 bits first; however it reads 0/1 there, the file is named.
+    expect(stderr).toMatch(new RegExp(`warning: zero-one/${id16}_segmentation\\.png: mask (is stored as 0/1|is empty)`));
+  });
+
+  it('names a prediction at another scale and scores it resized; refuses, by name, one of another aspect ratio and exits 1', async () => {
+    const [transposed, halved] = [...truth.keys()].sort().slice(7, 9);
+    const t = await readPng(truthFile(transposed));
+    const turned = new Uint8Array(t.grey.length);
+    for (let y = 0; y < t.height; y++) for (let x = 0; x < t.width; x++) turned[x * t.height + y] = t.grey[y * t.width + x];
+    const h = await readPng(truthFile(halved));
+    const [hw, hh] = [h.width >> 1, h.height >> 1];
+    const half = new Uint8Array(hw * hh);
+    for (let y = 0; y < hh; y++) for (let x = 0; x < hw; x++) half[y * hw + x] = h.grey[2 * y * h.width + 2 * x];
+    const dir = predictionsFolder('resized', {
+      [transposed]: encodePng(turned, t.height, t.width, 0, 8),
+      [halved]: encodePng(half, hw, hh, 0, 8),
+    });
+
+    const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
+    expect(code, stderr).toBe(1);
+    expect(stderr).toContain(
+      `error: resized/${transposed}_segmentation.png: prediction is ${t.height}x${t.width} but its ground truth is ${t.width}x${t.height}, ` +
+        'another aspect ratio (transposed, rotated or cropped?); not scored, counted as an empty mask',
+    );
+    expect(stderr).toContain(`note: resized/${halved}_segmentation.png: prediction is ${hw}x${hh} but its ground truth is ${h.width}x${h.height}; resized to it with nearest neighbour`);
+    expect(stderr).toContain('error: 1 prediction had another aspect ratio than its ground truth (named above); it counts as an empty mask in these scores');
+    expect(stderr.match(/^note: /gm)).toHaveLength(1);
+    // The scores are still printed, nothing else changed.
+    const byId = perImageOf(stdout);
+    expect(byId.get(transposed)).toEqual({ id: transposed, lesionIoU: 0, dice: 0 });
+    expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeGreaterThan(0.95);
+    expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeLessThan(1);
+    expect(JSON.parse(stdout).overall.images).toBe(truth.size);
+  });
+
   it('counts an empty mask (at another resolution) and a missing one as predicting no lesion, and names the missing one', async () => {
     const [emptied, missing] = [...truth.keys()].sort().slice(3, 5);
+    const { width, height } = truth.get(emptied)!;
     rmSync(path.join(pred, `${emptied}_segmentation.png`));
-    writeFileSync(path.join(pred, `${emptied}.png`), await new Jimp({ width: 40, height: 30, color: 0x000000ff }).getBuffer('image/png'));
+    writeFileSync(path.join(pred, `${emptied}.png`), await new Jimp({ width: width >> 1, height: height >> 1, color: 0x000000ff }).getBuffer('image/png'));
     rmSync(path.join(pred, `${missing}_segmentation.png`));
 
     // One batch for the whole set, so the paper's batch-pooled mIoU equals the pooled one.
@@ -222,6 +285,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`no prediction for isic2018 ${missing}`);
     expect(stderr).not.toContain(`no prediction for isic2018 ${emptied}`);
+    expect(stderr).toContain(`${emptied}.png: prediction is ${width >> 1}x${height >> 1} but its ground truth is ${width}x${height}; resized to it`);
 
     const all = [...truth.values()];
     const lesion = all.reduce((n, t) => n + t.lesion, 0);

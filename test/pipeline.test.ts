@@ -115,8 +115,11 @@ describe('runNoisyStudent', () => {
     expect(state.completed).toEqual(plannedStages(card));
     expect(first.stages.map((s) => s.stage)).toEqual(['teacher', 'student', 'student-star']);
     for (const result of first.stages) {
-      expect(result.bestEpoch).toBe(1);
-      expect(result.val!.images).toBe(state.split.val.length);
+      // One epoch: the exported checkpoint is the last epoch's.
+      expect(result.best.epoch).toBe(1);
+      expect(result.last.epoch).toBe(1);
+      expect(result.best.val!.images).toBe(state.split.val.length);
+      expect(result.last.val).toEqual(result.best.val);
       expect(result.test!.overall.images).toBe(state.split.test.length);
       expect(Object.keys(result.test!.bySet)).toEqual([isicSet]);
       expect(result.test!.overall.paperMIoU).toBeGreaterThanOrEqual(0);

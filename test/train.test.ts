@@ -163,6 +163,10 @@ describe('trainStage', () => {
     expect(maxAbsDiff(snapshot(resumed.model), expected)).toBe(0);
     expect(resumedOutcome.bestEpoch).toBe(straightOutcome.bestEpoch);
     expect(resumedOutcome.bestEma).toBe(straightOutcome.bestEma);
+    // The best epoch's figures survive the interruption, whichever epoch it was.
+    expect(resumedOutcome.bestValidation).toEqual(straightOutcome.bestValidation);
+    expect(resumedOutcome.lastValidation).toEqual(straightOutcome.lastValidation);
+    expect(straightOutcome.bestValidation!.images).toBe(val.length);
     resumed.model.dispose();
   });
 
@@ -223,6 +227,10 @@ describe('trainStage', () => {
     expect(bestSaves).toEqual(epochs.filter((e) => e.best).map((e) => e.epoch));
     expect(outcome.bestEpoch).toBe(bestEpoch);
     expect(outcome.bestEma).toBe(bestEma);
+    // The best checkpoint's validation figures, and the last epoch's apart.
+    expect(outcome.bestValidation).toEqual(epochs.find((e) => e.epoch === bestEpoch)!.metrics);
+    expect(outcome.lastEpoch).toBe(3);
+    expect(outcome.lastValidation).toEqual(epochs[2].metrics);
 
     // The best checkpoint holds the weights the model had at the end of that epoch.
     const best = buildDeepLabV3(card.model, 'train');

@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { LesionError } from './errors.ts';
+import type { MetricSummary } from './events.ts';
 import type { KeyValueStore } from './io.ts';
 import type { NamedTensor, Param } from './optim.ts';
 
@@ -27,6 +28,13 @@ export interface LoopPosition {
   ema: number | null;
   bestEma: number | null;
   bestEpoch: number | null;
+  /**
+   * Validation figures of the best epoch and of the last completed one, so a
+   * resumed stage still reports the checkpoint it exports. Absent in
+   * checkpoints saved before they were kept.
+   */
+  bestValidation?: MetricSummary | null;
+  lastValidation?: MetricSummary | null;
   /** Images skipped so far because they could not be read. */
   skipped: string[];
   /** Set when the device forced a batch smaller than the card's. */

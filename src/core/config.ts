@@ -302,6 +302,28 @@ export function parseRunCard(input: unknown): RunCard {
   };
 }
 
+export interface CardDifference {
+  /** Dotted path of the knob, e.g. 'model.inputSize'. */
+  field: string;
+  a: unknown;
+  b: unknown;
+}
+
+/** Every knob whose value differs between two cards (lists compared whole), in the cards' order. */
+export function cardDifferences(a: RunCard, b: RunCard): CardDifference[] {
+  const out: CardDifference[] = [];
+  const isObject = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const walk = (x: unknown, y: unknown, field: string): void => {
+    if (isObject(x) && isObject(y)) {
+      for (const key of new Set([...Object.keys(x), ...Object.keys(y)])) walk(x[key], y[key], field ? `${field}.${key}` : key);
+    } else if (JSON.stringify(x) !== JSON.stringify(y)) {
+      out.push({ field, a: x, b: y });
+    }
+  };
+  walk(a, b, '');
+  return out;
+}
+
 /** One line per knob, for the studio's configure view and the CLI's help. */
 export const KNOB_HELP: Record<string, string> = {
   seed: 'Seeds the splits, the shuffles, the noise and dropout: the same seed gives the same run.',

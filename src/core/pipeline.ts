@@ -43,8 +43,11 @@ export interface RunInputs {
 
 export interface StageResult {
   stage: StageName;
-  bestEpoch: number | null;
-  val: MetricSummary | null;
+  /** The checkpoint the stage exports and tests (the EMA rule's best epoch), with its validation figures. */
+  best: { epoch: number | null; val: MetricSummary | null };
+  /** The stage's final epoch, apart: it is not the exported model when validation peaked earlier. */
+  last: { epoch: number; val: MetricSummary | null };
+  /** The best checkpoint's. */
   test: { overall: MetricSummary; bySet: Record<string, MetricSummary> } | null;
 }
 
@@ -292,8 +295,8 @@ export async function runNoisyStudent(
         model.dispose();
         const result: StageResult = {
           stage,
-          bestEpoch: outcome.bestEpoch,
-          val: outcome.lastValidation ? summary(outcome.lastValidation.overall) : null,
+          best: { epoch: outcome.bestEpoch, val: outcome.bestValidation },
+          last: { epoch: outcome.lastEpoch, val: outcome.lastValidation },
           test: testResult,
         };
         await saveState({ completed: [...state.completed, stage], results: [...state.results.filter((r) => r.stage !== stage), result] });

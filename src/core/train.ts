@@ -14,8 +14,8 @@ import { trainableParams, weightsAreFinite } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { CancelledError, type RunControl } from './control.ts';
 import { LesionError } from './errors.ts';
-import { evaluate, summary, type Evaluation } from './evaluate.ts';
-import type { EventSink, StageName } from './events.ts';
+import { evaluate, summary } from './evaluate.ts';
+import type { EventSink, MetricSummary, StageName } from './events.ts';
 import type { BinaryMask, RgbImage } from './io.ts';
 import { lossByName } from './losses.ts';
 import { setDropoutSeed } from './model/dropout.ts';
@@ -51,9 +51,13 @@ export function isResourceExhausted(error: unknown): boolean {
 }
 
 export interface StageOutcome {
+  /** The best checkpoint's epoch (the one a stage exports), its EMA and its validation figures. */
   bestEpoch: number | null;
   bestEma: number | null;
-  lastValidation: Evaluation | null;
+  bestValidation: MetricSummary | null;
+  /** The final epoch, apart: the best checkpoint is an earlier one when validation peaked before. */
+  lastEpoch: number;
+  lastValidation: MetricSummary | null;
 }
 
 const FRESH: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
@@ -95,7 +99,6 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   const pending: { step: number; epoch: number; loss: tf.Scalar }[] = [];
   let windowStart = performance.now();
   let secondsPerStep = 0;
-  let lastValidation: Evaluation | null = null;
 
   /** Reads the pending losses in one transfer; a non-finite one stops the run. */
   const flush = async (): Promise<void> => {
@@ -178,9 +181,10 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
 
       let ema = position.ema;
       let best = false;
+      let validation: MetricSummary | null = null;
       if (val.length > 0) {
-        lastValidation = await evaluate(model, val, cache, { batchSize: B, logitThreshold: card.eval.logitThreshold });
-        const metric = lastValidation.overall.paperMIoU;
+        validation = summary((await evaluate(model, val, cache, { batchSize: B, logitThreshold: card.eval.logitThreshold })).overall);
+        const metric = validation.paperMIoU;
         ema = ema === null ? metric : emaSmoothing * ema + (1 - emaSmoothing) * metric;
       }
       // Without validation images, the latest epoch is the best one known.
@@ -192,6 +196,8 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         ema,
         bestEma: best ? ema : position.bestEma,
         bestEpoch: best ? epoch + 1 : position.bestEpoch,
+        bestValidation: best ? validation : position.bestValidation,
+        lastValidation: validation,
       };
       if (best) await save('best');
       await save('latest');
@@ -200,7 +206,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         stage,
         epoch: epoch + 1,
         epochs,
-        metrics: lastValidation ? summary(lastValidation.overall) : emptySummary(),
+        metrics: validation ?? emptySummary(),
         ema: ema ?? Number.NaN,
         best,
         seconds: (performance.now() - epochStart) / 1000,
@@ -233,7 +239,13 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   } finally {
     optimizer.dispose();
   }
-  return { bestEpoch: position.bestEpoch, bestEma: position.bestEma, lastValidation };
+  return {
+    bestEpoch: position.bestEpoch,
+    bestEma: position.bestEma,
+    bestValidation: position.bestValidation ?? null,
+    lastEpoch: position.epoch,
+    lastValidation: position.lastValidation ?? null,
+  };
 }
 
 function emptySummary() {

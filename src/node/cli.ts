@@ -17,10 +17,14 @@ export interface ParsedArgs {
   values: Record<string, string | boolean | (string | boolean)[] | undefined>;
 }
 
+type Options = NonNullable<ParseArgsConfig['options']>;
+
 export interface Command {
   /** One line after the command name in the usage text, e.g. '<dir>... [--json]'. */
   usage: string;
-  options: NonNullable<ParseArgsConfig['options']>;
+  options: Options;
+  /** Whether the command's operands are bare arguments (inspect's folders); the others refuse any. */
+  positionals?: boolean;
   /** Returns the exit code: 0 done, 1 failed, 2 bad usage. */
   run(args: ParsedArgs, io: CliIo): Promise<number>;
 }
@@ -68,12 +72,17 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
     return EXIT_USAGE;
   }
   const command = (await entry.load()).default;
+  const refuse = (problem: string): number => {
+    io.err(`lesion-studio ${name}: ${problem}\nusage: lesion-studio ${name} ${command.usage}`);
+    return EXIT_USAGE;
+  };
+  const { args: expanded, stray } = gatherValues(rest, command.options);
+  if (stray && !command.positionals) return refuse(`unexpected argument '${stray.arg}'${stray.after ? `: ${stray.after}` : ''}`);
   let args: ParsedArgs;
   try {
-    args = parseArgs({ args: rest, options: command.options, allowPositionals: true, strict: true });
+    args = parseArgs({ args: expanded, options: command.options, allowPositionals: Boolean(command.positionals), strict: true });
   } catch (error) {
-    io.err(`lesion-studio ${name}: ${(error as Error).message}\nusage: lesion-studio ${name} ${command.usage}`);
-    return EXIT_USAGE;
+    return refuse((error as Error).message);
   }
   try {
     return await command.run(args, io);
@@ -84,8 +93,55 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   }
 }
 
+/**
+ * The usage text says `--data <dir>...`, and a shell glob expands to just
+ * that, but parseArgs takes one value per flag: the bare arguments after a
+ * flag that takes several values are its values, up to the next flag. Any
+ * other bare argument is returned as the first stray, with what came before
+ * it, so that it is refused rather than dropped.
+ */
+export function gatherValues(args: string[], options: Options): { args: string[]; stray?: { arg: string; after?: string } } {
+  const out: string[] = [];
+  let stray: { arg: string; after?: string } | undefined;
+  /** The flag whose values the next bare arguments are, if it takes several. */
+  let gathering: string | undefined;
+  /** What the last flag said about the bare argument after its value. */
+  let after: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') {
+      // Bare by the user's choice: parseArgs refuses them where the command takes none.
+      out.push(...args.slice(i));
+      break;
+    }
+    if (arg.startsWith('-') && arg !== '-') {
+      out.push(arg);
+      const [flag, inline] = arg.startsWith('--') ? [arg.slice(2).split('=')[0], arg.includes('=')] : [arg.slice(1), false];
+      const option = Object.hasOwn(options, flag) ? options[flag] : undefined;
+      gathering = option?.type === 'string' && option.multiple ? flag : undefined;
+      after = option?.type === 'string' && !option.multiple ? `--${flag} takes one value` : option?.type === 'boolean' ? `--${flag} takes no value` : undefined;
+      // Its value, whatever it looks like: parseArgs judges it.
+      if (option?.type === 'string' && !inline && i + 1 < args.length) out.push(args[++i]);
+      continue;
+    }
+    if (gathering !== undefined) out.push(`--${gathering}`, arg);
+    else {
+      out.push(arg);
+      stray ??= { arg, ...(after && { after }) };
+    }
+  }
+  return stray ? { args: out, stray } : { args: out };
+}
+
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
   const lines = Object.entries(COMMANDS).map(([name, entry]) => `  ${name.padEnd(width)}  ${entry.summary}`);
-  return ['usage: lesion-studio <command> [options]', '', 'commands:', ...lines].join('\n');
+  return [
+    'usage: lesion-studio <command> [options]',
+    '',
+    'commands:',
+    ...lines,
+    '',
+    'A flag shown as <dir>... takes several folders, after one flag (--data a b) or repeated (--data a --data b).',
+  ].join('\n');
 }

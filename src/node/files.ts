@@ -3,13 +3,19 @@
  * `<root folder name>/<path below it>`, so that several roots (e.g. an ISIC
  * folder and a PH2 folder) share one namespace, as a browser folder drop does.
  */
-import { readdir, readFile, realpath, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { readdir, readFile, readlink, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { compareText, recogniseDatasets, type DatasetIndex, type Stray } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
 
 export class FsFileSource implements FileSource {
   private readonly roots = new Map<string, string>();
+  /**
+   * Links whose target cannot be followed, met by the last list(): a list of
+   * paths has no room for them, and a photograph must not vanish unreported.
+   */
+  brokenLinks: Stray[] = [];
 
   constructor(roots: string[]) {
     for (const root of roots) {
@@ -25,8 +31,16 @@ export class FsFileSource implements FileSource {
 
   async list(): Promise<string[]> {
     const paths: string[] = [];
-    for (const [name, absolute] of this.roots) await walk(absolute, name, new Set(), paths);
+    this.brokenLinks = [];
+    for (const [name, absolute] of this.roots) await walk(absolute, name, new Set(), paths, this.brokenLinks);
     return paths.sort();
+  }
+
+  /** The data sets in the folders, with the broken links among the strays. */
+  async index(): Promise<DatasetIndex> {
+    const index = recogniseDatasets(await this.list());
+    const strays = [...index.strays, ...this.brokenLinks].sort((a, b) => compareText(a.path, b.path) || compareText(a.kind, b.kind));
+    return { ...index, strays };
   }
 
   async read(path: string): Promise<Uint8Array> {
@@ -44,8 +58,36 @@ export class FsFileSource implements FileSource {
   }
 }
 
+/**
+ * The usage error for an --out at or below one of the data folders: what is
+ * written there would be listed as data (strays, or worse, images) next time.
+ */
+export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[]): Promise<string | undefined> {
+  const realOut = await realPathOf(out);
+  for (const { flag, dirs } of data) {
+    for (const dir of dirs) {
+      const below = relative(await realPathOf(dir), realOut);
+      if (below === '' || !(below === '..' || below.startsWith(`..${sep}`) || isAbsolute(below))) {
+        return `--out ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an --out outside the data folders`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Through symbolic links, for a path that may not exist yet (an --out about to be made). */
+async function realPathOf(path: string): Promise<string> {
+  const absolute = resolve(path);
+  try {
+    return await realpath(absolute);
+  } catch {
+    const parent = dirname(absolute);
+    return parent === absolute ? absolute : join(await realPathOf(parent), basename(absolute));
+  }
+}
+
 /** Follows symbolic links, once per real folder, so a link cycle cannot loop. */
-async function walk(absolute: string, relative: string, visited: Set<string>, out: string[]): Promise<void> {
+async function walk(absolute: string, relative: string, visited: Set<string>, out: string[], broken: Stray[]): Promise<void> {
   let entries;
   try {
     const real = await realpath(absolute);
@@ -61,11 +103,19 @@ async function walk(absolute: string, relative: string, visited: Set<string>, ou
     let isDirectory = entry.isDirectory();
     let isFile = entry.isFile();
     if (entry.isSymbolicLink()) {
-      const target = await stat(childAbsolute).catch(() => undefined);
-      isDirectory = target?.isDirectory() ?? false;
-      isFile = target?.isFile() ?? false;
+      try {
+        const target = await stat(childAbsolute);
+        isDirectory = target.isDirectory();
+        isFile = target.isFile();
+      } catch (error) {
+        const target = await readlink(childAbsolute).catch(() => '?');
+        const code = (error as NodeJS.ErrnoException).code;
+        const problem = code === 'ENOENT' ? 'does not exist' : `cannot be followed (${describeFsError(error)})`;
+        broken.push({ path: childRelative, kind: 'unsupported-file', detail: `symbolic link to ${target}, which ${problem}` });
+        continue;
+      }
     }
-    if (isDirectory) await walk(childAbsolute, childRelative, visited, out);
+    if (isDirectory) await walk(childAbsolute, childRelative, visited, out, broken);
     else if (isFile) out.push(childRelative);
   }
 }

@@ -98,14 +98,16 @@ const METRIC_COLUMNS: (keyof MetricSummary)[] = ['paperMIoU', 'pooledMIoU', 'les
 
 export async function exportMetrics(store: KeyValueStore, runId: string): Promise<ExportedFile[]> {
   const [state, card] = await Promise.all([store.get<RunState>(runKey(runId, 'state')), store.get<RunCard>(runKey(runId, 'card'))]);
-  const rows = [['stage', 'split', 'set', ...METRIC_COLUMNS].join(',')];
-  const row = (stage: string, split: string, set: string, m: MetricSummary): string =>
-    [stage, split, set, ...METRIC_COLUMNS.map((k) => String(m[k]))].map(csvCell).join(',');
-  for (const result of state?.results ?? []) {
-    if (result.val) rows.push(row(result.stage, 'val', 'all', result.val));
-    if (result.test) {
-      rows.push(row(result.stage, 'test', 'all', result.test.overall));
-      for (const [set, m] of Object.entries(result.test.bySet)) rows.push(row(result.stage, 'test', set, m));
+  // Each row says whose figures it holds: the exported (best) epoch's, or the last epoch's on 'val-last'.
+  const rows = [['stage', 'split', 'set', 'epoch', ...METRIC_COLUMNS].join(',')];
+  const row = (stage: string, split: string, set: string, epoch: number | null, m: MetricSummary): string =>
+    [stage, split, set, epoch ?? '', ...METRIC_COLUMNS.map((k) => String(m[k]))].map(csvCell).join(',');
+  for (const { stage, best, last, test } of state?.results ?? []) {
+    if (best.val) rows.push(row(stage, 'val', 'all', best.epoch, best.val));
+    if (last.val) rows.push(row(stage, 'val-last', 'all', last.epoch, last.val));
+    if (test) {
+      rows.push(row(stage, 'test', 'all', best.epoch, test.overall));
+      for (const [set, m] of Object.entries(test.bySet)) rows.push(row(stage, 'test', set, best.epoch, m));
     }
   }
   const json = { runId, card, status: state?.status, split: state && Object.fromEntries(Object.entries(state.split).map(([k, v]) => [k, v.length])), results: state?.results ?? [] };

@@ -419,7 +419,7 @@ function crc32(bytes: Uint8Array): number {
 }
 
 /** Unfiltered rows in one IDAT: colour type 2 (RGB) or 0 (grey), 8 or 16 bits a sample. */
-function encodePng(samples: Uint8Array | Uint16Array, width: number, height: number, colourType: 0 | 2, bitDepth: 8 | 16): Uint8Array {
+export function encodePng(samples: Uint8Array | Uint16Array, width: number, height: number, colourType: 0 | 2, bitDepth: 8 | 16): Uint8Array {
   const channels = colourType === 2 ? 3 : 1;
   const bytesPerSample = bitDepth / 8;
   const rowBytes = width * channels * bytesPerSample;

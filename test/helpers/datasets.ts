@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-const repoRoot = path.resolve(import.meta.dirname, '../..');
+export const repoRoot = path.resolve(import.meta.dirname, '../..');
 
 export const datasetsRoot = path.resolve(repoRoot, process.env.LESION_STUDIO_DATASETS ?? '../shared/datasets');
 

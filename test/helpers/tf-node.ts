@@ -5,15 +5,13 @@
  * builds its own model per backend, reads results back as typed arrays, and
  * disposes everything before the next switch.
  */
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { expect } from 'vitest';
 import { softDiceLoss } from '../../src/core/losses.ts';
 import { buildDeepLabV3, type EncoderName, type ModelConfig } from '../../src/core/model/deeplab.ts';
 import { Rng } from '../../src/core/random.ts';
 
-export const repoRoot = path.resolve(import.meta.dirname, '../..');
-export { datasetsRoot } from './datasets.ts';
+export { datasetsRoot, repoRoot } from './datasets.ts';
 
 /** Small enough for seconds per step on the cpu backend; rate 12 exceeds the 8x8 feature map. */
 export function tinyConfig(encoder: EncoderName, overrides: Partial<ModelConfig> = {}): ModelConfig {

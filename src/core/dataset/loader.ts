@@ -40,6 +40,16 @@ const ORIENTATIONS: Record<number, string> = {
   8: 'rotate 270° CW',
 };
 
+/**
+ * Masks and predictions live on the stored pixel grid (as PIL and the ISIC
+ * scorer read it), so a photograph's orientation tag is not applied; this
+ * says so, naming the file, when it asked for anything but "as stored".
+ */
+function orientationWarning(path: string, decoded: Decoded): string | undefined {
+  if (decoded.orientation === 1) return undefined;
+  return `${path}: EXIF orientation ${decoded.orientation} (${ORIENTATIONS[decoded.orientation]}) ignored; pixels are used as stored, like the ISIC masks`;
+}
+
 export async function loadSample(
   sample: Sample,
   source: FileSource,
@@ -63,20 +73,13 @@ export async function loadSample(
     warnings: [],
   };
   const warn = (file: string, problem: string) => loaded.warnings.push({ file, message: `${file}: ${problem}` });
-  // Masks and predictions live on the stored pixel grid (as PIL and the ISIC
-  // scorer read it), so a photograph's orientation tag is not applied.
-  const orientation = (file: string, decoded: Decoded) => {
-    if (decoded.orientation !== 1) {
-      warn(file, `EXIF orientation ${decoded.orientation} (${ORIENTATIONS[decoded.orientation]}) ignored; pixels are used as stored, like the ISIC masks`);
-    }
-  };
-  orientation(sample.image, image);
+  const tag = orientationWarning(sample.image, image);
+  if (tag) loaded.warnings.push({ file: sample.image, message: tag });
   if (maskPath === undefined || maskBytes === undefined) return loaded;
 
   // Both go to the target size independently, so a mask of another size
-  // lines up with its image once resized (nearest keeps it binary).
-  const mask = await decoder.decode({ path: maskPath, bytes: maskBytes, resize: { ...size, filter: 'nearest' } });
-  orientation(maskPath, mask);
+  // lines up with its image once resized.
+  const mask = await readMask(maskPath, maskBytes, decoder, size);
   if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
     warn(
       maskPath,
@@ -84,10 +87,31 @@ export async function loadSample(
         `${image.sourceWidth}x${image.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
     );
   }
-  const { mask: binary, warning } = binariseMask(mask.pixels);
-  if (warning) warn(maskPath, warning);
-  loaded.mask = binary;
+  for (const message of mask.warnings) loaded.warnings.push({ file: maskPath, message });
+  loaded.mask = mask.mask;
   return loaded;
+}
+
+export interface ReadMask {
+  mask: BinaryMask;
+  /** The file's own size, before any resize. */
+  sourceWidth: number;
+  sourceHeight: number;
+  /** What binariseMask found odd and any orientation tag ignored, each prefixed with the file. */
+  warnings: string[];
+}
+
+/**
+ * One mask file, read the one way every mask is read (expert masks for
+ * training and scoring, and predictions scored by eval): decoded, resized to
+ * `size` when given with nearest neighbour (which keeps it binary), and
+ * binarised by binariseMask.
+ */
+export async function readMask(path: string, bytes: Uint8Array, decoder: PixelDecoder, size?: Size): Promise<ReadMask> {
+  const decoded = await decoder.decode({ path, bytes, ...(size && { resize: { ...size, filter: 'nearest' as const } }) });
+  const { mask, warning } = binariseMask(decoded.pixels);
+  const warnings = [orientationWarning(path, decoded), warning && `${path}: ${warning}`].filter((w): w is string => Boolean(w));
+  return { mask, sourceWidth: decoded.sourceWidth, sourceHeight: decoded.sourceHeight, warnings };
 }
 
 export function rgbaToRgb(pixels: RgbaPixels): RgbImage {

@@ -6,20 +6,25 @@
  * labeled images (image + mask pairs) found in the --data folders:
  * - --model: an exported model predicts at its input size and is scored
  *   there, against masks resized to it, as the paper and training do;
- * - --pred: masks already written (`<id>_segmentation.png` or `<id>.png`,
- *   any resolution; `<set>/<id>...` when predict wrote one folder per set) are
- *   scored at each ground truth's full resolution, both binarised at >127:
- *   the ISIC challenge's way. A missing prediction counts as an empty mask
- *   and is named in a warning.
+ * - --pred: masks already written (`<id>_segmentation.png` or `<id>.png`;
+ *   `<set>/<id>...` when predict wrote one folder per set) are scored at each
+ *   ground truth's full resolution, the ISIC challenge's way. Predictions are
+ *   read exactly as ground truth is (readMask: 0/1 files, grey or colour
+ *   values, each with its warning). One at another scale of the same aspect
+ *   is resized with nearest neighbour and named in a note; one of another
+ *   aspect ratio (transposed, rotated, cropped) cannot be lined up with its
+ *   ground truth: it is named in an error, counts as an empty mask, and eval
+ *   exits 1 after the scores. A missing or unreadable prediction counts as
+ *   an empty mask and is named in a warning.
  * The paper's mIoU pools each batch of --batch images (10, the official
  * validation batch), so it depends on the batch size; the other figures do not.
  */
 import { stat } from 'node:fs/promises';
-import { recogniseDatasets, type DatasetIndex, type Sample } from '../../core/dataset/layouts.ts';
-import { binariseMask, type Size } from '../../core/dataset/loader.ts';
+import type { DatasetIndex, Sample } from '../../core/dataset/layouts.ts';
+import { readMask, type ReadMask, type Size } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import { evaluate, type Evaluation } from '../../core/evaluate.ts';
-import type { BinaryMask, FileSource, KeyValueStore, RgbaPixels } from '../../core/io.ts';
+import type { FileSource, KeyValueStore } from '../../core/io.ts';
 import { MetricAccumulator, type MetricReport } from '../../core/metrics.ts';
 import { itemFromSample, PixelCache } from '../../core/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
@@ -57,12 +62,13 @@ const evalCommand: Command = {
       }
     }
     const source = new FsFileSource(dataDirs);
-    const index = recogniseDatasets(await source.list());
+    const index = await source.index();
     const labeled = index.sets.flatMap((set) => set.labeled);
     if (labeled.length === 0) throw new LesionError('dataset', `no labeled images (image + mask pairs) in ${dataDirs.join(', ')}`);
 
     let evaluation: Evaluation;
     let scoredAt: string;
+    let rejected = 0;
     if (modelDir !== undefined) {
       const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
       io.err(`backend: ${backend.name} (${backend.detail})`);
@@ -80,11 +86,17 @@ const evalCommand: Command = {
       scoredAt = `model input ${inputSize}x${inputSize}`;
     } else {
       io.err(`scoring the masks in ${predDir} against ${labeled.length} ground truths at full resolution`);
-      evaluation = await scoreWrittenMasks(index, source, predDir!, batchSize, io);
+      ({ evaluation, rejected } = await scoreWrittenMasks(index, source, predDir!, batchSize, io));
       scoredAt = 'full resolution';
     }
     io.out(values.json ? JSON.stringify({ scoredAt, sets: evaluation.bySet, overall: evaluation.overall }, null, 2) : scoreTable(evaluation, scoredAt));
-    return 0;
+    if (rejected === 0) return 0;
+    io.err(
+      rejected === 1
+        ? 'error: 1 prediction had another aspect ratio than its ground truth (named above); it counts as an empty mask in these scores'
+        : `error: ${rejected} predictions had another aspect ratio than their ground truth (named above); they count as empty masks in these scores`,
+    );
+    return 1;
   },
 };
 
@@ -98,12 +110,19 @@ const NO_PSEUDO_LABELS: KeyValueStore = {
   keys: () => Promise.resolve([]),
 };
 
-async function scoreWrittenMasks(index: DatasetIndex, truthSource: FileSource, predDir: string, batchSize: number, io: CliIo): Promise<Evaluation> {
+async function scoreWrittenMasks(
+  index: DatasetIndex,
+  truthSource: FileSource,
+  predDir: string,
+  batchSize: number,
+  io: CliIo,
+): Promise<{ evaluation: Evaluation; rejected: number }> {
   const decoder = new JimpDecoder();
   const predSource = new FsFileSource([predDir]);
   // Listed as '<folder name>/<path below>'; matched below the folder, ignoring case.
   const predictions = new Map<string, string>();
   for (const file of await predSource.list()) predictions.set(file.slice(file.indexOf('/') + 1).toLowerCase(), file);
+  for (const link of predSource.brokenLinks) io.err(`warning: ${link.path}: ${link.detail}`);
   const findPrediction = (sample: Sample): string | undefined => {
     for (const folder of [`${setFolderName(sample.set)}/`, '']) {
       for (const name of [maskFileName(sample.id), `${sample.id}.png`]) {
@@ -115,26 +134,19 @@ async function scoreWrittenMasks(index: DatasetIndex, truthSource: FileSource, p
   };
 
   /** Undefined (warned) when the file cannot be read. */
-  const readMask = async (from: FileSource, file: string, binarise: (pixels: RgbaPixels) => BinaryMask, size?: Size): Promise<BinaryMask | undefined> => {
+  const read = async (from: FileSource, file: string, size?: Size): Promise<ReadMask | undefined> => {
     try {
-      const decoded = await decoder.decode({ path: file, bytes: await from.read(file), ...(size && { resize: { ...size, filter: 'nearest' as const } }) });
-      return binarise(decoded.pixels);
+      return await readMask(file, await from.read(file), decoder, size);
     } catch (error) {
       if (!(error instanceof LesionError)) throw error;
       io.err(`warning: ${error.message}`);
       return undefined;
     }
   };
-  // Ground truth as training reads it (with its warnings about odd masks).
-  const binariseTruth = (file: string) => (pixels: RgbaPixels): BinaryMask => {
-    const { mask, warning } = binariseMask(pixels);
-    if (warning) io.err(`warning: ${file}: ${warning}`);
-    return mask;
-  };
 
   const overall = new MetricAccumulator();
   const bySet: Record<string, MetricReport> = {};
-  let resized = 0;
+  let rejected = 0;
   for (const set of index.sets) {
     if (set.labeled.length === 0) continue;
     const accumulator = new MetricAccumulator();
@@ -143,22 +155,33 @@ async function scoreWrittenMasks(index: DatasetIndex, truthSource: FileSource, p
       const truths: Uint8Array[] = [];
       const ids: string[] = [];
       for (const sample of set.labeled.slice(start, start + batchSize)) {
-        const truth = await readMask(truthSource, sample.mask!, binariseTruth(sample.mask!));
+        const truth = await read(truthSource, sample.mask!);
         if (!truth) {
           io.err(`warning: ${sample.set} ${sample.id} left out: its ground truth cannot be read`);
           continue;
         }
+        for (const warning of truth.warnings) io.err(`warning: ${warning}`);
+        const { width, height } = truth.mask;
         const file = findPrediction(sample);
-        let pred: BinaryMask | undefined;
+        let pred: ReadMask | undefined;
         if (!file) {
           io.err(`warning: no prediction for ${sample.set} ${sample.id} (no ${maskFileName(sample.id)} or ${sample.id}.png in ${predDir}); scored as an empty mask`);
         } else {
-          pred = await readMask(predSource, file, binarisePrediction, { width: truth.width, height: truth.height });
+          pred = await read(predSource, file, { width, height });
+          const sizes = pred && `prediction is ${pred.sourceWidth}x${pred.sourceHeight} but its ground truth is ${width}x${height}`;
           if (!pred) io.err(`warning: ${file} scored as an empty mask`);
-          else if (pred.width !== truth.width || pred.height !== truth.height) resized++;
+          else if (!sameAspect(pred.sourceWidth, pred.sourceHeight, width, height)) {
+            // Stretching it would score a transposed or rotated mask at 74-99 %.
+            io.err(`error: ${file}: ${sizes}, another aspect ratio (transposed, rotated or cropped?); not scored, counted as an empty mask`);
+            rejected++;
+            pred = undefined;
+          } else if (pred.sourceWidth !== width || pred.sourceHeight !== height) {
+            io.err(`note: ${file}: ${sizes}; resized to it with nearest neighbour`);
+          }
+          for (const warning of pred?.warnings ?? []) io.err(`warning: ${warning}`);
         }
-        preds.push(pred?.data ?? new Uint8Array(truth.data.length));
-        truths.push(truth.data);
+        preds.push(pred?.mask.data ?? new Uint8Array(width * height));
+        truths.push(truth.mask.data);
         ids.push(sample.id);
       }
       accumulator.addBatch(preds, truths, ids);
@@ -166,23 +189,16 @@ async function scoreWrittenMasks(index: DatasetIndex, truthSource: FileSource, p
     }
     bySet[set.name] = accumulator.report();
   }
-  if (resized > 0) io.err(`note: ${resized} predictions were not at their ground truth's size; resized to it with nearest neighbour`);
-  return { overall: overall.report(), bySet };
+  return { evaluation: { overall: overall.report(), bySet }, rejected };
 }
 
 /**
- * A submitted mask as the ISIC scorer reads it: lesion where the pixel is
- * above 127 (its brightest channel, for colour files), with none of the
- * ground truth's guessing; an empty prediction is a legitimate answer.
+ * Whether a w x h mask is the W x H one at another scale: each side rounded
+ * from one common factor, so the cross products differ by at most half the
+ * larger mask's perimeter.
  */
-function binarisePrediction(pixels: RgbaPixels): BinaryMask {
-  const count = pixels.width * pixels.height;
-  const data = new Uint8Array(count);
-  for (let i = 0; i < count; i++) {
-    const at = i * 4;
-    data[i] = Math.max(pixels.data[at], pixels.data[at + 1], pixels.data[at + 2]) > 127 ? 1 : 0;
-  }
-  return { width: pixels.width, height: pixels.height, data };
+function sameAspect(w: number, h: number, W: number, H: number): boolean {
+  return Math.abs(w * H - h * W) <= Math.max(w + h, W + H) / 2;
 }
 
 function scoreTable(evaluation: Evaluation, scoredAt: string): string {

@@ -3,13 +3,14 @@
  * how many pairs per split, and every file that could not be used.
  */
 import { stat } from 'node:fs/promises';
-import { recogniseDatasets, summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
+import { summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
 import { EXIT_USAGE, type Command } from '../cli.ts';
 import { FsFileSource } from '../files.ts';
 
 const inspect: Command = {
   usage: '<dir>... [--json]',
   options: { json: { type: 'boolean' } },
+  positionals: true,
   async run({ positionals, values }, io) {
     if (positionals.length === 0) {
       io.err(`lesion-studio inspect: give at least one folder\nusage: lesion-studio inspect ${inspect.usage}`);
@@ -22,7 +23,7 @@ const inspect: Command = {
         return EXIT_USAGE;
       }
     }
-    const index = recogniseDatasets(await new FsFileSource(positionals).list());
+    const index = await new FsFileSource(positionals).index();
     io.out(values.json ? JSON.stringify(indexReport(index), null, 2) : summariseIndex(index));
     return 0;
   },

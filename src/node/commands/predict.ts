@@ -15,7 +15,7 @@ import { mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import { Jimp } from 'jimp';
-import { recogniseDatasets, type Sample } from '../../core/dataset/layouts.ts';
+import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import type { BinaryMask, RgbImage } from '../../core/io.ts';
@@ -25,7 +25,7 @@ import { resizeAndThreshold } from '../../core/resize.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource } from '../files.ts';
+import { FsFileSource, outInsideData } from '../files.ts';
 import { loadLayersModel } from '../model-files.ts';
 
 export interface ExportedModel {
@@ -105,8 +105,14 @@ const predict: Command = {
         return EXIT_USAGE;
       }
     }
+    const inside = await outInsideData(out, [{ flag: 'images', dirs: imageDirs }]);
+    if (inside) {
+      io.err(`lesion-studio predict: ${inside}`);
+      return EXIT_USAGE;
+    }
     const source = new FsFileSource(imageDirs);
-    const index = recogniseDatasets(await source.list());
+    const index = await source.index();
+    for (const link of source.brokenLinks) io.err(`warning: ${link.path}: ${link.detail}; no mask written for it`);
     const samples = index.sets.flatMap((set) => [...set.labeled, ...set.unlabeled]);
     if (samples.length === 0) throw new LesionError('dataset', `no JPEG, PNG or BMP images in ${imageDirs.join(', ')}`);
     const ids = new Set(samples.map((s) => s.id.toLowerCase()));

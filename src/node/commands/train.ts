@@ -1,25 +1,31 @@
 /**
  * `lesion-studio train --config run.json|--preset quick --labeled <dir>...
- *  [--unlabeled <dir>...] --out <dir> [--backend ...] [--resume]`
+ *  [--unlabeled <dir>...] --out <dir> [--backend ...] [--resume | --replace]`
  *
  * Runs the whole Noisy Student pipeline headless and writes, under --out:
  * each stage's model (tfjs layers format + metadata.json), its metrics JSON,
  * the pseudo-labels as PNG masks, the run card used, and the store that makes
  * the run resumable.
+ *
+ * One --out holds one run and has one writer: train.lock holds the pid of the
+ * train writing there. A fresh run refuses an --out that holds a run unless
+ * --replace deletes it; --resume refuses a card that differs from the run's.
+ * Ctrl-C saves a checkpoint and exits 130.
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
-import { RunControl } from '../../core/control.ts';
-import { recogniseDatasets, type Sample } from '../../core/dataset/layouts.ts';
-import { ConfigError } from '../../core/errors.ts';
-import type { TrainerEvent } from '../../core/events.ts';
+import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
+import { CancelledError, RunControl } from '../../core/control.ts';
+import type { Sample } from '../../core/dataset/layouts.ts';
+import { ConfigError, LesionError } from '../../core/errors.ts';
+import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
 import { loadStageModel, plannedStages, runKey, runNoisyStudent, type RunState, type TrainingStage } from '../../core/pipeline.ts';
 import type { StoredMask } from '../../core/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource } from '../files.ts';
+import { FsFileSource, outInsideData } from '../files.ts';
 import { saveLayersModel } from '../model-files.ts';
 import { encodeMaskPng } from './predict.ts';
 import { FsKeyValueStore } from '../store.ts';
@@ -28,7 +34,7 @@ import { ProgressPrinter } from '../progress.ts';
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const train: Command = {
-  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--backend auto|cpu|wasm|webgpu] [--resume] [--run-id <id>]',
+  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--run-id <id>]',
   options: {
     config: { type: 'string' },
     preset: { type: 'string' },
@@ -37,14 +43,20 @@ const train: Command = {
     out: { type: 'string' },
     backend: { type: 'string' },
     resume: { type: 'boolean' },
+    replace: { type: 'boolean' },
     'run-id': { type: 'string' },
   },
   async run({ values }, io) {
     const labeledDirs = list(values.labeled);
     const unlabeledDirs = list(values.unlabeled);
     const out = values.out as string | undefined;
+    const resume = Boolean(values.resume);
     if (labeledDirs.length === 0 || !out || (values.config === undefined) === (values.preset === undefined)) {
       io.err(`usage: lesion-studio train ${train.usage}`);
+      return EXIT_USAGE;
+    }
+    if (resume && values.replace) {
+      io.err(`lesion-studio train: --resume continues the run in --out and --replace deletes it; give one\nusage: lesion-studio train ${train.usage}`);
       return EXIT_USAGE;
     }
     for (const dir of [...labeledDirs, ...unlabeledDirs]) {
@@ -53,49 +65,155 @@ const train: Command = {
         return EXIT_USAGE;
       }
     }
-    const card = await readCard(values.config as string | undefined, values.preset as string | undefined);
-    const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? (card.backend === 'webgl' ? 'auto' : card.backend));
-    io.err(`backend: ${backend.name} (${backend.detail})`);
-
-    const source = new FsFileSource([...labeledDirs, ...unlabeledDirs]);
-    const index = recogniseDatasets(await source.list());
-    const unlabeledRoots = new Set(unlabeledDirs.map((d) => path.basename(path.resolve(d))));
-    const inUnlabeledRoot = (s: Sample): boolean => unlabeledRoots.has(s.image.split('/')[0]);
-    const labeled = index.sets.flatMap((set) => set.labeled).filter((s) => !inUnlabeledRoot(s));
-    const unlabeled = index.sets.flatMap((set) => [...set.unlabeled, ...set.labeled.filter(inUnlabeledRoot).map((s) => ({ ...s, mask: undefined }))]);
-    io.err(`data: ${labeled.length} labeled pairs, ${unlabeled.length} unlabeled images, ${index.strays.length} strays`);
-
-    await mkdir(out, { recursive: true });
-    await writeFile(path.join(out, 'run-card.json'), `${JSON.stringify(card, null, 2)}\n`);
-    const store = new FsKeyValueStore(path.join(out, 'store'));
-    const runId = (values['run-id'] as string | undefined) ?? 'run';
-    const progress = new ProgressPrinter(io);
-    const control = new RunControl();
-    const stop = (): void => {
-      io.err('\ninterrupted: saving a checkpoint; run again with --resume to continue');
-      control.cancel();
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    try {
-      await runNoisyStudent(
-        card,
-        { labeled, unlabeled },
-        { source, decoder: new JimpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
-        control,
-        { runId, resume: Boolean(values.resume) },
-      );
-    } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      progress.end();
+    const inside = await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }]);
+    if (inside) {
+      io.err(`lesion-studio train: ${inside}`);
+      return EXIT_USAGE;
     }
-    await writeOutputs(store, runId, card, out, io);
-    return 0;
+    const card = await readCard(values.config as string | undefined, values.preset as string | undefined);
+    const cardFlag = values.config === undefined ? `--preset ${values.preset as string}` : `--config ${values.config as string}`;
+    const runId = (values['run-id'] as string | undefined) ?? 'run';
+    await mkdir(out, { recursive: true });
+    const unlock = await lockOut(out, io);
+    try {
+      const store = new FsKeyValueStore(path.join(out, 'store'));
+      const refusal = resume ? await resumeRefusal(store, runId, card, cardFlag, out) : await freshRefusal(store, out, Boolean(values.replace), io);
+      if (refusal) {
+        io.err(`lesion-studio train: ${refusal}`);
+        return EXIT_USAGE;
+      }
+      return await runAndWrite(card, { labeledDirs, unlabeledDirs, out, store, runId, resume, backend: values.backend as NodeBackendName | undefined }, io);
+    } finally {
+      await unlock();
+    }
   },
 };
 
 export default train;
+
+interface RunPlan {
+  labeledDirs: string[];
+  unlabeledDirs: string[];
+  out: string;
+  store: FsKeyValueStore;
+  runId: string;
+  resume: boolean;
+  backend?: NodeBackendName;
+}
+
+async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, store, runId, resume, backend: backendName }: RunPlan, io: CliIo): Promise<number> {
+  const backend = await initNodeBackend(backendName ?? (card.backend === 'webgl' ? 'auto' : card.backend));
+  io.err(`backend: ${backend.name} (${backend.detail})`);
+
+  const source = new FsFileSource([...labeledDirs, ...unlabeledDirs]);
+  const index = await source.index();
+  const unlabeledRoots = new Set(unlabeledDirs.map((d) => path.basename(path.resolve(d))));
+  const inUnlabeledRoot = (s: Sample): boolean => unlabeledRoots.has(s.image.split('/')[0]);
+  const labeled = index.sets.flatMap((set) => set.labeled).filter((s) => !inUnlabeledRoot(s));
+  const unlabeled = index.sets.flatMap((set) => [...set.unlabeled, ...set.labeled.filter(inUnlabeledRoot).map((s) => ({ ...s, mask: undefined }))]);
+  io.err(`data: ${labeled.length} labeled pairs, ${unlabeled.length} unlabeled images, ${index.strays.length} strays`);
+
+  await writeFile(path.join(out, 'run-card.json'), `${JSON.stringify(card, null, 2)}\n`);
+  const progress = new ProgressPrinter(io);
+  const control = new RunControl();
+  let interrupted: NodeJS.Signals | undefined;
+  const stop = (signal: NodeJS.Signals): void => {
+    io.err('\ninterrupted: saving a checkpoint; run again with --resume to continue');
+    interrupted = signal;
+    control.cancel();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    await runNoisyStudent(
+      card,
+      { labeled, unlabeled },
+      { source, decoder: new JimpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
+      control,
+      { runId, resume },
+    );
+  } catch (error) {
+    // The user's stop, already said and checkpointed: the shell's code for that signal, no stack.
+    if (interrupted && error instanceof CancelledError) return 128 + osConstants.signals[interrupted];
+    throw error;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    progress.end();
+  }
+  await writeOutputs(store, runId, card, out, io);
+  return 0;
+}
+
+/** Why --resume must not go on with this card: every knob where it differs from the run's own. */
+async function resumeRefusal(store: FsKeyValueStore, runId: string, card: RunCard, cardFlag: string, out: string): Promise<string | undefined> {
+  // Without a stored card the pipeline says there is nothing to resume.
+  const stored = await store.get<RunCard>(runKey(runId, 'card'));
+  // The backend is the host's choice, which --backend overrides on any run, not part of the experiment.
+  const differences = stored ? cardDifferences(card, stored).filter((d) => d.field !== 'backend') : [];
+  if (differences.length === 0) return undefined;
+  const flag = cardFlag.split(' ')[0];
+  return [
+    `${cardFlag} differs from the run being resumed in ${out}:`,
+    ...differences.map(({ field, a, b }) => `  ${field}: ${JSON.stringify(a)} in ${flag}, ${JSON.stringify(b)} in the run being resumed`),
+    `resume with the run's own card (--config ${path.join(out, 'run-card.json')}), or start afresh with --replace`,
+  ].join('\n');
+}
+
+/**
+ * A fresh run into an --out that holds one would reuse its stored
+ * initialisation and checkpoints: refused unless --replace, which deletes
+ * the old run (store, run card and stage outputs) first.
+ */
+async function freshRefusal(store: FsKeyValueStore, out: string, replace: boolean, io: CliIo): Promise<string | undefined> {
+  if ((await store.keys()).length === 0) return undefined;
+  if (!replace) return `${out} already holds a run (${store.root}); continue it with --resume, or give --replace to delete it and start afresh`;
+  for (const name of ['store', 'run-card.json', ...Object.keys(STAGE_TITLES)]) await rm(path.join(out, name), { recursive: true, force: true });
+  io.err(`note: --replace: deleted the run in ${out} (its store, run card and stage outputs)`);
+  return undefined;
+}
+
+const LOCK_FILE = 'train.lock';
+
+/**
+ * Makes this process the one writer of `out`: train.lock, created with
+ * O_EXCL, holds its pid. A lock whose pid no longer runs was left by a crash
+ * and is taken over with a note. Resolves to the release.
+ */
+async function lockOut(out: string, io: CliIo): Promise<() => Promise<void>> {
+  const file = path.join(out, LOCK_FILE);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await open(file, 'wx');
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      return async () => {
+        if ((await readFile(file, 'utf8').catch(() => '')).trim() === String(process.pid)) await rm(file, { force: true });
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const text = (await readFile(file, 'utf8').catch(() => '')).trim();
+    const holder = /^\d+$/.test(text) ? Number(text) : undefined;
+    // A lock without a pid may be one being written this instant: never taken over.
+    if (holder === undefined) throw new LesionError('storage', `${out} is locked by ${file}, which holds no pid; if no train runs there, delete ${file}`);
+    if (attempt > 0 || (holder !== process.pid && isRunning(holder))) {
+      throw new LesionError('storage', `${out} is in use by another train (pid ${holder}, in ${file}); wait for it to end or stop it. If no train runs there, delete ${file}`);
+    }
+    io.err(`note: ${file} was left by pid ${holder}, which is no longer running; taking it over`);
+    await rm(file, { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 async function readCard(configPath: string | undefined, preset: string | undefined): Promise<RunCard> {
   if (preset !== undefined) {
