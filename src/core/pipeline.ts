@@ -45,8 +45,8 @@ export interface StageResult {
   stage: StageName;
   /** The checkpoint the stage exports and tests (the EMA rule's best epoch), with its validation figures. */
   best: { epoch: number | null; val: MetricSummary | null };
-  /** The stage's final epoch, apart: it is not the exported model when validation peaked earlier. */
-  last: { epoch: number; val: MetricSummary | null };
+  /** The stage's final epoch, apart: it is not the exported model when validation peaked earlier. Epoch null: a run stored before it was recorded. */
+  last: { epoch: number | null; val: MetricSummary | null };
   /** The best checkpoint's. */
   test: { overall: MetricSummary; bySet: Record<string, MetricSummary> } | null;
 }
@@ -67,6 +67,31 @@ export interface RunState {
   completed: StageName[];
   split: { train: string[]; val: string[]; test: string[]; unlabeled: string[] };
   results: StageResult[];
+}
+
+/** A stage result as runs stored before best and last were told apart hold it: `val` was the last epoch's. */
+interface LegacyStageResult {
+  stage: StageName;
+  bestEpoch: number | null;
+  val: MetricSummary | null;
+  test: StageResult['test'];
+}
+
+/**
+ * Reads a run's state, bringing results stored by an older studio to today's
+ * shape, so its runs still open, resume and export: their validation figures
+ * become the last epoch's (what they were) and the best epoch keeps none.
+ */
+export async function readRunState(store: KeyValueStore, runId: string): Promise<RunState | undefined> {
+  return upgradeRunState(await store.get<RunState>(runKey(runId, 'state')));
+}
+
+function upgradeRunState(state: RunState | undefined): RunState | undefined {
+  if (!state) return state;
+  const results = (state.results as (StageResult | LegacyStageResult)[]).map((r): StageResult =>
+    'best' in r ? r : { stage: r.stage, best: { epoch: r.bestEpoch, val: null }, last: { epoch: null, val: r.val }, test: r.test },
+  );
+  return { ...state, results };
 }
 
 export type TrainingStage = 'teacher' | 'student' | 'student-star';
@@ -155,7 +180,7 @@ export async function runNoisyStudent(
   const { store, emit } = host;
   const { runId } = options;
   const stateKey = runKey(runId, 'state');
-  const previous = options.resume ? await store.get<RunState>(stateKey) : undefined;
+  const previous = options.resume ? await readRunState(store, runId) : undefined;
   if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
 
   const keyOf = (s: Sample): string => `${s.set}/${s.id}${s.mask ? '' : '#unlabeled'}`;
@@ -338,7 +363,7 @@ export async function loadStageModel(
     model.dispose();
     throw error;
   }
-  const state = await store.get<RunState>(runKey(runId, 'state'));
+  const state = await readRunState(store, runId);
   return {
     model,
     metadata: {
@@ -367,7 +392,7 @@ export interface ExportMetadata {
 
 export async function listRuns(store: KeyValueStore): Promise<RunState[]> {
   const keys = (await store.keys('runs/')).filter((k) => k.endsWith('/state'));
-  const states = await Promise.all(keys.map((k) => store.get<RunState>(k)));
+  const states = await Promise.all(keys.map(async (k) => upgradeRunState(await store.get<RunState>(k))));
   return states.filter((s): s is RunState => s !== undefined).sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
 }
 

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { RunCard } from '../core/config.ts';
 import type { MetricSummary, PseudoLabelRecord } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { loadStageModel, runKey, type RunState, type TrainingStage } from '../core/pipeline.ts';
+import { loadStageModel, runKey, readRunState, type TrainingStage } from '../core/pipeline.ts';
 import type { StoredMask } from '../core/samples.ts';
 import type { ExportedFile } from './api.ts';
 import { ensureBackend } from './backend.ts';
@@ -97,7 +97,7 @@ async function imageSize(dataset: OpenDataset | undefined, path: string): Promis
 const METRIC_COLUMNS: (keyof MetricSummary)[] = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJaccard', 'images'];
 
 export async function exportMetrics(store: KeyValueStore, runId: string): Promise<ExportedFile[]> {
-  const [state, card] = await Promise.all([store.get<RunState>(runKey(runId, 'state')), store.get<RunCard>(runKey(runId, 'card'))]);
+  const [state, card] = await Promise.all([readRunState(store, runId), store.get<RunCard>(runKey(runId, 'card'))]);
   // Each row says whose figures it holds: the exported (best) epoch's, or the last epoch's on 'val-last'.
   const rows = [['stage', 'split', 'set', 'epoch', ...METRIC_COLUMNS].join(',')];
   const row = (stage: string, split: string, set: string, epoch: number | null, m: MetricSummary): string =>

@@ -9,7 +9,7 @@ import { parseRunCard, type RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
 import { STAGE_TITLES, type StageName, type TrainerEvent } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { deleteRun, listRuns, runKey, runNoisyStudent, RunControl, type RunState } from '../core/pipeline.ts';
+import { deleteRun, listRuns, runKey, readRunState, runNoisyStudent, RunControl, type RunState } from '../core/pipeline.ts';
 import type { BackendReport, DatasetOrigin, EventBatchSink, RunListing } from './api.ts';
 import { chooseBackend } from './backend.ts';
 import type { OpenDataset } from './dataset.ts';
@@ -263,7 +263,7 @@ export class RunManager {
 
   async state(runId: string): Promise<{ state: RunState; card: RunCard }> {
     const [state, card] = await Promise.all([
-      this.store.get<RunState>(runKey(runId, 'state')),
+      readRunState(this.store, runId),
       this.store.get<RunCard>(runKey(runId, 'card')),
     ]);
     if (!state || !card) throw new LesionError('storage', `run ${runId} is not stored in this browser`);

@@ -20,7 +20,7 @@ import { CancelledError, RunControl } from '../../core/control.ts';
 import type { Sample } from '../../core/dataset/layouts.ts';
 import { ConfigError, LesionError } from '../../core/errors.ts';
 import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
-import { loadStageModel, plannedStages, runKey, runNoisyStudent, type RunState, type TrainingStage } from '../../core/pipeline.ts';
+import { loadStageModel, plannedStages, runKey, runNoisyStudent, readRunState, type TrainingStage } from '../../core/pipeline.ts';
 import type { StoredMask } from '../../core/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
@@ -231,7 +231,7 @@ async function readCard(configPath: string | undefined, preset: string | undefin
 }
 
 async function writeOutputs(store: FsKeyValueStore, runId: string, card: RunCard, out: string, io: CliIo): Promise<void> {
-  const state = await store.get<RunState>(runKey(runId, 'state'));
+  const state = await readRunState(store, runId);
   for (const stage of plannedStages(card)) {
     if (stage.startsWith('pseudo')) {
       await writePseudoLabels(store, runId, stage, path.join(out, stage));
