@@ -304,7 +304,7 @@ export function parseRunCard(input: unknown): RunCard {
 
 /** One line per knob, for the studio's configure view and the CLI's help. */
 export const KNOB_HELP: Record<string, string> = {
-  seed: 'Seeds the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
+  seed: 'Seeds the initial weights, the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
   backend: 'auto = WebGPU when present, else wasm, else WebGL, else CPU.',
   'model.encoder': 'MobileNetV2 (fast, offline ImageNet-derived init) or ResNet-34 (the paper\'s likely backbone).',
   'model.width': 'Channel width multiplier; 1 is the standard network.',

@@ -200,7 +200,7 @@ export async function runNoisyStudent(
   const pseudoLabels: PseudoLabelRecord[] = [];
 
   const freshModel = async (): Promise<tf.LayersModel> => {
-    const model = buildDeepLabV3(card.model, 'train');
+    const model = buildDeepLabV3(card.model, 'train', card.seed);
     const init = checkpoints(store, runId, 'init');
     if (await init.identity('init')) {
       await init.load('init', model);
@@ -238,7 +238,7 @@ export async function runNoisyStudent(
       emit({ type: 'stage', stage, status: 'started' });
       if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
         const producer = PRODUCER[stage];
-        const model = buildDeepLabV3(card.model, 'train');
+        const model = buildDeepLabV3(card.model, 'train', card.seed);
         const best = checkpoints(store, runId, producer);
         await best.load('best', model);
         const records = await generatePseudoLabels({
@@ -325,7 +325,7 @@ export async function loadStageModel(
 ): Promise<{ model: tf.LayersModel; metadata: ExportMetadata }> {
   const card = await store.get<RunCard>(runKey(runId, 'card'));
   if (!card) throw new LesionError('storage', `run ${runId} has no run card`);
-  const model = buildDeepLabV3(card.model, 'export');
+  const model = buildDeepLabV3(card.model, 'export', card.seed);
   try {
     // Checkpoints name weights by layer, which the export build shares.
     const loaded = await checkpoints(store, runId, stage).load(kind, model);

@@ -202,7 +202,7 @@ export async function estimateMemory(card: RunCard): Promise<MemoryEstimate> {
   await ensureBackend(card.backend);
   const { model, train } = card;
   const batchSize = train.batchSize;
-  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train');
+  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train', card.seed);
   try {
     let activations = 0;
     let largest = 0;
