@@ -43,6 +43,8 @@ test('the synthetic demo loads, labeled as synthetic', async ({ page }) => {
 
   await page.getByTestId('tab-configure').click();
   await expect(page.getByTestId('capabilities')).toContainText('WebGPU');
+  // Headless Chromium's only WebGPU adapter is SwiftShader.
+  await expect(page.getByTestId('cap-webgpu-software')).toHaveText('(a software adapter, SwiftShader: slower than WebAssembly, so auto trains on WebAssembly)');
   // An imported card that breaks a rule is refused, naming the field.
   await page.getByTestId('card-json').fill(JSON.stringify({ ...presetCard('quick'), model: { ...presetCard('quick').model, inputSize: 100 } }));
   await page.getByTestId('card-import').click();

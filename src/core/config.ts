@@ -305,7 +305,7 @@ export function parseRunCard(input: unknown): RunCard {
 /** One line per knob, for the studio's configure view and the CLI's help. */
 export const KNOB_HELP: Record<string, string> = {
   seed: 'Seeds the initial weights, the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
-  backend: 'auto = WebGPU when present, else wasm, else WebGL, else CPU.',
+  backend: 'auto = WebGPU on a graphics card (not a software adapter such as SwiftShader), else wasm, else WebGL, else CPU.',
   'model.encoder': 'MobileNetV2 (fast, offline ImageNet-derived init) or ResNet-34 (the paper\'s likely backbone).',
   'model.width': 'Channel width multiplier; 1 is the standard network.',
   'model.outputStride': '8 keeps more detail (rates 12/24/36); 16 is about 3x cheaper (rates 6/12/18).',
