@@ -302,6 +302,19 @@ export function parseRunCard(input: unknown): RunCard {
   };
 }
 
+/**
+ * Why `batchSize` cannot train on `trainImages` images (a step takes a full
+ * batch), with the largest batch that would, or undefined when one fits. The
+ * training stage fails with this message; the studio checks it against the
+ * split's plan before a run starts.
+ */
+export function batchTooLarge(trainImages: number, batchSize: number): { message: string; largestBatch?: number } | undefined {
+  if (trainImages >= batchSize) return undefined;
+  if (trainImages === 0) return { message: 'the split leaves no training image' };
+  const images = trainImages === 1 ? '1 training image is' : `${trainImages} training images are`;
+  return { message: `${images} fewer than one batch of ${batchSize}`, largestBatch: trainImages };
+}
+
 /** One line per knob, for the studio's configure view and the CLI's help. */
 export const KNOB_HELP: Record<string, string> = {
   seed: 'Seeds the initial weights, the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
