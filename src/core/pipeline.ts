@@ -107,14 +107,16 @@ export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[
 
 /**
  * ISIC 2017 and 2018 share thousands of images: the same image in two sets
- * must not land in both training and test, so labeled images are unique by id.
+ * must not land in both training and test, so labeled images are unique by id,
+ * and ids that differ only in case are one id (as within a set, layouts.ts).
  */
 function uniqueById(samples: Sample[], emit: EventSink): Sample[] {
   const seen = new Map<string, Sample>();
   for (const s of samples) {
-    const first = seen.get(s.id);
-    if (first) emit({ type: 'warning', file: s.image, message: `same image id as ${first.image}; used once, from ${first.set}` });
-    else seen.set(s.id, s);
+    const first = seen.get(s.id.toLowerCase());
+    if (!first) seen.set(s.id.toLowerCase(), s);
+    else if (first.id === s.id) emit({ type: 'warning', file: s.image, message: `same image id as ${first.image}; used once, from ${first.set}` });
+    else emit({ type: 'warning', file: s.image, message: `image id ${s.id} differs only in case from ${first.image}; used once, from ${first.set}` });
   }
   return [...seen.values()];
 }
@@ -132,6 +134,8 @@ export interface SplitPlan {
   test: Sample[];
   /** The unlabeled images the run uses: the pool, plus labeled ones whose masks it hides, subset by the ratio. */
   unlabeled: Sample[];
+  /** How many training pairs the labeled fraction hides the masks of (they join the pool). */
+  labelsHidden: number;
 }
 
 /** Exactly the parts a new run of this card trains, validates and tests on (also for previews). */
@@ -139,7 +143,7 @@ export function planSplit(card: RunCard, inputs: RunInputs, emit: EventSink = ()
   const parts = splitLabeled(card, uniqueById(inputs.labeled, emit));
   const hidden = hideLabels(parts.train, card);
   const unlabeled = labeledUnlabeledRatio(hidden.labeled, [...inputs.unlabeled, ...hidden.unlabeled], card.data.unlabeledPerLabeled, card.seed);
-  return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled };
+  return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled, labelsHidden: hidden.unlabeled.length };
 }
 
 export async function runNoisyStudent(
