@@ -66,7 +66,7 @@ try {
   const source = new FsFileSource([poolDir]);
   const samples = recogniseDatasets(await source.list()).sets.flatMap((s) => s.unlabeled);
   const card: RunCard = { ...paperCard(), model: { ...MODELS.small, inputSize: 64 }, train: { ...paperCard().train, batchSize: 8 } };
-  const model = buildDeepLabV3(card.model, 'train');
+  const model = buildDeepLabV3(card.model, 'train', card.seed);
   const store = new FsKeyValueStore(path.join(root, 'store'));
   const samplesSeen: { done: number; heap: number; tensorBytes: number }[] = [];
   const sample = (done: number): void => {

@@ -118,7 +118,7 @@ async function timeRepeated(step: () => Promise<void>, report: (timing: Timing) 
 /** The training loop's step (train.ts) on a fixed synthetic batch: forward, backward, SGD update, loss read back. */
 async function timeTraining(): Promise<void> {
   const card = paperCard();
-  const model = buildDeepLabV3(config(), 'train');
+  const model = buildDeepLabV3(config(), 'train', SEED);
   const params = trainableParams(model);
   const variables = params.map((p) => p.variable);
   const optimizer = createOptimizer(card.train.optimizer);
@@ -152,7 +152,7 @@ async function timeTraining(): Promise<void> {
 /** Pseudo-labelling's model pass: predictLogits on real images decoded at `size`, `batch` at a time. */
 async function timePrediction(): Promise<void> {
   const images = await realImages(batch, size);
-  const model = buildDeepLabV3(config(), 'train');
+  const model = buildDeepLabV3(config(), 'train', SEED);
   const parameters = countParameters(model);
   await timeRepeated(
     async () => {
@@ -183,7 +183,7 @@ async function memoryAcrossEpochs(): Promise<TaskResult> {
     if (e.type === 'epoch') process.stderr.write(`memory run: epoch ${e.epoch}/${e.epochs}, ${tf.memory().numTensors} tensors\n`);
   };
   const cache = new PixelCache(source, new JimpDecoder(), store, { width: size, height: size }, emit);
-  const model = buildDeepLabV3(card.model, 'train');
+  const model = buildDeepLabV3(card.model, 'train', card.seed);
   try {
     const before = tf.memory();
     const started = performance.now();

@@ -43,10 +43,22 @@ test('the synthetic demo loads, labeled as synthetic', async ({ page }) => {
 
   await page.getByTestId('tab-configure').click();
   await expect(page.getByTestId('capabilities')).toContainText('WebGPU');
+  // Headless Chromium's only WebGPU adapter is SwiftShader.
+  await expect(page.getByTestId('cap-webgpu-software')).toHaveText('(a software adapter, SwiftShader: slower than WebAssembly, so auto trains on WebAssembly)');
   // An imported card that breaks a rule is refused, naming the field.
   await page.getByTestId('card-json').fill(JSON.stringify({ ...presetCard('quick'), model: { ...presetCard('quick').model, inputSize: 100 } }));
   await page.getByTestId('card-import').click();
   await expect(page.getByTestId('import-error')).toContainText('model.inputSize');
+  // 24 pairs less 10 for validation and 7 for test leave 7 training images: Start says so before any run starts.
+  const quick = presetCard('quick');
+  const small = { ...quick, train: { ...quick.train, batchSize: 8 }, data: { ...quick.data, split: { kind: 'fractions', val: 0.4, test: 0.3 } } };
+  await page.getByTestId('card-json').fill(JSON.stringify(small));
+  await page.getByTestId('card-import').click();
+  await expect(page.getByTestId('start-blocked')).toHaveText('7 training images are fewer than one batch of 8: lower the batch size, or hold out fewer images (Dataset view, Split).');
+  await expect(page.getByTestId('start-run')).toBeDisabled();
+  await page.getByRole('button', { name: 'Use batch size 7' }).click();
+  await expect(page.getByTestId('start-blocked')).toHaveCount(0);
+  await expect(page.getByTestId('start-run')).toBeEnabled();
   await page.getByTestId('augment').click();
   await expect(page.getByTestId('augmentation').locator('figure')).toHaveCount(7);
   await snap(page, 'configure');

@@ -183,7 +183,9 @@ test('a tiny teacher trains on WebGPU', async ({ page }) => {
   test.setTimeout(600_000);
   const errors = collectErrors(page);
   await openDemoAndStart(page, tinyCard('webgpu', { rounds: 0, labeledFraction: 0.3 }));
-  await expect(page.getByTestId('run-status')).toContainText('WebGPU');
+  // The card forces WebGPU: it gets SwiftShader, headless Chromium's only adapter, and no claim of a graphics card.
+  await expect(page.getByTestId('run-backend')).toHaveText('WebGPU on a software adapter (SwiftShader): the CPU trains the model, slower than WebAssembly');
+  await expect(page.getByTestId('run-status')).toContainText('(chosen in the run card)');
   await expect(page.getByTestId('step-progress')).toContainText('step 1 of', { timeout: 240_000 });
   await snap(page, 'train-running');
   await expect(status(page)).toHaveAttribute('data-status', 'completed', { timeout: 540_000 });

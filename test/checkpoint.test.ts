@@ -22,7 +22,7 @@ const POSITION: LoopPosition = { epoch: 2, stepInEpoch: 3, step: 11, ema: 0.61, 
 
 /** Every weight, batch-norm statistics included, set away from its initialiser. */
 function randomised(seed: number): tf.LayersModel {
-  const model = buildDeepLabV3(TINY, 'train');
+  const model = buildDeepLabV3(TINY, 'train', seed);
   model.weights.forEach((w, i) => w.write(tf.randomUniform(w.shape as number[], 0.5, 1.5, 'float32', seed + i)));
   return model;
 }
@@ -177,7 +177,7 @@ describe('CheckpointStore', () => {
   it('refuses weights of another architecture, naming the weight', async () => {
     const checkpoints = new CheckpointStore(new MemoryStore(), 'p');
     await checkpoints.save('latest', randomised(16), [], POSITION);
-    const wider = buildDeepLabV3({ ...TINY, asppChannels: 24 }, 'train');
+    const wider = buildDeepLabV3({ ...TINY, asppChannels: 24 }, 'train', 16);
     const error = await checkpoints.load('latest', wider).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(LesionError);
     expect((error as LesionError).code).toBe('model');

@@ -52,7 +52,7 @@ beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'lesion-cli-eval-'));
   modelDir = path.join(work, 'model');
   await tf.setBackend('cpu');
-  const model = buildDeepLabV3(tinyConfig('mobilenetv2', { inputSize: SIZE }), 'export');
+  const model = buildDeepLabV3(tinyConfig('mobilenetv2', { inputSize: SIZE }), 'export', 2024);
   setWeightValues(model, seededWeights(model, 2024));
   const sample = await loadSample({ ...CALIBRATION, set: 'ph2', layout: 'ph2', split: 'unspecified' }, new FsFileSource([PH2]), new JimpDecoder(), { width: SIZE, height: SIZE });
   const predictOne = (): Float32Array => tf.tidy(() => (model.predict(tf.tensor4d(imagesToBatch([sample.image]), [1, SIZE, SIZE, 3])) as tf.Tensor).dataSync() as Float32Array);

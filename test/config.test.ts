@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { paperCard, parseRunCard, presetCard, quickCard, RUN_CARD_VERSION, type RunCard } from '../src/core/config.ts';
+import { batchTooLarge, paperCard, parseRunCard, presetCard, quickCard, RUN_CARD_VERSION, type RunCard } from '../src/core/config.ts';
 import { ConfigError } from '../src/core/errors.ts';
 
 /** A JSON copy of the paper card with one edit applied, as an imported file would hold it. */
@@ -138,5 +138,21 @@ describe('bad cards are rejected with the field named', () => {
   it('validates every section: a fault in the last one still rejects the whole card', () => {
     expectRejected(edited((c) => (c.eval.logitThreshold = 'high')), 'eval.logitThreshold');
     expectRejected(edited((c) => (c.student.rounds = 3)), 'student.rounds');
+  });
+});
+
+describe('one batch against the training part of the split', () => {
+  it('fits when the training images fill at least one batch', () => {
+    expect(batchTooLarge(8, 8)).toBeUndefined();
+    expect(batchTooLarge(100, 10)).toBeUndefined();
+  });
+
+  it('says how many images there are and offers the largest batch that fits', () => {
+    expect(batchTooLarge(7, 8)).toEqual({ message: '7 training images are fewer than one batch of 8', largestBatch: 7 });
+    expect(batchTooLarge(1, 4)).toEqual({ message: '1 training image is fewer than one batch of 4', largestBatch: 1 });
+  });
+
+  it('offers no batch when the split leaves no training image', () => {
+    expect(batchTooLarge(0, 4)).toEqual({ message: 'the split leaves no training image' });
   });
 });

@@ -251,6 +251,59 @@ describe('strays', () => {
   });
 });
 
+describe('ids that differ only in case', () => {
+  const pairs = (index: DatasetIndex) => index.sets.flatMap((set) => set.labeled.map((s) => [s.image, s.mask]));
+  const T = 'isic/ISIC2018_Task1-2_Training_Input/';
+  const G = 'isic/ISIC2018_Task1_Training_GroundTruth/';
+
+  it('pair an image with the mask of its exact name first, and with one that differs only in case when it is the only one', () => {
+    const index = recogniseDatasets([
+      `${T}isic_0000001.jpg`,
+      `${G}ISIC_0000001_segmentation.png`,
+      `${G}isic_0000001_segmentation.png`,
+      `${T}ISIC_0000002.jpg`,
+      `${G}isic_0000002_segmentation.png`,
+    ]);
+    expect(pairs(index).sort()).toEqual([
+      [`${T}ISIC_0000002.jpg`, `${G}isic_0000002_segmentation.png`],
+      [`${T}isic_0000001.jpg`, `${G}isic_0000001_segmentation.png`],
+    ]);
+    expect(index.strays).toEqual([
+      {
+        path: `${G}ISIC_0000001_segmentation.png`,
+        kind: 'duplicate-id',
+        detail: `mask id ISIC_0000001 differs only in case from ${G}isic_0000001_segmentation.png, which is used (Windows and macOS would see one file); this mask is not used`,
+      },
+    ]);
+  });
+
+  it('report the image that differs only in case as the stray, not the one whose mask matches', () => {
+    const index = recogniseDatasets(['d/images/a.jpg', 'd/images/A.jpg', 'd/masks/a.png']);
+    expect(pairs(index)).toEqual([['d/images/a.jpg', 'd/masks/a.png']]);
+    expect(index.sets[0].unlabeled).toEqual([]);
+    expect(index.strays).toEqual([
+      {
+        path: 'd/images/A.jpg',
+        kind: 'duplicate-id',
+        detail: 'id A differs only in case from d/images/a.jpg, which is used (Windows and macOS would see one file); this image is not used',
+      },
+    ]);
+  });
+
+  it('use one of two complete pairs whose ids differ only in case and name both files of the other', () => {
+    const index = recogniseDatasets(['d/images/a.jpg', 'd/images/A.jpg', 'd/masks/a.png', 'd/masks/A.png']);
+    // Code-unit order: upper case first, the same on every machine.
+    expect(pairs(index)).toEqual([['d/images/A.jpg', 'd/masks/A.png']]);
+    expect(index.strays).toEqual([
+      {
+        path: 'd/images/a.jpg',
+        kind: 'duplicate-id',
+        detail: 'id a differs only in case from d/images/A.jpg, which is used (Windows and macOS would see one file); this image and its mask d/masks/a.png are not used',
+      },
+    ]);
+  });
+});
+
 describe('scale', () => {
   it('indexes 30,000 paths in well under a second, whatever their order', () => {
     const paths: string[] = [];

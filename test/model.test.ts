@@ -71,7 +71,7 @@ describe('the default DeepLabV3-MobileNetV2 with the ImageNet-derived encoder', 
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    model = buildDeepLabV3(DEFAULT_CONFIG, 'train');
+    model = buildDeepLabV3(DEFAULT_CONFIG, 'train', paperCard().seed);
     imagenet = await loadMobileNetV2ImageNet(DEFAULT_CONFIG);
     applied = applyEncoderWeights(model, imagenet);
   });
@@ -160,7 +160,7 @@ describe('encoder initialisation errors and user-supplied weights', () => {
   });
 
   it('names the layer whose shape does not fit', () => {
-    const model = buildDeepLabV3(tinyConfig('mobilenetv2', { width: 0.35 }), 'train');
+    const model = buildDeepLabV3(tinyConfig('mobilenetv2', { width: 0.35 }), 'train', 0);
     const kernel = tf.zeros([3, 3, 3, 32]);
     try {
       expect(() => applyEncoderWeights(model, new Map([['Conv1/kernel', kernel]]))).toThrow(/layer Conv1: pretrained Conv1\/kernel has shape \[3,3,3,32\] but the model expects \[3,3,3,16\]/);
@@ -172,8 +172,8 @@ describe('encoder initialisation errors and user-supplied weights', () => {
 
   it('loads a user ResNet-34 layers model by torchvision-style names, and rejects a layer with a missing parameter', () => {
     const config = tinyConfig('resnet34');
-    const user = buildDeepLabV3(config, 'export');
-    const target = buildDeepLabV3(config, 'train');
+    const user = buildDeepLabV3(config, 'export', 5);
+    const target = buildDeepLabV3(config, 'train', 5);
     try {
       setWeightValues(user, seededWeights(user, 5));
       const weights = weightsByLayerName(user);
@@ -195,6 +195,34 @@ describe('encoder initialisation errors and user-supplied weights', () => {
   });
 });
 
+describe('initial weights', () => {
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+  });
+
+  it('depend on the seed and the layer alone: the export build starts as the training build, another ASPP leaves the encoder as it was', () => {
+    // Output stride 8 at 64 px: atrous ASPP layers and dilated depthwise layers differ between the two builds.
+    const config = tinyConfig('mobilenetv2', { width: 0.35 });
+    const train = buildDeepLabV3(config, 'train', 7);
+    const exported = buildDeepLabV3(config, 'export', 7);
+    const wider = buildDeepLabV3({ ...config, asppChannels: 24 }, 'train', 7);
+    try {
+      const expectSameStart = (a: tf.LayersModel, b: tf.LayersModel, names: string[]) => {
+        expect(names.length).toBeGreaterThan(0);
+        for (const name of names) {
+          const ours = a.getLayer(name).getWeights();
+          b.getLayer(name).getWeights().forEach((w, i) => expect(relativeError(ours[i].dataSync(), w.dataSync()), name).toBe(0));
+        }
+      };
+      const withWeights = (m: tf.LayersModel) => m.layers.filter((l) => l.weights.length > 0).map((l) => l.name);
+      expectSameStart(train, exported, withWeights(exported));
+      expectSameStart(train, wider, withWeights(wider).filter((name) => !/^(aspp_|decoder|head)/.test(name)));
+    } finally {
+      [train, exported, wider].forEach((m) => m.dispose());
+    }
+  });
+});
+
 describe('a tiny model trained on real ISIC 2018 images', () => {
   // The cpu backend's convolution filter gradient runs ~20 s per step of this
   // model on these machines; wasm with the training kernels, whose gradients
@@ -209,7 +237,7 @@ describe('a tiny model trained on real ISIC 2018 images', () => {
   it('lowers its Dice loss within 15 SGD steps', async () => {
     const config = tinyConfig('mobilenetv2', { width: 0.35, inputSize: 64 });
     const samples = await isicSamples(64);
-    const model = buildDeepLabV3(config, 'train');
+    const model = buildDeepLabV3(config, 'train', 1);
     const optimizer = tf.train.momentum(0.05, 0.9);
     const x = tf.tensor4d(imagesToBatch(samples.map((s) => s.image)), [4, 64, 64, 3]);
     const y = tf.tensor4d(masksToBatch(samples.map((s) => s.mask!)), [4, 64, 64, 1]);
@@ -247,8 +275,8 @@ describe('the export build on disk', () => {
   });
 
   it('round-trips predictions and metadata through saveLayersModel and loadLayersModel', async () => {
-    const train = buildDeepLabV3(config, 'train');
-    const exported = buildDeepLabV3(config, 'export');
+    const train = buildDeepLabV3(config, 'train', 3);
+    const exported = buildDeepLabV3(config, 'export', 3);
     setWeightValues(train, seededWeights(train, 3));
     copyWeights(train, exported);
     const metadata = { format: 'lesion-studio-model/1', inputSize: 64, threshold: 0.5 };

@@ -216,7 +216,7 @@ describe('runNoisyStudent', () => {
     expect(metadata).toMatchObject({ stage: 'student', inputSize: SIZE, logitThreshold: card.eval.logitThreshold, card });
     expect(metadata.results).toEqual(first.stages.find((s) => s.stage === 'student'));
 
-    const training = buildDeepLabV3(card.model, 'train');
+    const training = buildDeepLabV3(card.model, 'train', card.seed);
     const loaded = await new CheckpointStore(store, runKey(RUN, 'ckpt/student')).load('best', training);
     tf.dispose(loaded!.optimizer.map((t) => t.tensor));
 

@@ -6,7 +6,11 @@ import {
   paperSplit,
   splitSamples,
 } from '../src/core/dataset/splits.ts';
+import { quickCard } from '../src/core/config.ts';
+import type { Sample } from '../src/core/dataset/layouts.ts';
 import { ConfigError } from '../src/core/errors.ts';
+import type { TrainerEvent } from '../src/core/events.ts';
+import { planSplit } from '../src/core/pipeline.ts';
 import { Rng } from '../src/core/random.ts';
 
 const samples = Array.from({ length: 100 }, (_, i) => ({ id: `ISIC_${String(i).padStart(7, '0')}`, image: `${i}.jpg` }));
@@ -88,5 +92,23 @@ describe('labeledUnlabeledRatio', () => {
   it('takes all when there are fewer than asked, and rejects m <= 0', () => {
     expect(labeledUnlabeledRatio(samples.slice(0, 20), unlabeled, 4, 2137)).toHaveLength(50);
     expect(() => labeledUnlabeledRatio(samples, unlabeled, 0, 1)).toThrow(ConfigError);
+  });
+});
+
+describe('planSplit', () => {
+  it('uses an image once when two sets hold it under ids that differ only in case, and says so', () => {
+    const sample = (set: string, id: string): Sample => ({ id, set, layout: 'images-masks', split: 'unspecified', image: `${set}/images/${id}.jpg`, mask: `${set}/masks/${id}.png` });
+    const labeled = [sample('a', 'ISIC_0000001'), sample('b', 'isic_0000001'), ...samples.slice(2, 20).map((s) => sample('a', s.id))];
+    const events: TrainerEvent[] = [];
+    const plan = planSplit(quickCard(), { labeled, unlabeled: [] }, (e) => events.push(e));
+    const planned = [...plan.train, ...plan.val, ...plan.test].map((s) => s.image);
+    expect(planned).toHaveLength(19);
+    expect(planned).toContain('a/images/ISIC_0000001.jpg');
+    expect(events).toEqual([{ type: 'warning', file: 'b/images/isic_0000001.jpg', message: 'image id isic_0000001 differs only in case from a/images/ISIC_0000001.jpg; used once, from a' }]);
+    expect(plan.labelsHidden).toBe(0);
+    const card = quickCard();
+    const half = planSplit({ ...card, data: { ...card.data, labeledFraction: 0.5 } }, { labeled, unlabeled: [] });
+    expect(half.labelsHidden).toBeGreaterThan(0);
+    expect(half.train.length + half.labelsHidden).toBe(plan.train.length);
   });
 });

@@ -76,7 +76,7 @@ function harness(files: FsFileSource = source): Harness {
         control: new RunControl(),
         resume: false,
         ...parts,
-        model: parts.model ?? buildDeepLabV3(card.model, 'train'),
+        model: parts.model ?? buildDeepLabV3(card.model, 'train', card.seed),
         emit: (e) => {
           events.push(e);
           emit?.(e);
@@ -106,6 +106,15 @@ function maxAbsDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>):
   return max;
 }
 
+/** Names of the weights whose bits differ (a missing weight counts as differing). */
+function differingBits(a: Map<string, Float32Array>, b: Map<string, Float32Array>): string[] {
+  const bits = (x: Float32Array) => new Uint32Array(x.buffer, x.byteOffset, x.length);
+  return [...a].filter(([name, x]) => {
+    const y = b.get(name);
+    return !y || y.length !== x.length || bits(x).some((v, i) => v !== bits(y)[i]);
+  }).map(([name]) => name);
+}
+
 const stepsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'step' }> => e.type === 'step');
 const epochsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'epoch' }> => e.type === 'epoch');
 
@@ -118,12 +127,12 @@ describe('trainStage', () => {
     const val = items.slice(4, 6);
 
     const init = new CheckpointStore(h.store, 'init');
-    const initial = buildDeepLabV3(card.model, 'train');
+    const initial = buildDeepLabV3(card.model, 'train', card.seed);
     await init.save('init', initial, [], START);
     const initialWeights = snapshot(initial);
     initial.dispose();
     const fromInit = async (): Promise<tf.LayersModel> => {
-      const model = buildDeepLabV3(card.model, 'train');
+      const model = buildDeepLabV3(card.model, 'train', card.seed);
       await init.load('init', model);
       return model;
     };
@@ -168,6 +177,31 @@ describe('trainStage', () => {
     expect(resumedOutcome.lastValidation).toEqual(straightOutcome.lastValidation);
     expect(straightOutcome.bestValidation!.images).toBe(val.length);
     resumed.model.dispose();
+  });
+
+  it('the same card starts and trains to the same weights, bit for bit; another seed starts elsewhere', async () => {
+    const card = tinyCard({ epochs: 1 });
+    const run = async (c: RunCard) => {
+      const spec = harness().spec(c, { train: items.slice(0, 4), val: items.slice(4, 6) });
+      const initial = snapshot(spec.model);
+      await trainStage(spec);
+      const trained = snapshot(spec.model);
+      spec.model.dispose();
+      return { initial, trained };
+    };
+    const first = await run(card);
+    const second = await run(card);
+    expect(differingBits(first.initial, second.initial)).toEqual([]);
+    expect(differingBits(first.trained, second.trained)).toEqual([]);
+    expect(differingBits(first.trained, first.initial).length).toBeGreaterThan(0);
+
+    const other = buildDeepLabV3(card.model, 'train', card.seed + 1);
+    const otherInitial = snapshot(other);
+    // Every drawn weight (the kernels) differs; biases and batch norm start from constants, the same for any seed.
+    const drawn = other.layers.flatMap((layer) => layer.weights.flatMap((w, i) => (/kernel$/.test(w.originalName) ? [`${layer.name}#${i}`] : [])));
+    other.dispose();
+    expect(drawn.length).toBeGreaterThan(0);
+    expect(differingBits(first.initial, otherInitial).sort()).toEqual(drawn.sort());
   });
 
   it('reports every step and epoch, picks the best checkpoint by the EMA rule and keeps the tensor count flat', async () => {
@@ -233,7 +267,7 @@ describe('trainStage', () => {
     expect(outcome.lastValidation).toEqual(epochs[2].metrics);
 
     // The best checkpoint holds the weights the model had at the end of that epoch.
-    const best = buildDeepLabV3(card.model, 'train');
+    const best = buildDeepLabV3(card.model, 'train', card.seed);
     const loaded = await spec.checkpoints.load('best', best);
     tf.dispose(loaded!.optimizer.map((t) => t.tensor));
     expect(loaded!.position.bestEpoch).toBe(bestEpoch);
@@ -265,7 +299,7 @@ describe('trainStage', () => {
     // After the switch, an epoch has two steps of batch 2.
     expect(steps.at(-1)!.totalSteps).toBe(4);
     expect(epochsOf(h.events).map((e) => e.epoch)).toEqual([1, 2]);
-    const saved = await spec.checkpoints.load('latest', buildDeepLabV3(card.model, 'train'));
+    const saved = await spec.checkpoints.load('latest', buildDeepLabV3(card.model, 'train', card.seed));
     expect(saved!.position.batchSize).toBe(2);
     expect(saved!.position.epoch).toBe(2);
   });

@@ -127,7 +127,7 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     await tf.setBackend('webgpu');
     const card = paperCard();
     // The count does not depend on the image size; 32 px keeps lavapipe quick.
-    const model = buildDeepLabV3({ ...card.model, init: 'random', inputSize: 32 }, 'train');
+    const model = buildDeepLabV3({ ...card.model, init: 'random', inputSize: 32 }, 'train', card.seed);
     const params = trainableParams(model);
     const variables = params.map((p) => p.variable);
     const optimizer = createOptimizer(card.train.optimizer);

@@ -324,10 +324,23 @@ export function cardDifferences(a: RunCard, b: RunCard): CardDifference[] {
   return out;
 }
 
+/**
+ * Why `batchSize` cannot train on `trainImages` images (a step takes a full
+ * batch), with the largest batch that would, or undefined when one fits. The
+ * training stage fails with this message; the studio checks it against the
+ * split's plan before a run starts.
+ */
+export function batchTooLarge(trainImages: number, batchSize: number): { message: string; largestBatch?: number } | undefined {
+  if (trainImages >= batchSize) return undefined;
+  if (trainImages === 0) return { message: 'the split leaves no training image' };
+  const images = trainImages === 1 ? '1 training image is' : `${trainImages} training images are`;
+  return { message: `${images} fewer than one batch of ${batchSize}`, largestBatch: trainImages };
+}
+
 /** One line per knob, for the studio's configure view and the CLI's help. */
 export const KNOB_HELP: Record<string, string> = {
-  seed: 'Seeds the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
-  backend: 'auto = WebGPU when present, else wasm, else WebGL, else CPU.',
+  seed: 'Seeds the initial weights, the splits, the shuffles, the noise and dropout: the same seed gives the same run.',
+  backend: 'auto = WebGPU on a graphics card (not a software adapter such as SwiftShader), else wasm, else WebGL, else CPU.',
   'model.encoder': 'MobileNetV2 (fast, offline ImageNet-derived init) or ResNet-34 (the paper\'s likely backbone).',
   'model.width': 'Channel width multiplier; 1 is the standard network.',
   'model.outputStride': '8 keeps more detail (rates 12/24/36); 16 is about 3x cheaper (rates 6/12/18).',

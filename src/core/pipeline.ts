@@ -135,14 +135,16 @@ export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[
 
 /**
  * ISIC 2017 and 2018 share thousands of images: the same image in two sets
- * must not land in both training and test, so labeled images are unique by id.
+ * must not land in both training and test, so labeled images are unique by id,
+ * and ids that differ only in case are one id (as within a set, layouts.ts).
  */
 function uniqueById(samples: Sample[], emit: EventSink): Sample[] {
   const seen = new Map<string, Sample>();
   for (const s of samples) {
-    const first = seen.get(s.id);
-    if (first) emit({ type: 'warning', file: s.image, message: `same image id as ${first.image}; used once, from ${first.set}` });
-    else seen.set(s.id, s);
+    const first = seen.get(s.id.toLowerCase());
+    if (!first) seen.set(s.id.toLowerCase(), s);
+    else if (first.id === s.id) emit({ type: 'warning', file: s.image, message: `same image id as ${first.image}; used once, from ${first.set}` });
+    else emit({ type: 'warning', file: s.image, message: `image id ${s.id} differs only in case from ${first.image}; used once, from ${first.set}` });
   }
   return [...seen.values()];
 }
@@ -160,6 +162,8 @@ export interface SplitPlan {
   test: Sample[];
   /** The unlabeled images the run uses: the pool, plus labeled ones whose masks it hides, subset by the ratio. */
   unlabeled: Sample[];
+  /** How many training pairs the labeled fraction hides the masks of (they join the pool). */
+  labelsHidden: number;
 }
 
 /** Exactly the parts a new run of this card trains, validates and tests on (also for previews). */
@@ -167,7 +171,7 @@ export function planSplit(card: RunCard, inputs: RunInputs, emit: EventSink = ()
   const parts = splitLabeled(card, uniqueById(inputs.labeled, emit));
   const hidden = hideLabels(parts.train, card);
   const unlabeled = labeledUnlabeledRatio(hidden.labeled, [...inputs.unlabeled, ...hidden.unlabeled], card.data.unlabeledPerLabeled, card.seed);
-  return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled };
+  return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled, labelsHidden: hidden.unlabeled.length };
 }
 
 export async function runNoisyStudent(
@@ -228,7 +232,7 @@ export async function runNoisyStudent(
   const pseudoLabels: PseudoLabelRecord[] = [];
 
   const freshModel = async (): Promise<tf.LayersModel> => {
-    const model = buildDeepLabV3(card.model, 'train');
+    const model = buildDeepLabV3(card.model, 'train', card.seed);
     const init = checkpoints(store, runId, 'init');
     if (await init.identity('init')) {
       await init.load('init', model);
@@ -266,7 +270,7 @@ export async function runNoisyStudent(
       emit({ type: 'stage', stage, status: 'started' });
       if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
         const producer = PRODUCER[stage];
-        const model = buildDeepLabV3(card.model, 'train');
+        const model = buildDeepLabV3(card.model, 'train', card.seed);
         const best = checkpoints(store, runId, producer);
         await best.load('best', model);
         const records = await generatePseudoLabels({
@@ -353,7 +357,7 @@ export async function loadStageModel(
 ): Promise<{ model: tf.LayersModel; metadata: ExportMetadata }> {
   const card = await store.get<RunCard>(runKey(runId, 'card'));
   if (!card) throw new LesionError('storage', `run ${runId} has no run card`);
-  const model = buildDeepLabV3(card.model, 'export');
+  const model = buildDeepLabV3(card.model, 'export', card.seed);
   try {
     // Checkpoints name weights by layer, which the export build shares.
     const loaded = await checkpoints(store, runId, stage).load(kind, model);

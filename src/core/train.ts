@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
 import { trainableParams, weightsAreFinite } from './checkpoint.ts';
-import type { RunCard } from './config.ts';
+import { batchTooLarge, type RunCard } from './config.ts';
 import { CancelledError, type RunControl } from './control.ts';
 import { LesionError } from './errors.ts';
 import { evaluate, summary } from './evaluate.ts';
@@ -75,9 +75,8 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     totalSteps = epochs * stepsPerEpoch;
   };
   setBatch(B);
-  if (stepsPerEpoch === 0) {
-    throw new LesionError('dataset', `${stage}: ${train.length} training images are fewer than one batch of ${B}`);
-  }
+  const tooLarge = batchTooLarge(train.length, B);
+  if (tooLarge) throw new LesionError('dataset', `${stage}: ${tooLarge.message}`);
   const size = card.model.inputSize;
   const lossFn = lossByName(card.train.loss, { posWeight: card.train.posWeight });
   const optimizer = createOptimizer(card.train.optimizer);

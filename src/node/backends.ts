@@ -1,13 +1,15 @@
 /**
  * Backends for the Node host. wasm gets the training kernels tfjs lacks
  * (src/core/backends/wasm-training.ts); WebGPU comes from Dawn (the `webgpu`
- * npm package), which on a machine without a GPU runs on Mesa's lavapipe.
+ * npm package), which on a machine without a GPU runs on Mesa's lavapipe:
+ * auto then takes wasm, which is faster, and webgpu still gets lavapipe.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { autoSkipsAdapter } from '../core/backends/adapter.ts';
 import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import { ConfigError } from '../core/errors.ts';
@@ -37,7 +39,11 @@ export async function initNodeBackend(name: NodeBackendName): Promise<ActiveBack
     }
     case 'auto': {
       const adapter = await findWebGpuAdapter();
-      return adapter ? initWebGpu(adapter) : initWasm();
+      if (!adapter) return initWasm();
+      const skip = autoSkipsAdapter(adapter.info);
+      if (skip === undefined) return initWebGpu(adapter);
+      const wasm = await initWasm();
+      return { ...wasm, detail: `${wasm.detail}; chosen automatically: ${skip}` };
     }
     default:
       throw new ConfigError('backend', `unknown backend ${String(name)}; use cpu, wasm, webgpu or auto`);

@@ -11,6 +11,7 @@ import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
 import { RunState } from './run.svelte.ts';
+import { SplitPlan } from './split.svelte.ts';
 import { FileStreamer } from './streamer.ts';
 
 export type View = 'dataset' | 'configure' | 'train' | 'results' | 'storage' | 'export' | 'predict';
@@ -36,6 +37,7 @@ export class Studio {
   trainer: Trainer = this.link.trainer;
   readonly card = new CardState();
   readonly run = new RunState();
+  readonly split = new SplitPlan(this);
 
   view = $state<View>('dataset');
   dataset = $state<DatasetSummary | undefined>();

@@ -152,8 +152,8 @@ export interface Capabilities {
     available: boolean;
     reason?: string;
     adapter?: { vendor: string; architecture: string; device: string; description: string };
-    /** A software adapter (SwiftShader): WebGPU works but slowly. */
-    fallbackAdapter?: boolean;
+    /** The software renderer behind the adapter ('SwiftShader'), if it is one: WebGPU works but slower than wasm, and auto skips it. */
+    software?: string;
     limits?: { maxStorageBufferBindingSize: number; maxBufferSize: number };
   };
   webgl: boolean;

@@ -1,10 +1,10 @@
 /**
  * Picks the TensorFlow.js backend inside the worker and says why in plain
- * words: WebGPU when the browser has an adapter, else wasm (with this
+ * words: WebGPU when the browser has a hardware adapter, else wasm (with this
  * project's conv backprop kernels, SIMD, and threads where the page is
  * cross-origin isolated), else WebGL, else the pure-JavaScript CPU backend.
- * A run card can force one. Also reports what the machine offers, for the
- * Configure view.
+ * A run card can force one, a software WebGPU adapter included. Also reports
+ * what the machine offers, for the Configure view.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -13,6 +13,7 @@ import wasmPlainUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.w
 import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm?url';
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
 import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
@@ -37,12 +38,38 @@ setWasmPaths({
   'tfjs-backend-wasm-threaded-simd.wasm': wasmThreadedUrl,
 });
 
-/** wasm's title also says how many threads it got: wasmTitle(). */
-const PLAIN: Record<Exclude<BackendName, 'wasm'>, string> = {
-  webgpu: 'WebGPU: your graphics card trains the model',
-  webgl: 'WebGL on the graphics card (slower than WebGPU, no WebGPU here)',
-  cpu: 'plain JavaScript on the CPU (slowest; for checking, not for real runs)',
-};
+/** The software renderer behind the started WebGPU or WebGL backend, if it is one: its title must not claim a graphics card. */
+let softwareRenderer: string | undefined;
+
+function title(name: BackendName): string {
+  switch (name) {
+    case 'webgpu':
+      return softwareRenderer === undefined
+        ? 'WebGPU: your graphics card trains the model'
+        : `WebGPU on a software adapter (${softwareRenderer}): the CPU trains the model, slower than WebAssembly`;
+    case 'webgl':
+      return softwareRenderer === undefined
+        ? 'WebGL on the graphics card (slower than WebGPU, no WebGPU here)'
+        : `WebGL on a software renderer (${softwareRenderer}): the CPU trains the model, slower than WebAssembly`;
+    case 'wasm':
+      return wasmTitle();
+    case 'cpu':
+      return 'plain JavaScript on the CPU (slowest; for checking, not for real runs)';
+  }
+}
+
+/** The adapter tfjs's WebGPU backend gets: it asks with the same preference. */
+async function requestAdapter(): Promise<GPUAdapter | null> {
+  return navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+}
+
+/** The software renderer behind WebGL, from its renderer string (ANGLE's names SwiftShader), unmasked where the browser tells it. */
+function webglSoftware(): string | undefined {
+  const gl = new OffscreenCanvas(1, 1).getContext('webgl2');
+  if (!gl) return undefined;
+  const debug = gl.getExtension('WEBGL_debug_renderer_info');
+  return softwareAdapter({ description: String(gl.getParameter(debug ? debug.UNMASKED_RENDERER_WEBGL : gl.RENDERER)) });
+}
 
 /** How the wasm backend started: its thread count, and why only one when threads failed. */
 let wasmThreads: { count: number; singleBecause?: string } | undefined;
@@ -104,14 +131,25 @@ async function switchTo(choice: BackendChoice, onDeviceLost: (message: string) =
   const order = choice === 'auto' ? ORDER : [choice, ...ORDER.filter((name) => name !== choice)];
   const failures: string[] = [];
   for (const name of order) {
-    if (name === 'webgpu' && !('gpu' in navigator)) {
-      failures.push('WebGPU: this browser has none (Chrome or Edge 113+ has it)');
-      continue;
+    let adapter: GPUAdapterInfo | undefined;
+    if (name === 'webgpu') {
+      if (!('gpu' in navigator)) {
+        failures.push('WebGPU: this browser has none (Chrome or Edge 113+ has it)');
+        continue;
+      }
+      // Without an adapter, tryBackend below says why WebGPU does not start.
+      adapter = (await requestAdapter().catch(() => null))?.info;
+      const skip = choice === 'auto' && adapter ? autoSkipsAdapter(adapter) : undefined;
+      if (skip !== undefined) {
+        failures.push(skip);
+        continue;
+      }
     }
     if (started === name) return report(name, choice, failures);
     const failure = await tryBackend(name);
     if (failure === undefined) {
       started = name;
+      softwareRenderer = name === 'webgpu' ? adapter && softwareAdapter(adapter) : name === 'webgl' ? webglSoftware() : undefined;
       if (name === 'webgpu') watchDevice();
       return report(name, choice, failures);
     }
@@ -124,9 +162,8 @@ function report(name: BackendName, choice: BackendChoice, failures: string[]): B
   const why = choice === 'auto'
     ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
     : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
-  if (name !== 'wasm') return { name, title: PLAIN[name], reason: why };
-  const single = wasmThreads?.singleBecause;
-  return { name, title: wasmTitle(), reason: single === undefined ? why : `${why}; one thread because ${single}` };
+  const single = name === 'wasm' ? wasmThreads?.singleBecause : undefined;
+  return { name, title: title(name), reason: single === undefined ? why : `${why}; one thread because ${single}` };
 }
 
 /** The backend this worker started (tf.getBackend() would start one itself). */
@@ -169,7 +206,7 @@ export async function capabilities(): Promise<Capabilities> {
     return caps;
   }
   try {
-    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const adapter = await requestAdapter();
     if (!adapter) {
       caps.webgpu.reason = 'the browser found no usable GPU adapter';
       return caps;
@@ -178,7 +215,7 @@ export async function capabilities(): Promise<Capabilities> {
     caps.webgpu = {
       available: true,
       adapter: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description },
-      fallbackAdapter: (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+      software: softwareAdapter(info),
       limits: {
         maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
         maxBufferSize: adapter.limits.maxBufferSize,
@@ -204,7 +241,7 @@ export async function estimateMemory(card: RunCard): Promise<MemoryEstimate> {
   await ensureBackend(card.backend);
   const { model, train } = card;
   const batchSize = train.batchSize;
-  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train');
+  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train', card.seed);
   try {
     let activations = 0;
     let largest = 0;

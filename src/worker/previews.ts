@@ -23,7 +23,7 @@ export function previewSplit(dataset: OpenDataset, request: SplitPreviewRequest)
   const card: RunCard = { ...presetCard('quick'), seed: request.seed };
   card.data = { split: request.split, unlabeledPerLabeled: request.unlabeledPerLabeled, labeledFraction: request.labeledFraction };
   const plan = planSplit(card, inputs);
-  const labelsHidden = new Set(inputs.labeled.map((s) => s.id)).size - plan.train.length - plan.val.length - plan.test.length;
+  const { labelsHidden } = plan;
   const sets = [...new Set([...plan.train, ...plan.val, ...plan.test].map((s) => s.set))].sort();
   const count = (samples: Sample[], set: string): number => samples.filter((s) => s.set === set).length;
   return {

@@ -109,7 +109,7 @@ export async function trainingStep(
   loss: (logits: tf.Tensor, targets: tf.Tensor) => tf.Scalar,
 ): Promise<StepResult> {
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not initialise`);
-  const model = buildDeepLabV3(config, 'train');
+  const model = buildDeepLabV3(config, 'train', 0);
   const relus = model.layers.filter((layer) => layer.getClassName() === 'ReLU');
   // Same layers and variables, with every ReLU input as an extra output.
   const probed = tf.model({ inputs: model.inputs, outputs: [model.outputs[0], ...relus.map((l) => l.input as tf.SymbolicTensor)] });
@@ -181,7 +181,7 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>, floor 
 export async function expectStepMatchesCpu(backend: string, encoder: EncoderName, seed: number): Promise<void> {
   const config = tinyConfig(encoder, { inputSize: 32 });
   await tf.setBackend('cpu');
-  const shape = buildDeepLabV3(config, 'train');
+  const shape = buildDeepLabV3(config, 'train', seed);
   const weights = seededWeights(shape, seed);
   shape.dispose();
   const batch = seededBatch(config, 2, seed);

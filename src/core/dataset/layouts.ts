@@ -341,44 +341,65 @@ interface PairedSet {
   unlabeled: Candidate[];
 }
 
+/** Windows and macOS file systems ignore case by default: ids that differ only in case cannot both exist there. */
+const CASE_NOTE = '(Windows and macOS would see one file)';
+
 /**
- * Pairs images with masks of the same id in the same scope. Within one set an
- * id is used once: a labeled copy wins over an unlabeled one, then the first
- * path in sorted order.
+ * Pairs images with masks of the same id in the same scope. Ids that differ
+ * only in case are one id: an image takes the mask of its exact name first,
+ * else one that differs only in case. Within one set an id is used once: a
+ * labeled copy wins over an unlabeled one, then the first path in sorted
+ * order; every file left out is a stray that names the file used instead.
  */
 function pairSet(builder: SetBuilder, strays: Stray[]): PairedSet | undefined {
   const key = (candidate: Candidate) => `${candidate.scope}\u0000${candidate.id.toLowerCase()}`;
-  const masks = new Map<string, Candidate>();
-  for (const mask of [...builder.masks].sort(byPath)) {
-    const other = masks.get(key(mask));
-    if (other) {
-      strays.push({ path: mask.path, kind: 'duplicate-id', detail: `a second mask for ${mask.id} (kept ${other.path})` });
-    } else {
-      masks.set(key(mask), mask);
+  const masksByKey = groupBy([...builder.masks].sort(byPath), key);
+  const candidates: { image: Candidate; mask?: Candidate }[] = [];
+  for (const [group, images] of groupBy([...builder.images].sort(byPath), key)) {
+    const masks = masksByKey.get(group) ?? [];
+    masksByKey.delete(group);
+    const free = [...masks];
+    const exact = images.map((image) => {
+      const index = free.findIndex((mask) => mask.id === image.id);
+      return index < 0 ? undefined : free.splice(index, 1)[0];
+    });
+    const paired = images.map((image, i) => ({ image, mask: exact[i] ?? free.shift() }));
+    candidates.push(...paired);
+    // A mask is left over only once every image of the group has one.
+    const used = paired[0].mask;
+    for (const mask of free) {
+      strays.push({
+        path: mask.path,
+        kind: 'duplicate-id',
+        detail: mask.id === used!.id
+          ? `a second mask for ${mask.id} (kept ${used!.path})`
+          : `mask id ${mask.id} differs only in case from ${used!.path}, which is used ${CASE_NOTE}; this mask is not used`,
+      });
     }
   }
+  for (const mask of [...masksByKey.values()].flat()) {
+    strays.push({ path: mask.path, kind: 'mask-without-image', detail: `no image with id ${mask.id}` });
+  }
 
-  const candidates = builder.images
-    .map((image) => ({ image, mask: masks.get(key(image)) }))
-    .sort((a, b) => Number(!a.mask) - Number(!b.mask) || byPath(a.image, b.image));
-  const kept = new Map<string, string>();
-  const usedMasks = new Set<Candidate>();
+  candidates.sort((a, b) => Number(!a.mask) - Number(!b.mask) || byPath(a.image, b.image));
+  const kept = new Map<string, Candidate>();
   const labeled: PairedSet['labeled'] = [];
   const unlabeled: Candidate[] = [];
   for (const { image, mask } of candidates) {
-    if (mask) usedMasks.add(mask);
     const idKey = image.id.toLowerCase();
     const other = kept.get(idKey);
     if (other !== undefined) {
-      const unused = mask ? ` and its mask ${mask.path} are` : ' is';
+      const unused = mask ? `this image and its mask ${mask.path} are not used` : 'this image is not used';
       strays.push({
         path: image.path,
         kind: 'duplicate-id',
-        detail: `id ${image.id} already taken by ${other}; this image${unused} not used`,
+        detail: other.id === image.id
+          ? `id ${image.id} already taken by ${other.path}; ${unused}`
+          : `id ${image.id} differs only in case from ${other.path}, which is used ${CASE_NOTE}; ${unused}`,
       });
       continue;
     }
-    kept.set(idKey, image.path);
+    kept.set(idKey, image);
     if (mask) {
       labeled.push({ image, mask: mask.path });
     } else {
@@ -392,15 +413,22 @@ function pairSet(builder: SetBuilder, strays: Stray[]): PairedSet | undefined {
       }
     }
   }
-  for (const mask of masks.values()) {
-    if (!usedMasks.has(mask)) {
-      strays.push({ path: mask.path, kind: 'mask-without-image', detail: `no image with id ${mask.id}` });
-    }
-  }
   if (labeled.length === 0 && unlabeled.length === 0) return undefined;
   labeled.sort((a, b) => compareText(a.image.id, b.image.id) || byPath(a.image, b.image));
   unlabeled.sort((a, b) => compareText(a.id, b.id) || byPath(a, b));
   return { builder, labeled, unlabeled };
+}
+
+/** Items by key, each group in the items' order. */
+function groupBy<T>(items: T[], keyOf: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const group = groups.get(key);
+    if (group) group.push(item);
+    else groups.set(key, [item]);
+  }
+  return groups;
 }
 
 /** Layout names for the official sets, folder names otherwise; clashes get their root. */

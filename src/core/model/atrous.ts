@@ -45,6 +45,8 @@ interface AtrousArgs extends tf.serialization.ConfigDict {
   kernelSize: number;
   rate: number;
   name: string;
+  /** Seeds the He-normal kernel; the export twin's conv2d gets the same seed, hence the same start. */
+  seed: number;
 }
 
 
@@ -65,7 +67,7 @@ export class AtrousConv2D extends tf.layers.Layer {
     const shape = inputShape as tf.Shape;
     const ci = shape[shape.length - 1] as number;
     const k = this.args.kernelSize;
-    this.kernel = this.addWeight('kernel', [k, k, ci, this.args.filters], 'float32', tf.initializers.heNormal({}));
+    this.kernel = this.addWeight('kernel', [k, k, ci, this.args.filters], 'float32', tf.initializers.heNormal({ seed: this.args.seed }));
     this.built = true;
   }
 

@@ -30,11 +30,15 @@ export interface ModelConfig {
 const BN = { epsilon: 1e-5, momentum: 0.9 };
 type Sym = tf.SymbolicTensor;
 
-export function buildDeepLabV3(config: ModelConfig, mode: BuildMode = 'train'): tf.LayersModel {
+/**
+ * `seed` is the run card's: every initial weight is drawn from it (see
+ * LayerKit), so two builds of one card start from the same weights.
+ */
+export function buildDeepLabV3(config: ModelConfig, mode: BuildMode, seed: number): tf.LayersModel {
   if (config.inputSize % config.outputStride !== 0) {
     throw new Error(`inputSize ${config.inputSize} must be a multiple of the output stride ${config.outputStride}`);
   }
-  const kit = new LayerKit(mode);
+  const kit = new LayerKit(mode, seed);
   const size = config.inputSize;
   const input = tf.input({ shape: [size, size, 3], name: 'image' });
   const scaled = config.inputRange === 'symmetric'

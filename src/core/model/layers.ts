@@ -1,9 +1,11 @@
 /**
  * The few layer shapes the encoders and the decoder are made of, built once
  * for training (atrous layers that train everywhere) or for export (tfjs's own
- * dilated layers, which plain tfjs loads), with identical weight names.
+ * dilated layers, which plain tfjs loads), with identical weight names and,
+ * for one seed, identical initial weights.
  */
 import * as tf from '@tensorflow/tfjs';
+import { deriveSeed } from '../random.ts';
 import { AtrousConv2D, BatchToSpace, SpaceToBatch } from './atrous.ts';
 import { BatchNorm } from './batchnorm.ts';
 import { SeededDropout } from './dropout.ts';
@@ -32,7 +34,24 @@ export class LayerKit {
   /** In training builds, the regridding factors applied so far; their product is the current stage's rate. */
   private readonly regrids: number[] = [];
 
-  constructor(readonly mode: BuildMode) {}
+  constructor(
+    readonly mode: BuildMode,
+    private readonly seed: number,
+  ) {}
+
+  /**
+   * A layer's kernel is drawn from the run's seed and the layer's name alone:
+   * the same card draws the same weights (tfjs's unseeded initialisers draw
+   * new ones in every build), and adding or removing a layer shifts no other
+   * layer's draw.
+   */
+  private kernelSeed(name: string): number {
+    return deriveSeed(this.seed, `init/${name}`);
+  }
+
+  private kernelInit(name: string) {
+    return tf.initializers.heNormal({ seed: this.kernelSeed(name) });
+  }
 
   private get regrid(): number {
     return this.regrids.reduce((a, b) => a * b, 1);
@@ -74,7 +93,7 @@ export class LayerKit {
     const rate = this.effectiveRate(s.rate);
     if (rate > 1 && s.kernel > 1 && this.mode === 'train') {
       if (s.bias) throw new Error(`${s.name}: atrous convolutions are built without bias`);
-      return new AtrousConv2D({ name: s.name, filters: s.filters, kernelSize: s.kernel, rate }).apply(x) as Sym;
+      return new AtrousConv2D({ name: s.name, filters: s.filters, kernelSize: s.kernel, rate, seed: this.kernelSeed(s.name) }).apply(x) as Sym;
     }
     return tf.layers
       .conv2d({
@@ -85,7 +104,7 @@ export class LayerKit {
         dilationRate: rate,
         padding: s.padding ?? 'same',
         useBias: s.bias ?? false,
-        kernelInitializer: 'heNormal',
+        kernelInitializer: this.kernelInit(s.name),
       })
       .apply(x) as Sym;
   }
@@ -104,7 +123,7 @@ export class LayerKit {
         dilationRate: rate,
         padding: s.padding ?? 'same',
         useBias: false,
-        depthwiseInitializer: 'heNormal',
+        depthwiseInitializer: this.kernelInit(s.name),
       })
       .apply(x) as Sym;
   }
@@ -134,7 +153,7 @@ export class LayerKit {
       kernelSize: s.kernel,
       padding: 'same',
       useBias: false,
-      depthwiseInitializer: 'heNormal',
+      depthwiseInitializer: this.kernelInit(s.name),
     });
     y = tf.layers.timeDistributed({ name: s.name, layer: depthwise }).apply(y) as Sym;
     y = reshape(y, [rate, rate, hs, ws, c], 'unsplit');
