@@ -4,7 +4,7 @@
  * npm package), which on a machine without a GPU runs on Mesa's lavapipe:
  * auto then takes wasm, which is faster, and webgpu still gets lavapipe.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,12 +84,19 @@ async function initWasm(): Promise<ActiveBackend> {
 
 let gpu: GPU | undefined;
 
+/** Linux's device nodes for GPUs: DRM render nodes (Intel, AMD, nouveau, virtio) and NVIDIA's own. */
+function hasGpuDevice(): boolean {
+  const nodes = (dir: string, prefix: string): boolean => existsSync(dir) && readdirSync(dir).some((name) => name.startsWith(prefix));
+  return nodes('/dev/dri', 'renderD') || nodes('/dev', 'nvidia');
+}
+
 /** Installs Dawn's navigator.gpu once; undefined when it has no adapter to offer. */
 async function findWebGpuAdapter(): Promise<GPUAdapter | undefined> {
   if (!gpu) {
     // Dawn reads these when it creates its Vulkan instance: point it at lavapipe
-    // when the machine has it and the user chose no other driver.
-    if (process.env.VK_ICD_FILENAMES === undefined && existsSync(LAVAPIPE_ICD)) process.env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
+    // when the machine has it, no GPU and the user chose no other driver
+    // (forcing it where a GPU exists would hide the GPU).
+    if (process.env.VK_ICD_FILENAMES === undefined && existsSync(LAVAPIPE_ICD) && !hasGpuDevice()) process.env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
     process.env.XDG_RUNTIME_DIR ??= '/tmp';
     const { create, globals } = await import('webgpu');
     Object.assign(globalThis, globals);
