@@ -18,7 +18,7 @@ import type { TrainerEvent } from '../src/core/events.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { itemFromSample, PixelCache, type TrainItem } from '../src/core/samples.ts';
 import { trainStage, type StageSpec } from '../src/core/train.ts';
-import { initNodeBackend } from '../src/node/backends.ts';
+import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
@@ -38,6 +38,12 @@ function tinyCard(train: Partial<TrainConfig>): RunCard {
     train: { ...paper.train, epochs: 1, batchSize: 2, readEverySteps: 1, checkpointEverySteps: 1, ...train },
   };
 }
+
+const webgpu = await initNodeBackend('webgpu').then(
+  () => true,
+  () => false,
+);
+const RESUME_BACKENDS: NodeBackendName[] = webgpu ? ['cpu', 'webgpu'] : ['cpu'];
 
 let source: FsFileSource;
 let items: TrainItem[];
@@ -86,8 +92,11 @@ function harness(files: FsFileSource = source): Harness {
   };
 }
 
-function snapshot(model: tf.LayersModel): Map<string, Float32Array> {
-  return new Map(modelWeights(model).map(({ name, tensor }) => [name, (tensor.dataSync() as Float32Array).slice()]));
+/** Every weight's values, read asynchronously (WebGPU in Node has no synchronous read). */
+async function snapshot(model: tf.LayersModel): Promise<Map<string, Float32Array>> {
+  const weights = modelWeights(model);
+  const values = await Promise.all(weights.map(async ({ tensor }) => ((await tensor.data()) as Float32Array).slice()));
+  return new Map(weights.map(({ name }, i) => [name, values[i]]));
 }
 
 /** Largest |a - b| over all weights; Infinity when a NaN or a missing weight makes them incomparable. */
@@ -119,7 +128,17 @@ const stepsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<Trai
 const epochsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'epoch' }> => e.type === 'epoch');
 
 describe('trainStage', () => {
-  it('a run cancelled mid-epoch and resumed ends with exactly the weights of an uninterrupted run', async () => {
+  // The same backend, twice: WebGPU (Dawn, lavapipe here) too, whose batch norm and optimiser are kernels of ours.
+  it.each(RESUME_BACKENDS)('%s: a run cancelled mid-epoch and resumed ends with exactly the weights of an uninterrupted run', async (backend) => {
+    await initNodeBackend(backend);
+    try {
+      await expectResumeIsExact();
+    } finally {
+      await initNodeBackend('cpu');
+    }
+  });
+
+  async function expectResumeIsExact(): Promise<void> {
     // 2 steps per epoch, 2 epochs; the cut falls after the first step of epoch 2.
     const card = tinyCard({ epochs: 2, readEverySteps: 1, checkpointEverySteps: 1, emaSmoothing: 0.5 });
     const h = harness();
@@ -129,7 +148,7 @@ describe('trainStage', () => {
     const init = new CheckpointStore(h.store, 'init');
     const initial = buildDeepLabV3(card.model, 'train', card.seed);
     await init.save('init', initial, [], START);
-    const initialWeights = snapshot(initial);
+    const initialWeights = await snapshot(initial);
     initial.dispose();
     const fromInit = async (): Promise<tf.LayersModel> => {
       const model = buildDeepLabV3(card.model, 'train', card.seed);
@@ -139,7 +158,7 @@ describe('trainStage', () => {
 
     const straight = h.spec(card, { model: await fromInit(), train, val, checkpoints: new CheckpointStore(h.store, 'straight') });
     const straightOutcome = await trainStage(straight);
-    const expected = snapshot(straight.model);
+    const expected = await snapshot(straight.model);
     straight.model.dispose();
     expect(maxAbsDiff(expected, initialWeights)).toBeGreaterThan(0);
 
@@ -162,14 +181,14 @@ describe('trainStage', () => {
     const saved = (await checkpoints.load('latest', interrupted.model))!;
     tf.dispose(saved.optimizer.map((t) => t.tensor));
     expect(saved.position).toMatchObject({ epoch: 1, stepInEpoch: 1, step: 3 });
-    expect(maxAbsDiff(snapshot(interrupted.model), expected)).toBeGreaterThan(0);
+    expect(maxAbsDiff(await snapshot(interrupted.model), expected)).toBeGreaterThan(0);
     interrupted.model.dispose();
 
     const resumed = h.spec(card, { model: await fromInit(), train, val, checkpoints, resume: true });
     const secondPart = h.events.length;
     const resumedOutcome = await trainStage(resumed);
     expect(stepsOf(h.events.slice(secondPart)).map((e) => e.step)).toEqual([4]);
-    expect(maxAbsDiff(snapshot(resumed.model), expected)).toBe(0);
+    expect(maxAbsDiff(await snapshot(resumed.model), expected)).toBe(0);
     expect(resumedOutcome.bestEpoch).toBe(straightOutcome.bestEpoch);
     expect(resumedOutcome.bestEma).toBe(straightOutcome.bestEma);
     // The best epoch's figures survive the interruption, whichever epoch it was.
@@ -177,15 +196,15 @@ describe('trainStage', () => {
     expect(resumedOutcome.lastValidation).toEqual(straightOutcome.lastValidation);
     expect(straightOutcome.bestValidation!.images).toBe(val.length);
     resumed.model.dispose();
-  });
+  }
 
   it('the same card starts and trains to the same weights, bit for bit; another seed starts elsewhere', async () => {
     const card = tinyCard({ epochs: 1 });
     const run = async (c: RunCard) => {
       const spec = harness().spec(c, { train: items.slice(0, 4), val: items.slice(4, 6) });
-      const initial = snapshot(spec.model);
+      const initial = await snapshot(spec.model);
       await trainStage(spec);
-      const trained = snapshot(spec.model);
+      const trained = await snapshot(spec.model);
       spec.model.dispose();
       return { initial, trained };
     };
@@ -196,7 +215,7 @@ describe('trainStage', () => {
     expect(differingBits(first.trained, first.initial).length).toBeGreaterThan(0);
 
     const other = buildDeepLabV3(card.model, 'train', card.seed + 1);
-    const otherInitial = snapshot(other);
+    const otherInitial = await snapshot(other);
     // Every drawn weight (the kernels) differs; biases and batch norm start from constants, the same for any seed.
     const drawn = other.layers.flatMap((layer) => layer.weights.flatMap((w, i) => (/kernel$/.test(w.originalName) ? [`${layer.name}#${i}`] : [])));
     other.dispose();
@@ -210,7 +229,7 @@ describe('trainStage', () => {
     const card = tinyCard({ epochs: 3, emaSmoothing: smoothing });
     const h = harness();
     const val = items.slice(4, 6);
-    const weightsAtEpoch = new Map<number, Map<string, Float32Array>>();
+    const weightsAtEpoch = new Map<number, Promise<Map<string, Float32Array>>>();
     const tensorsAtEpoch: number[] = [];
     const spec = h.spec(card, {
       train: items.slice(0, 2),
@@ -271,7 +290,7 @@ describe('trainStage', () => {
     const loaded = await spec.checkpoints.load('best', best);
     tf.dispose(loaded!.optimizer.map((t) => t.tensor));
     expect(loaded!.position.bestEpoch).toBe(bestEpoch);
-    expect(maxAbsDiff(snapshot(best), weightsAtEpoch.get(bestEpoch)!)).toBe(0);
+    expect(maxAbsDiff(await snapshot(best), await weightsAtEpoch.get(bestEpoch)!)).toBe(0);
     best.dispose();
     spec.model.dispose();
   });
