@@ -55,7 +55,7 @@ const TASKS: TaskSpec[] = [
   { key: 'train-default-256', title: 'default (w1 OS8 ASPP256)  256 px  batch 8', task: 'train', model: 'default', size: 256, batch: 8, estimateFrom: { key: 'train-default-128', factor: 8 } },
   // What each of our WebGPU kernels buys, one at a time: the dispatch count
   // does not depend on the image size, so a small one keeps lavapipe quick.
-  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'all'].map(
+  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'all'].map(
     (levers): TaskSpec => ({ key: `levers-${levers}`, title: levers, task: 'train', model: 'default', size: 64, batch: 4, levers }),
   ),
 ];

@@ -27,7 +27,7 @@ import { DATASETS, MODELS } from './tasks.ts';
 
 const { values } = parseArgs({
   options: { files: { type: 'string', default: '30000' }, pool: { type: 'string', default: '600' }, backend: { type: 'string', default: 'wasm' } },
-  // `npm run bench -- --quick` hands run.ts's options to this script too.
+  // bench/all.sh hands run.ts's options to this script too.
   strict: false,
 });
 const files = Number(values.files);

@@ -19,14 +19,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { asKernel, geometry, registerKernelFor } from './kernel-util.ts';
+import { asKernel, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
 /** The label names our programs in dispatch counts (tfjs's are named by class). */
 type Program = WebGPUProgram & { label: string };
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 
@@ -46,18 +46,18 @@ function gpuBackend(): WebGPUBackend {
   return tf.backend() as WebGPUBackend;
 }
 
+/** What every program of ours declares alike; the dispatch layout is flat (tfjs calls main(index)). */
+function programBase(key: string, variableNames: string[], outputShape: number[], uniforms: string) {
+  return { label: key, shaderKey: key, variableNames, outputShape, uniforms, dispatchLayout: { x: outputShape.map((_, i) => i) } };
+}
+
 /** An element-wise program over `size` outputs, one thread each. */
 function flatProgram(key: string, variableNames: string[], outputShape: number[], uniforms: string, body: string): Program {
   const size = outputShape.reduce((a, b) => a * b, 1);
   return {
-    label: key,
-    variableNames,
-    outputShape,
-    shaderKey: key,
-    uniforms,
+    ...programBase(key, variableNames, outputShape, uniforms),
     size: true,
     workgroupSize: [FLAT, 1, 1],
-    dispatchLayout: { x: outputShape.map((_, i) => i) },
     dispatch: [Math.ceil(size / FLAT), 1, 1],
     getUserCode: () => `
       fn main(index : i32) {
@@ -71,22 +71,17 @@ function flatProgram(key: string, variableNames: string[], outputShape: number[]
 /**
  * Per-channel reductions over an activation seen as [M, C] (NHWC flattened):
  * a workgroup owns CHANNELS neighbouring channels (and one of `taps` outputs
- * per channel, workgroupId.y), so reads of one row are
- * contiguous, and LANES threads per channel stride down the rows; the lanes
- * are then summed in a fixed tree, so results do not vary between runs.
+ * per channel, workgroupId.y), so reads of one row are contiguous, and LANES
+ * threads per channel stride down the rows; the lanes are then summed in a
+ * fixed tree, so results do not vary between runs.
  */
 const CHANNELS = 16;
 const LANES = 16;
 
 function channelReduction(key: string, variableNames: string[], outputShape: number[], channels: number, uniforms: string, body: string, taps = 1): Program {
   return {
-    label: key,
-    variableNames,
-    outputShape,
-    shaderKey: key,
-    uniforms,
+    ...programBase(key, variableNames, outputShape, uniforms),
     workgroupSize: [CHANNELS * LANES, 1, 1],
-    dispatchLayout: { x: outputShape.map((_, i) => i) },
     dispatch: [Math.ceil(channels / CHANNELS), taps, 1],
     getUserCode: () => `
       var<workgroup> partial : array<f32, ${CHANNELS * LANES}>;
@@ -402,44 +397,74 @@ let registered = false;
 
 /**
  * Replaces tfjs-webgpu's weight-gradient kernels where ours apply, keeping
- * theirs for the rest (and whenever the 'filter-grad' lever is off).
+ * theirs for the rest (and whenever the 'filter-grad' lever is off), and the
+ * activations' gradients.
  * Idempotent; call once the webgpu backend module is imported.
  */
 export function registerWebGpuTrainingKernels(): void {
   if (registered) return;
   registered = true;
-  const theirs = (name: string) => tf.getKernel(name, 'webgpu')!.kernelFunc as (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo;
 
-  const filterGrad = theirs('Conv2DBackpropFilter');
-  registerKernelFor('webgpu', {
-    kernelName: 'Conv2DBackpropFilter',
-    kernelFunc: (params) => {
-      const { x, dy } = params.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const a = params.attrs as Attrs;
-      const filterShape = a.filterShape as [number, number, number, number];
-      const [sh, sw] = pair(a.strides);
-      const pointwise = filterShape[0] === 1 && filterShape[1] === 1 && sh === 1 && sw === 1 && (a.dataFormat ?? 'NHWC') === 'NHWC';
-      if (!enabled.has('filter-grad') || !pointwise) return filterGrad(params);
-      // A 1x1 convolution is a matrix product over batch x pixels: tfjs's
-      // matmul (split-K where the output is small and the inner side long).
-      const [ci, co] = [filterShape[2], filterShape[3]];
-      return asKernel(params.backend, [x, dy], (xt, dyt) =>
-        tf.reshape(tf.matMul(tf.reshape(xt, [-1, ci]), tf.reshape(dyt, [-1, co]), true, false), filterShape),
-      );
-    },
+  replaceKernel('Conv2DBackpropFilter', ({ inputs, attrs, backend }) => {
+    const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+    const a = attrs as Attrs;
+    const filterShape = a.filterShape as [number, number, number, number];
+    const [sh, sw] = pair(a.strides);
+    if (filterShape[0] !== 1 || filterShape[1] !== 1 || sh !== 1 || sw !== 1 || (a.dataFormat ?? 'NHWC') !== 'NHWC') return undefined;
+    // A 1x1 convolution is a matrix product over batch x pixels: tfjs's
+    // matmul (split-K where the output is small and the inner side long).
+    const [ci, co] = [filterShape[2], filterShape[3]];
+    return asKernel(backend, [x, dy], (xt, dyt) => tf.reshape(tf.matMul(tf.reshape(xt, [-1, ci]), tf.reshape(dyt, [-1, co]), true, false), filterShape));
   });
 
-  const depthwiseGrad = theirs('DepthwiseConv2dNativeBackpropFilter');
-  registerKernelFor('webgpu', {
-    kernelName: 'DepthwiseConv2dNativeBackpropFilter',
-    kernelFunc: (params) => {
-      const { x, dy } = params.inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const a = params.attrs as Attrs;
-      const filterShape = a.filterShape as [number, number, number, number];
-      const [dh, dw] = pair(a.dilations);
-      if (!enabled.has('filter-grad') || filterShape[3] !== 1 || dh !== 1 || dw !== 1) return depthwiseGrad(params);
-      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      return depthwiseFilterGrad(x, dy, filterShape, g);
-    },
+  replaceKernel('DepthwiseConv2dNativeBackpropFilter', ({ inputs, attrs }) => {
+    const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+    const a = attrs as Attrs;
+    const filterShape = a.filterShape as [number, number, number, number];
+    const [dh, dw] = pair(a.dilations);
+    if (filterShape[3] !== 1 || dh !== 1 || dw !== 1) return undefined;
+    const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
+    return depthwiseFilterGrad(x, dy, filterShape, g);
   });
+
+  replaceGradient('Relu', (dy, x) => activationGrad(dy, x));
+  replaceGradient('ClipByValue', (dy, x, a) => activationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
+}
+
+/**
+ * ReLU and ReLU6 (ClipByValue) gradients in one kernel each: tfjs builds them
+ * from two (Step, Multiply) and five (two comparisons, LogicalAnd, ZerosLike,
+ * Select) element-wise kernels. Same rule: ReLU passes dy where x > 0, the clip
+ * where lo <= x <= hi.
+ */
+function activationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: number; hi: number }): tf.Tensor {
+  if (!range) return run(flatProgram('lesion_relu_grad', ['dy', 'x'], x.shape, '', 'setOutputAtIndex(index, select(0.0, dy[index], x[index] > 0.0));'), [dy, x], []);
+  const program = flatProgram(
+    'lesion_clip_grad',
+    ['dy', 'x'],
+    x.shape,
+    'lo : f32, hi : f32,',
+    'setOutputAtIndex(index, select(0.0, dy[index], x[index] >= uniforms.lo && x[index] <= uniforms.hi));',
+  );
+  return run(program, [dy, x], [
+    { type: 'float32', data: [range.lo] },
+    { type: 'float32', data: [range.hi] },
+  ]);
+}
+
+/** Replaces tfjs's gradient of `kernelName` (for every backend) with ours on WebGPU while the lever is on. */
+function replaceGradient(kernelName: string, ours: (dy: tf.Tensor, x: tf.Tensor, attrs: Attrs) => tf.Tensor): void {
+  const theirs = tf.getGradient(kernelName);
+  tf.registerGradient({
+    ...theirs,
+    gradFunc: (dy, saved, attrs) => (useLever('activation-grad') ? { x: () => ours(dy as tf.Tensor, saved[0], attrs as Attrs) } : theirs.gradFunc(dy, saved, attrs)),
+  });
+}
+
+type KernelParams = Parameters<KernelSpec['kernelFunc']>[0];
+
+/** Registers `ours` under `name`; tfjs's own kernel runs where ours returns undefined or the lever is off. */
+function replaceKernel(name: string, ours: (params: KernelParams) => tf.TensorInfo | undefined): void {
+  const theirs = tf.getKernel(name, 'webgpu')!.kernelFunc as KernelSpec['kernelFunc'];
+  registerKernelFor('webgpu', { kernelName: name, kernelFunc: (params) => (enabled.has('filter-grad') ? ours(params) : undefined) ?? theirs(params) });
 }
