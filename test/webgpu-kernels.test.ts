@@ -101,6 +101,8 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     { shape: [2, 5, 7, 19], seed: 11 },
     { shape: [3, 17, 13, 40], seed: 12 },
     { shape: [1, 1, 2, 3], seed: 13 },
+    // Over 256 channels the kernels take 16 a workgroup: 300 leaves a partial one.
+    { shape: [2, 3, 5, 300], seed: 14 },
   ])('batch norm $shape: output, running statistics and gradients', async ({ shape, seed }) => {
     const cpu = await batchNorm('cpu', shape, seed);
     const tensorsBefore = tf.memory().numTensors;

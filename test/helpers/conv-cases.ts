@@ -38,10 +38,11 @@ export const convCases: ConvCase[] = [
   { kind: 'depthwise', input: [2, 8, 8, 3], kernel: [1, 1, 3, 1], stride: 2, pad: 'valid' },
   { kind: 'depthwise', input: [1, 12, 12, 2], kernel: [7, 7, 2, 1], stride: 1, pad: 'same' },
   { kind: 'depthwise', input: [1, 13, 13, 2], kernel: [7, 7, 2, 1], stride: 2, pad: 'valid' },
-  // Channel counts that leave partial 16-channel workgroups in the WebGPU kernels.
+  // Channel counts that leave partial workgroups in the WebGPU kernels (4 channels each up to 256, 16 above).
   { kind: 'conv', input: [2, 9, 7, 19], kernel: [1, 1, 19, 24], stride: 1, pad: 'same' },
   { kind: 'depthwise', input: [2, 9, 7, 19], kernel: [3, 3, 19, 1], stride: 1, pad: 'same' },
   { kind: 'depthwise', input: [3, 16, 16, 32], kernel: [3, 3, 32, 1], stride: 2, pad: keras },
+  { kind: 'depthwise', input: [1, 6, 5, 300], kernel: [3, 3, 300, 1], stride: 1, pad: 'same' },
 ];
 
 function seededValues(shape: number[], rng: Rng): Float32Array {

@@ -70,42 +70,47 @@ function flatProgram(key: string, variableNames: string[], outputShape: number[]
 
 /**
  * Per-channel reductions over an activation seen as [M, C] (NHWC flattened):
- * a workgroup owns CHANNELS neighbouring channels (and one of `taps` outputs
- * per channel, workgroupId.y), so reads of one row are contiguous, and LANES
- * threads per channel stride down the rows; the lanes are then summed in a
- * fixed tree, so results do not vary between runs.
+ * a workgroup of THREADS owns CHANNELS neighbouring channels (and one of
+ * `taps` outputs per channel, workgroupId.y), so reads of one row are
+ * contiguous, and LANES = THREADS / CHANNELS threads per channel stride down
+ * the rows; the lanes are then summed in a fixed tree, so results do not vary
+ * between runs. Early layers have few channels and many pixels: 4 channels a
+ * workgroup keeps C / 4 workgroups busy there; 16 above 256 channels.
  */
-const CHANNELS = 16;
-const LANES = 16;
+const THREADS = 256;
 
 function channelReduction(key: string, variableNames: string[], outputShape: number[], channels: number, uniforms: string, body: string, taps = 1): Program {
+  const perGroup = channels <= 256 ? 4 : 16;
   return {
     ...programBase(key, variableNames, outputShape, uniforms),
-    workgroupSize: [CHANNELS * LANES, 1, 1],
-    dispatch: [Math.ceil(channels / CHANNELS), taps, 1],
+    shaderKey: `${key}_${perGroup}`,
+    workgroupSize: [THREADS, 1, 1],
+    dispatch: [Math.ceil(channels / perGroup), taps, 1],
     getUserCode: () => `
-      var<workgroup> partial : array<f32, ${CHANNELS * LANES}>;
+      const CHANNELS = ${perGroup};
+      const LANES = ${THREADS / perGroup};
+      var<workgroup> partial : array<f32, ${THREADS}>;
 
       // Sums 'value' over the lanes of this thread's channel; every thread gets the total.
       fn laneSum(value : f32) -> f32 {
         let lid = i32(localId.x);
         partial[lid] = value;
         workgroupBarrier();
-        for (var stride = ${(CHANNELS * LANES) / 2}; stride >= ${CHANNELS}; stride = stride / 2) {
+        for (var stride = ${THREADS / 2}; stride >= CHANNELS; stride = stride / 2) {
           if (lid < stride) {
             partial[lid] = partial[lid] + partial[lid + stride];
           }
           workgroupBarrier();
         }
-        let total = partial[lid % ${CHANNELS}];
+        let total = partial[lid % CHANNELS];
         workgroupBarrier();
         return total;
       }
 
       fn main(index : i32) {
         let lid = i32(localId.x);
-        let c = i32(workgroupId.x) * ${CHANNELS} + lid % ${CHANNELS};
-        let lane = lid / ${CHANNELS};
+        let c = i32(workgroupId.x) * CHANNELS + lid % CHANNELS;
+        let lane = lid / CHANNELS;
         let valid = c < uniforms.C;
         let tap = i32(workgroupId.y);
         ${body}
@@ -130,12 +135,12 @@ export function batchNormStats(x: tf.Tensor): tf.Tensor2D {
     `
         var sum = 0.0;
         if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + ${LANES}) { sum = sum + x[r * uniforms.C + c]; }
+          for (var r = lane; r < uniforms.M; r = r + LANES) { sum = sum + x[r * uniforms.C + c]; }
         }
         let mean = laneSum(sum) / f32(uniforms.M);
         var squares = 0.0;
         if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + ${LANES}) {
+          for (var r = lane; r < uniforms.M; r = r + LANES) {
             let d = x[r * uniforms.C + c] - mean;
             squares = squares + d * d;
           }
@@ -186,7 +191,7 @@ export function batchNormGradSum(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, 
         var sum = 0.0;
         if (valid) {
           ${setup}
-          for (var r = lane; r < uniforms.M; r = r + ${LANES}) {
+          for (var r = lane; r < uniforms.M; r = r + LANES) {
             let i = r * uniforms.C + c;
             sum = sum + ${term};
           }
@@ -359,7 +364,7 @@ function depthwiseFilterGrad(x: tf.TensorInfo, dy: tf.TensorInfo, filterShape: n
         let kc = tap % uniforms.kw;
         var sum = 0.0;
         if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + ${LANES}) {
+          for (var r = lane; r < uniforms.M; r = r + LANES) {
             let b = r / uniforms.outHW;
             let p = r % uniforms.outHW;
             let ih = (p / uniforms.outW) * uniforms.stride.x - uniforms.pad.x + kr;
