@@ -6,8 +6,10 @@
  * and about twenty element-wise kernels in its gradient) and the optimiser
  * (four to eight kernels per variable) were three quarters of them. Here batch
  * norm takes two kernels forward, three backward and one per running average,
- * and the optimisers update each variable and its slots with one
- * kernel per tensor written.
+ * the optimisers one kernel per tensor written, ReLU and clip gradients one
+ * each; and the weight gradients that tfjs computes with one serial loop per
+ * filter element become a matrix product (1x1) or a parallel reduction
+ * (depthwise).
  *
  * tfjs caches a compiled program by its shader key and the ranks and types of
  * its tensors, so everything that varies between calls is a uniform.
