@@ -25,7 +25,7 @@ export interface ImageHeader {
 }
 
 /** By content, not by name: a .jpg that is really a PNG still decodes. */
-export function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
+function sniffFormat(bytes: Uint8Array): ImageFormat | undefined {
   if (bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'JPEG';
   if (bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'PNG';
   if (bytes[0] === 0x42 && bytes[1] === 0x4d) return 'BMP';

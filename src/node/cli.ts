@@ -100,7 +100,7 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
  * other bare argument is returned as the first stray, with what came before
  * it, so that it is refused rather than dropped.
  */
-export function gatherValues(args: string[], options: Options): { args: string[]; stray?: { arg: string; after?: string } } {
+function gatherValues(args: string[], options: Options): { args: string[]; stray?: { arg: string; after?: string } } {
   const out: string[] = [];
   let stray: { arg: string; after?: string } | undefined;
   /** The flag whose values the next bare arguments are, if it takes several. */

@@ -69,6 +69,9 @@ export function asKernel(
   return info;
 }
 
+/** A kernel's attributes, read by name. */
+export type Attrs = Record<string, unknown>;
+
 export interface KernelSpec {
   kernelName: string;
   kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo;

@@ -11,7 +11,7 @@
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
-import { asKernel, type ConvGeometry, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
@@ -141,8 +141,6 @@ export function depthwiseBackpropInput(
 ): tf.Tensor4D {
   return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
 }
-
-type Attrs = Record<string, unknown>;
 
 function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
   if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {

@@ -21,7 +21,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { asKernel, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
 /** The label names our programs in dispatch counts (tfjs's are named by class). */
@@ -395,8 +395,6 @@ function depthwiseFilterGrad(x: tf.TensorInfo, dy: tf.TensorInfo, filterShape: n
     int(g.padTop, g.padLeft),
   ]);
 }
-
-type Attrs = Record<string, unknown>;
 
 const pair = (v: unknown): [number, number] => (Array.isArray(v) ? [v[0], v[1]] : [Number(v ?? 1), Number(v ?? 1)]);
 
