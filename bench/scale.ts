@@ -18,6 +18,7 @@ import { RunControl } from '../src/core/control.ts';
 import { recogniseDatasets } from '../src/core/dataset/layouts.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { generatePseudoLabels } from '../src/core/pseudo.ts';
+import { RunStore } from '../src/core/run-store.ts';
 import { PixelCache } from '../src/core/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
@@ -76,13 +77,13 @@ try {
   const started = performance.now();
   const records = await generatePseudoLabels({
     stage: 'pseudo-teacher',
-    producer: 'bench/scale',
+    producer: { stage: 'teacher', checkpoint: 'bench-scale' },
     model,
     samples,
     card,
     cache: new PixelCache(source, new JimpDecoder(), store, { width: 64, height: 64 }, () => {}),
     source,
-    store,
+    run: new RunStore(store, 'bench'),
     emit: (e) => {
       if (e.type === 'pseudo') sample(e.done);
     },

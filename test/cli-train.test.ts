@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { evaluate, summary } from '../src/core/evaluate.ts';
-import { runKey, type RunState, type StageResult } from '../src/core/pipeline.ts';
+import type { RunState, StageResult } from '../src/core/pipeline.ts';
 import { itemFromSample, PixelCache } from '../src/core/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
@@ -109,9 +109,9 @@ describe('lesion-studio train', () => {
     noStackTrace(stderr);
 
     const store = new FsKeyValueStore(path.join(out, 'store'));
-    const state = (await store.get<RunState>(runKey('run', 'state')))!;
+    const state = (await store.get<RunState>('runs/run/state'))!;
     expect(state.status).toBe('cancelled');
-    expect(await store.keys(runKey('run', 'ckpt/teacher/latest'))).not.toEqual([]);
+    expect(await store.keys('runs/run/ckpt/teacher/latest')).not.toEqual([]);
     expect(existsSync(path.join(out, 'train.lock'))).toBe(false);
   });
 
@@ -167,10 +167,10 @@ describe('lesion-studio train', () => {
       expect(stderr).toContain(`note: --replace: deleted the run in ${out}`);
       expect(existsSync(lock)).toBe(false);
       const store = new FsKeyValueStore(path.join(out, 'store'));
-      const state = (await store.get<RunState>(runKey('run', 'state')))!;
+      const state = (await store.get<RunState>('runs/run/state'))!;
       expect(state.status).toBe('completed');
       expect(state.createdAt >= started).toBe(true);
-      expect(await store.get<RunCard>(runKey('run', 'card'))).toEqual(tinyCard(3));
+      expect(await store.get<RunCard>('runs/run/card')).toEqual(tinyCard(3));
       expect(JSON.parse(readFileSync(path.join(out, 'run-card.json'), 'utf8'))).toEqual(tinyCard(3));
       noStackTrace(stderr);
     });
@@ -191,7 +191,7 @@ describe('lesion-studio train', () => {
       // The exported model, scored here on the run's validation images in the run's batches, gives the main figures.
       await initNodeBackend('wasm');
       const store = new FsKeyValueStore(path.join(out, 'store'));
-      const state = (await store.get<RunState>(runKey('run', 'state')))!;
+      const state = (await store.get<RunState>('runs/run/state'))!;
       const source = new FsFileSource([PH2]);
       const byKey = new Map((await source.index()).sets.flatMap((set) => set.labeled).map((s): [string, Sample] => [`${s.set}/${s.id}`, s]));
       const val = state.split.val.map((key) => itemFromSample(byKey.get(key)!));

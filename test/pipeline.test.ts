@@ -13,12 +13,10 @@ import { recogniseDatasets, type Sample } from '../src/core/dataset/layouts.ts';
 import { loadSample } from '../src/core/dataset/loader.ts';
 import type { PseudoLabelRecord, TrainerEvent } from '../src/core/events.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
+import { plannedStages } from '../src/core/display.ts';
 import {
-  deleteRun,
   loadStageModel,
-  plannedStages,
   RunControl,
-  runKey,
   runNoisyStudent,
   type PipelineHost,
   type RunInputs,
@@ -26,6 +24,7 @@ import {
   type RunState,
 } from '../src/core/pipeline.ts';
 import { predictLogits } from '../src/core/predict.ts';
+import { RunStore } from '../src/core/run-store.ts';
 import type { StoredMask } from '../src/core/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
@@ -80,7 +79,7 @@ const stageLog = (events: TrainerEvent[]): string[] =>
   events.flatMap((e) => (e.type === 'stage' ? [`${e.stage} ${e.status}`] : []));
 
 async function records(stage: 'pseudo-teacher' | 'pseudo-student'): Promise<PseudoLabelRecord[]> {
-  return (await store.get<PseudoLabelRecord[]>(runKey(RUN, `pseudo/${stage}`)))!;
+  return (await store.get<PseudoLabelRecord[]>(`runs/${RUN}/pseudo/${stage}`))!;
 }
 
 /** Every class_name in a serialised model, wrapped layers' included. */
@@ -110,7 +109,7 @@ describe('runNoisyStudent', () => {
     const runs = firstEvents.filter((e) => e.type === 'run').map((e) => (e as { status: string }).status);
     expect(runs).toEqual(['started', 'completed']);
 
-    const state = (await store.get<RunState>(runKey(RUN, 'state')))!;
+    const state = (await store.get<RunState>(`runs/${RUN}/state`))!;
     expect(state.status).toBe('completed');
     expect(state.completed).toEqual(plannedStages(card));
     expect(first.stages.map((s) => s.stage)).toEqual(['teacher', 'student', 'student-star']);
@@ -134,7 +133,7 @@ describe('runNoisyStudent', () => {
   });
 
   it('stores a pseudo-label mask for every pool image in both pseudo stages, keyed by run and producer', async () => {
-    const state = (await store.get<RunState>(runKey(RUN, 'state')))!;
+    const state = (await store.get<RunState>(`runs/${RUN}/state`))!;
     const pool = state.split.unlabeled;
     const ph2Ids = new Set(inputs.unlabeled.map((s) => s.id));
     const teacherIds = (await records('pseudo-teacher')).map((r) => r.id);
@@ -145,7 +144,7 @@ describe('runNoisyStudent', () => {
       expect(new Set(stored.map((r) => r.id)).size).toBe(pool.length);
       expect(stored.map((r) => r.id)).toEqual(teacherIds);
       expect(stored.every((r) => ph2Ids.has(r.id))).toBe(true);
-      const identity = await new CheckpointStore(store, runKey(RUN, `ckpt/${producer}`)).identity('best');
+      const identity = await new CheckpointStore(store, `runs/${RUN}/ckpt/${producer}`).identity('best');
       for (const record of stored) {
         expect(record.key.startsWith(`pseudo/${RUN}/${producer}/${identity}/`)).toBe(true);
         const mask = (await store.get<StoredMask>(record.key))!;
@@ -176,15 +175,15 @@ describe('runNoisyStudent', () => {
     const again = await runNoisyStudent(card, inputs, host(events), new RunControl(), { runId: RUN, resume: true });
     expect(stageLog(events)).toEqual(plannedStages(card).map((s) => `${s} skipped`));
     expect(events.some((e) => e.type === 'step' || e.type === 'pseudo' || e.type === 'checkpoint')).toBe(false);
-    expect(new Set(store.writes.slice(mark))).toEqual(new Set([runKey(RUN, 'state')]));
+    expect(new Set(store.writes.slice(mark))).toEqual(new Set([`runs/${RUN}/state`]));
     expect(again.stages).toEqual(first.stages);
     expect(again.pseudoLabels).toEqual(first.pseudoLabels);
   });
 
   it('regenerating pseudo-labels for the same checkpoint reuses the stored masks without predicting', async () => {
     const before = await records('pseudo-teacher');
-    const state = (await store.get<RunState>(runKey(RUN, 'state')))!;
-    await store.set(runKey(RUN, 'state'), { ...state, completed: state.completed.filter((s) => s !== 'pseudo-teacher') });
+    const state = (await store.get<RunState>(`runs/${RUN}/state`))!;
+    await store.set(`runs/${RUN}/state`, { ...state, completed: state.completed.filter((s) => s !== 'pseudo-teacher') });
 
     const events: TrainerEvent[] = [];
     const mark = store.writes.length;
@@ -217,7 +216,7 @@ describe('runNoisyStudent', () => {
     expect(metadata.results).toEqual(first.stages.find((s) => s.stage === 'student'));
 
     const training = buildDeepLabV3(card.model, 'train', card.seed);
-    const loaded = await new CheckpointStore(store, runKey(RUN, 'ckpt/student')).load('best', training);
+    const loaded = await new CheckpointStore(store, `runs/${RUN}/ckpt/student`).load('best', training);
     tf.dispose(loaded!.optimizer.map((t) => t.tensor));
 
     const samples = [...inputs.labeled.slice(0, 3), ...inputs.unlabeled.slice(0, 2)];
@@ -241,11 +240,11 @@ describe('runNoisyStudent', () => {
     expect(diff).toBeLessThanOrEqual(1e-4);
   });
 
-  it('deleteRun removes every key of the run and nothing of another run', async () => {
+  it('RunStore.delete removes every key of the run and nothing of another run', async () => {
     const others = ['runs/tiny-10/state', 'pseudo/tiny-10/teacher/x/y/64', 'settings/theme'];
     for (const key of others) await store.set(key, 1);
     expect((await store.keys()).length).toBeGreaterThan(others.length);
-    await deleteRun(store, RUN);
+    await new RunStore(store, RUN).delete();
     expect(await store.keys()).toEqual([...others].sort());
   });
 });

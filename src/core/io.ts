@@ -67,4 +67,6 @@ export interface KeyValueStore {
   set(key: string, value: unknown): Promise<void>;
   delete(key: string): Promise<void>;
   keys(prefix?: string): Promise<string[]>;
+  /** Bytes held under a prefix, where the store can count them without handing each value out (IndexedDB's cursor). */
+  bytesUnder?(prefix: string): Promise<number>;
 }

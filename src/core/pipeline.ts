@@ -5,19 +5,20 @@
  * store; a run stopped anywhere resumes at its last saved step.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CheckpointStore } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { RunControl } from './control.ts';
 import type { Sample } from './dataset/layouts.ts';
 import { labeledUnlabeledRatio, paperSplit, splitSamples } from './dataset/splits.ts';
 import { LesionError } from './errors.ts';
 import { evaluate, summary } from './evaluate.ts';
-import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from './events.ts';
+import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
 import { buildDeepLabV3 } from './model/deeplab.ts';
 import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from './model/pretrained.ts';
 import { generatePseudoLabels } from './pseudo.ts';
+import { plannedStages } from './display.ts';
 import { deriveSeed } from './random.ts';
+import { RunStore, type PseudoStage, type RunState, type StageResult, type TrainingStage } from './run-store.ts';
 import { itemFromSample, PixelCache, type TrainItem } from './samples.ts';
 import { trainStage } from './train.ts';
 
@@ -41,15 +42,7 @@ export interface RunInputs {
   unlabeled: Sample[];
 }
 
-export interface StageResult {
-  stage: StageName;
-  /** The checkpoint the stage exports and tests (the EMA rule's best epoch), with its validation figures. */
-  best: { epoch: number | null; val: MetricSummary | null };
-  /** The stage's final epoch, apart: it is not the exported model when validation peaked earlier. Epoch null: a run stored before it was recorded. */
-  last: { epoch: number | null; val: MetricSummary | null };
-  /** The best checkpoint's. */
-  test: { overall: MetricSummary; bySet: Record<string, MetricSummary> } | null;
-}
+export type { RunState, StageResult, TrainingStage };
 
 export interface RunResults {
   runId: string;
@@ -57,61 +50,7 @@ export interface RunResults {
   pseudoLabels: PseudoLabelRecord[];
 }
 
-/** What a run keeps about itself, so that it can resume on any host. */
-export interface RunState {
-  runId: string;
-  createdAt: string;
-  updatedAt: string;
-  status: 'running' | 'paused' | 'cancelled' | 'completed' | 'failed';
-  message?: string;
-  completed: StageName[];
-  split: { train: string[]; val: string[]; test: string[]; unlabeled: string[] };
-  results: StageResult[];
-}
-
-/** A stage result as runs stored before best and last were told apart hold it: `val` was the last epoch's. */
-interface LegacyStageResult {
-  stage: StageName;
-  bestEpoch: number | null;
-  val: MetricSummary | null;
-  test: StageResult['test'];
-}
-
-/**
- * Reads a run's state, bringing results stored by an older studio to today's
- * shape, so its runs still open, resume and export: their validation figures
- * become the last epoch's (what they were) and the best epoch keeps none.
- */
-export async function readRunState(store: KeyValueStore, runId: string): Promise<RunState | undefined> {
-  return upgradeRunState(await store.get<RunState>(runKey(runId, 'state')));
-}
-
-function upgradeRunState(state: RunState | undefined): RunState | undefined {
-  if (!state) return state;
-  const results = (state.results as (StageResult | LegacyStageResult)[]).map((r): StageResult =>
-    'best' in r ? r : { stage: r.stage, best: { epoch: r.bestEpoch, val: null }, last: { epoch: null, val: r.val }, test: r.test },
-  );
-  return { ...state, results };
-}
-
-export type TrainingStage = 'teacher' | 'student' | 'student-star';
-type PseudoStage = 'pseudo-teacher' | 'pseudo-student';
-
-/** The stages a card asks for, in order. */
-export function plannedStages(card: RunCard): StageName[] {
-  const stages: StageName[] = ['teacher'];
-  if (card.student.rounds >= 1) stages.push('pseudo-teacher', 'student');
-  if (card.student.rounds >= 2) stages.push('pseudo-student', 'student-star');
-  return stages;
-}
-
 const PRODUCER: Record<PseudoStage, TrainingStage> = { 'pseudo-teacher': 'teacher', 'pseudo-student': 'student' };
-
-export const runKey = (runId: string, what: string): string => `runs/${runId}/${what}`;
-
-function checkpoints(store: KeyValueStore, runId: string, stage: TrainingStage | 'init'): CheckpointStore {
-  return new CheckpointStore(store, runKey(runId, `ckpt/${stage}`));
-}
 
 /**
  * The card's held-out parts. Images an official layout already marks as test
@@ -183,8 +122,8 @@ export async function runNoisyStudent(
 ): Promise<RunResults> {
   const { store, emit } = host;
   const { runId } = options;
-  const stateKey = runKey(runId, 'state');
-  const previous = options.resume ? await readRunState(store, runId) : undefined;
+  const run = new RunStore(store, runId);
+  const previous = options.resume ? await run.state() : undefined;
   if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
 
   const keyOf = (s: Sample): string => `${s.set}/${s.id}${s.mask ? '' : '#unlabeled'}`;
@@ -212,9 +151,9 @@ export async function runNoisyStudent(
       split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: parts.unlabeled.map(keyOf) },
       results: [],
     };
-    await store.set(runKey(runId, 'card'), card);
+    await run.setCard(card);
   }
-  await store.set(stateKey, state);
+  await run.setState(state);
   emit({ type: 'run', runId, status: previous ? 'resumed' : 'started' });
 
   const samples = (keys: string[]): Sample[] => keys.map((k) => byId.get(k)!);
@@ -233,7 +172,7 @@ export async function runNoisyStudent(
 
   const freshModel = async (): Promise<tf.LayersModel> => {
     const model = buildDeepLabV3(card.model, 'train', card.seed);
-    const init = checkpoints(store, runId, 'init');
+    const init = run.checkpoints('init');
     if (await init.identity('init')) {
       await init.load('init', model);
       return model;
@@ -255,15 +194,13 @@ export async function runNoisyStudent(
 
   const saveState = async (patch: Partial<RunState>): Promise<void> => {
     state = { ...state, ...patch, updatedAt: new Date().toISOString() };
-    await store.set(stateKey, state);
+    await run.setState(state);
   };
 
   try {
     for (const stage of plannedStages(card)) {
       if (state.completed.includes(stage)) {
-        if (stage.startsWith('pseudo')) {
-          pseudoLabels.push(...((await store.get<PseudoLabelRecord[]>(runKey(runId, `pseudo/${stage}`))) ?? []));
-        }
+        if (stage === 'pseudo-teacher' || stage === 'pseudo-student') pseudoLabels.push(...(await run.pseudoLabels(stage)));
         emit({ type: 'stage', stage, status: 'skipped', message: 'already completed' });
         continue;
       }
@@ -271,34 +208,34 @@ export async function runNoisyStudent(
       if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
         const producer = PRODUCER[stage];
         const model = buildDeepLabV3(card.model, 'train', card.seed);
-        const best = checkpoints(store, runId, producer);
+        const best = run.checkpoints(producer);
         await best.load('best', model);
         const records = await generatePseudoLabels({
           stage,
-          producer: `${runId}/${producer}/${await best.identity('best')}`,
+          producer: { stage: producer, checkpoint: String(await best.identity('best')) },
           model,
           samples: pool,
           card,
           cache,
           source: host.source,
-          store,
+          run,
           emit,
           control,
         });
         model.dispose();
-        await store.set(runKey(runId, `pseudo/${stage}`), records);
+        await run.setPseudoLabels(stage, records);
         pseudoLabels.push(...records);
         await saveState({ completed: [...state.completed, stage] });
       } else {
         const model = await freshModel();
         if (stage !== 'teacher' && card.student.init === 'teacher-weights') {
-          await checkpoints(store, runId, 'teacher').load('best', model);
+          await run.checkpoints('teacher').load('best', model);
         }
         const pseudoStage: PseudoStage | undefined = stage === 'student' ? 'pseudo-teacher' : stage === 'student-star' ? 'pseudo-student' : undefined;
         let items: TrainItem[] = train;
         if (pseudoStage) {
-          const records = (await store.get<PseudoLabelRecord[]>(runKey(runId, `pseudo/${pseudoStage}`))) ?? [];
-          const rejected = new Set((await store.get<string[]>(runKey(runId, 'rejected'))) ?? []);
+          const records = await run.pseudoLabels(pseudoStage);
+          const rejected = new Set(await run.rejected());
           const pseudoItems = records
             .filter((r) => !r.dropped && !rejected.has(r.image))
             .map((r): TrainItem => {
@@ -308,7 +245,7 @@ export async function runNoisyStudent(
           items = [...train, ...pseudoItems];
           emit({ type: 'log', message: `${stage}: ${train.length} labeled + ${pseudoItems.length} pseudo-labeled images (${rejected.size} rejected by review)` });
         }
-        const ckpt = checkpoints(store, runId, stage);
+        const ckpt = run.checkpoints(stage);
         const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume, deviceError: host.deviceError });
         await ckpt.load('best', model);
         let testResult: StageResult['test'] = null;
@@ -319,7 +256,7 @@ export async function runNoisyStudent(
             bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, summary(v)])),
           };
           emit({ type: 'evaluation', stage, split: 'test', overall: testResult.overall, bySet: testResult.bySet });
-          await store.set(runKey(runId, `per-image/${stage}`), evaluation.overall.perImage);
+          await run.setPerImage(stage, evaluation.overall.perImage);
         }
         model.dispose();
         const result: StageResult = {
@@ -355,19 +292,20 @@ export async function loadStageModel(
   stage: TrainingStage,
   kind: 'best' | 'latest' = 'best',
 ): Promise<{ model: tf.LayersModel; metadata: ExportMetadata }> {
-  const card = await store.get<RunCard>(runKey(runId, 'card'));
+  const run = new RunStore(store, runId);
+  const card = await run.card();
   if (!card) throw new LesionError('storage', `run ${runId} has no run card`);
   const model = buildDeepLabV3(card.model, 'export', card.seed);
   try {
     // Checkpoints name weights by layer, which the export build shares.
-    const loaded = await checkpoints(store, runId, stage).load(kind, model);
+    const loaded = await run.checkpoints(stage).load(kind, model);
     if (!loaded) throw new LesionError('storage', `run ${runId} has no ${kind} checkpoint for ${stage}`);
     tf.dispose(loaded.optimizer.map((t) => t.tensor));
   } catch (error) {
     model.dispose();
     throw error;
   }
-  const state = await readRunState(store, runId);
+  const state = await run.state();
   return {
     model,
     metadata: {
@@ -392,16 +330,4 @@ export interface ExportMetadata {
   logitThreshold: number;
   card: RunCard;
   results: StageResult | null;
-}
-
-export async function listRuns(store: KeyValueStore): Promise<RunState[]> {
-  const keys = (await store.keys('runs/')).filter((k) => k.endsWith('/state'));
-  const states = await Promise.all(keys.map(async (k) => upgradeRunState(await store.get<RunState>(k))));
-  return states.filter((s): s is RunState => s !== undefined).sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
-}
-
-export async function deleteRun(store: KeyValueStore, runId: string): Promise<void> {
-  for (const key of [...(await store.keys(`runs/${runId}/`)), ...(await store.keys(`pseudo/${runId}/`))]) {
-    await store.delete(key);
-  }
 }

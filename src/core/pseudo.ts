@@ -4,48 +4,40 @@
  * lesion are dropped (the paper's "masks not created or too small"), and each
  * keeps its mean binary entropy so a person can review the least certain.
  *
- * Masks are stored under (producing checkpoint, image content hash, size), so
- * a rerun or a resumed run reuses them instead of predicting again.
+ * Masks are stored (RunStore.maskKey) by producing checkpoint, image content
+ * hash and size, so a rerun or a resumed run reuses them instead of predicting again.
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { RunCard } from './config.ts';
 import type { RunControl } from './control.ts';
 import type { Sample } from './dataset/layouts.ts';
 import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
-import type { FileSource, KeyValueStore, RgbImage } from './io.ts';
+import type { FileSource, RgbImage } from './io.ts';
 import { meanEntropy, predictLogits } from './predict.ts';
-import type { PixelCache, StoredMask } from './samples.ts';
+import type { MaskStats, RunStore, TrainingStage } from './run-store.ts';
+import type { PixelCache } from './samples.ts';
 
 export async function contentHash(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-export function pseudoKey(producer: string, hash: string, size: number): string {
-  return `pseudo/${producer}/${hash}/${size}`;
-}
-
-interface StoredRecord {
-  lesionFraction: number;
-  uncertainty: number;
-}
-
 export interface PseudoLabelJob {
   stage: StageName;
-  /** Identifies the producing checkpoint; part of every mask's key. */
-  producer: string;
+  /** The producing checkpoint; part of every mask's key. */
+  producer: { stage: TrainingStage; checkpoint: string };
   model: tf.LayersModel;
   samples: Sample[];
   card: RunCard;
   cache: PixelCache;
   source: FileSource;
-  store: KeyValueStore;
+  run: RunStore;
   emit: EventSink;
   control: RunControl;
 }
 
 export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoLabelRecord[]> {
-  const { card, store, emit, stage } = job;
+  const { card, run, emit, stage } = job;
   const size = card.model.inputSize;
   const B = card.train.batchSize;
   // The threshold is on the probability; the model emits logits.
@@ -54,7 +46,7 @@ export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoL
   let kept = 0;
   let dropped = 0;
   const started = performance.now();
-  const record = (sample: Sample, key: string, r: StoredRecord): void => {
+  const record = (sample: Sample, key: string, r: MaskStats): void => {
     const isDropped = r.lesionFraction < card.pseudo.minLesionFraction;
     if (isDropped) dropped++;
     else kept++;
@@ -75,9 +67,8 @@ export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoL
           lesion++;
         }
       }
-      const stats: StoredRecord = { lesionFraction: lesion / l.length, uncertainty: meanEntropy(l) };
-      await store.set(queue[i].key, { width: size, height: size, data } satisfies StoredMask);
-      await store.set(`${queue[i].key}/stats`, stats);
+      const stats: MaskStats = { lesionFraction: lesion / l.length, uncertainty: meanEntropy(l) };
+      await run.setMask(queue[i].key, { width: size, height: size, data }, stats);
       record(queue[i].sample, queue[i].key, stats);
     }
     queue = [];
@@ -93,8 +84,8 @@ export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoL
       emit({ type: 'warning', file: sample.image, message: `skipped: ${error instanceof Error ? error.message : String(error)}` });
       continue;
     }
-    const key = pseudoKey(job.producer, await contentHash(bytes), size);
-    const reused = await store.get<StoredRecord>(`${key}/stats`);
+    const key = run.maskKey(job.producer, await contentHash(bytes), size);
+    const reused = await run.maskStats(key);
     if (reused) {
       record(sample, key, reused);
     } else {

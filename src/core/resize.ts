@@ -1,5 +1,5 @@
 /**
- * Bilinear resampling of a one-channel float map (a model's logits at its
+ * Resizing for masks. Bilinear resampling of a one-channel float map (a model's logits at its
  * input size) to another size, thresholded as it goes: the output is a 0/1
  * mask, produced row by row from two interpolated rows of floats, so a
  * prediction for a 6000x4000 photograph never exists as 24 M floats.
@@ -79,6 +79,20 @@ export function resizeAndThreshold(map: FloatMap, width: number, height: number,
     for (let x = 0; x < width; x++) {
       const top = upper[x];
       data[out + x] = top + (lower[x] - top) * fy >= threshold ? 1 : 0;
+    }
+  }
+  return { width, height, data };
+}
+
+/** Nearest-neighbour resize, so a mask stays exactly 0/1 (a stored pseudo-label has no logits left to interpolate). */
+export function resizeMask(mask: BinaryMask, width: number, height: number): BinaryMask {
+  if (mask.width === width && mask.height === height) return mask;
+  const data = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.min(mask.height - 1, Math.floor(((y + 0.5) * mask.height) / height));
+    for (let x = 0; x < width; x++) {
+      const sx = Math.min(mask.width - 1, Math.floor(((x + 0.5) * mask.width) / width));
+      data[y * width + x] = mask.data[sy * mask.width + sx];
     }
   }
   return { width, height, data };

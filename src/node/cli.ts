@@ -2,32 +2,11 @@
  * `lesion-studio <command> [options]`: the Node host of the core. Each
  * command lives in its own module under ./commands and is loaded only when
  * run, so `inspect` does not pay for TensorFlow.js. To add one, write the
- * module (default-export a Command) and add a line to COMMANDS.
+ * module (default-export a Command, from ./command.ts) and add a line to COMMANDS.
  */
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import { LesionError } from '../core/errors.ts';
-
-export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
-}
-
-export interface ParsedArgs {
-  positionals: string[];
-  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
-}
-
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-export interface Command {
-  /** One line after the command name in the usage text, e.g. '<dir>... [--json]'. */
-  usage: string;
-  options: Options;
-  /** Whether the command's operands are bare arguments (inspect's folders); the others refuse any. */
-  positionals?: boolean;
-  /** Returns the exit code: 0 done, 1 failed, 2 bad usage. */
-  run(args: ParsedArgs, io: CliIo): Promise<number>;
-}
+import { EXIT_USAGE, type CliIo, type Command, type Options, type ParsedArgs } from './command.ts';
 
 interface CommandEntry {
   summary: string;
@@ -52,8 +31,6 @@ const COMMANDS: Record<string, CommandEntry> = {
     load: () => import('./commands/predict.ts'),
   },
 };
-
-export const EXIT_USAGE = 2;
 
 const consoleIo: CliIo = {
   out: (text) => process.stdout.write(`${text}\n`),

@@ -3,11 +3,12 @@
  * `<root folder name>/<path below it>`, so that several roots (e.g. an ISIC
  * folder and a PH2 folder) share one namespace, as a browser folder drop does.
  */
-import { readdir, readFile, readlink, realpath, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { compareText, recogniseDatasets, type DatasetIndex, type Stray } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
+import type { ProductFile } from '../core/products.ts';
 
 export class FsFileSource implements FileSource {
   private readonly roots = new Map<string, string>();
@@ -84,6 +85,20 @@ async function realPathOf(path: string): Promise<string> {
     const parent = dirname(absolute);
     return parent === absolute ? absolute : join(await realPathOf(parent), basename(absolute));
   }
+}
+
+/** A run's product files (src/core/products.ts) under `dir`, by their relative names. */
+export async function writeProducts(dir: string, files: ProductFile[]): Promise<void> {
+  for (const file of files) {
+    const target = join(dir, ...file.name.split('/'));
+    await mkdir(dirname(target), { recursive: true });
+    await writeFile(target, file.bytes);
+  }
+}
+
+/** Where a set's masks go when several sets share ids: a folder name safe on every file system. */
+export function setFolderName(set: string): string {
+  return set.replace(/[^A-Za-z0-9._-]+/g, '_');
 }
 
 /** Follows symbolic links, once per real folder, so a link cycle cannot loop. */

@@ -1,39 +1,23 @@
 /**
  * A model on disk, in the tfjs layers format that plain tfjs (and the
  * studio's browser side) loads: model.json and weights.bin, plus the
- * caller's metadata.json beside them.
+ * caller's metadata.json beside them. The files are the core's model
+ * product (src/core/products.ts), the bytes the studio exports.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { LesionError } from '../core/errors.ts';
-
-const MODEL_FILE = 'model.json';
-const WEIGHTS_FILE = 'weights.bin';
-const METADATA_FILE = 'metadata.json';
+import type { ExportMetadata } from '../core/pipeline.ts';
+import { METADATA_FILE, MODEL_FILE, modelFiles } from '../core/products.ts';
+import type { CliIo } from './command.ts';
+import { writeProducts } from './files.ts';
 
 export async function saveLayersModel(model: tf.LayersModel, dir: string, metadata?: unknown): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await model.save(
-    tf.io.withSaveHandler(async (artifacts) => {
-      const weights = artifacts.weightData === undefined ? new ArrayBuffer(0) : tf.io.CompositeArrayBuffer.join(artifacts.weightData);
-      const json: tf.io.ModelJSON = {
-        modelTopology: artifacts.modelTopology as tf.io.ModelJSON['modelTopology'],
-        format: artifacts.format,
-        generatedBy: artifacts.generatedBy,
-        convertedBy: artifacts.convertedBy,
-        weightsManifest: [{ paths: [WEIGHTS_FILE], weights: artifacts.weightSpecs ?? [] }],
-      };
-      await writeFile(path.join(dir, WEIGHTS_FILE), new Uint8Array(weights));
-      await writeFile(path.join(dir, MODEL_FILE), JSON.stringify(json));
-      return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(artifacts) };
-    }),
-  );
-  const metadataPath = path.join(dir, METADATA_FILE);
+  await writeProducts(dir, await modelFiles(model, metadata));
   // No stale metadata from an earlier model may outlive it.
-  if (metadata === undefined) await rm(metadataPath, { force: true });
-  else await writeFile(metadataPath, `${JSON.stringify(metadata, null, 2)}\n`);
+  if (metadata === undefined) await rm(path.join(dir, METADATA_FILE), { force: true });
 }
 
 /**
@@ -160,4 +144,38 @@ async function readJson(dir: string, file: string): Promise<unknown> {
   } catch (error) {
     throw new LesionError('read', `not valid JSON (${(error as Error).message})`, path.join(dir, file));
   }
+}
+
+export interface ExportedModel {
+  model: tf.LayersModel;
+  inputSize: number;
+  logitThreshold: number;
+}
+
+/** The paper's threshold on raw logits, for a model saved without metadata. */
+const DEFAULT_LOGIT_THRESHOLD = 0.5;
+
+/**
+ * A model exported by `train` or the studio: `<dir>/model.json` (or
+ * `<dir>/model/model.json`, a stage folder) with metadata.json beside it.
+ */
+export async function loadExportedModel(dir: string, io: CliIo): Promise<ExportedModel> {
+  const modelDir = !existsSync(path.join(dir, 'model.json')) && existsSync(path.join(dir, 'model', 'model.json')) ? path.join(dir, 'model') : dir;
+  const { model, metadata } = await loadLayersModel<Partial<ExportMetadata>>(modelDir);
+  const [, h, w, c] = model.inputs[0].shape;
+  const [, oh, ow, oc] = model.outputs[0].shape;
+  if (h === null || h !== w || c !== 3 || oh !== h || ow !== w || oc !== 1) {
+    model.dispose();
+    throw new LesionError('model', `expected a square RGB input and one channel of logits at the same size; got input ${JSON.stringify(model.inputs[0].shape)}, output ${JSON.stringify(model.outputs[0].shape)}`, modelDir);
+  }
+  if (metadata?.inputSize !== undefined && metadata.inputSize !== h) {
+    model.dispose();
+    throw new LesionError('model', `metadata.json says inputSize ${metadata.inputSize} but the model takes ${h}x${w}`, modelDir);
+  }
+  let logitThreshold = metadata?.logitThreshold;
+  if (typeof logitThreshold !== 'number') {
+    io.err(`warning: ${modelDir} has no logitThreshold in metadata.json; using ${DEFAULT_LOGIT_THRESHOLD} (the paper's)`);
+    logitThreshold = DEFAULT_LOGIT_THRESHOLD;
+  }
+  return { model, inputSize: h, logitThreshold };
 }

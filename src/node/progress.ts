@@ -3,7 +3,7 @@
  * a TTY, plain lines otherwise (CI logs).
  */
 import { STAGE_TITLES, type TrainerEvent } from '../core/events.ts';
-import type { CliIo } from './cli.ts';
+import type { CliIo } from './command.ts';
 
 const fmtTime = (s: number): string => {
   if (!Number.isFinite(s)) return '--';

@@ -8,18 +8,6 @@ export function formatDuration(seconds: number | undefined): string {
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
-export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
 /** Metrics as percentages with one decimal, the way papers report them. */
 export function percent(value: number | undefined): string {
   return value === undefined || !Number.isFinite(value) ? '—' : `${(value * 100).toFixed(1)} %`;

@@ -5,6 +5,7 @@
  * change so the charts redraw once per animation frame at most.
  */
 import type { RunCard } from '../core/config.ts';
+import { plannedStages } from '../core/display.ts';
 import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import { STAGE_TITLES } from '../core/events.ts';
 import type { BackendReport, StampedEvent } from '../worker/api.ts';
@@ -58,13 +59,6 @@ export interface Series {
 
 export type RunStatus = 'idle' | 'starting' | 'running' | 'paused' | 'cancelled' | 'completed' | 'failed';
 
-export function stagesFor(rounds: number): StageName[] {
-  const stages: StageName[] = ['teacher'];
-  if (rounds >= 1) stages.push('pseudo-teacher', 'student');
-  if (rounds >= 2) stages.push('pseudo-student', 'student-star');
-  return stages;
-}
-
 const MAX_LOG = 200;
 
 /** What went wrong with a failed run, so the Train view can offer the matching way out. */
@@ -101,14 +95,13 @@ export class RunState {
   readonly series: Series = emptySeries();
 
   reset(card: RunCard): void {
-    const rounds = card.student.rounds;
     this.runId = undefined;
     this.card = card;
     this.watching = false;
     this.status = 'starting';
     this.message = undefined;
     this.backend = undefined;
-    this.stages = stagesFor(rounds).map((stage) => ({ stage, title: STAGE_TITLES[stage], status: 'waiting' }));
+    this.stages = plannedStages(card).map((stage) => ({ stage, title: STAGE_TITLES[stage], status: 'waiting' }));
     this.step = undefined;
     this.pseudo = undefined;
     this.task = undefined;

@@ -5,7 +5,7 @@
  * worker, from that state.
  */
 import { binariseMask } from '../core/dataset/loader.ts';
-import { LAYOUT_TITLES, recogniseDatasets, type DatasetIndex, type Sample } from '../core/dataset/layouts.ts';
+import { inputsByRole, LAYOUT_TITLES, recogniseDatasets, rootOf, type DatasetIndex, type Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
 import type { DatasetOrigin, DatasetSummary, RootRole, Thumbnail, ThumbnailPage, ThumbnailRequest } from './api.ts';
@@ -47,15 +47,7 @@ export class OpenDataset {
 
   /** Labeled pairs of labeled roots train and validate; every other image can get a pseudo-label. */
   inputs(): RunInputs {
-    const labeled: Sample[] = [];
-    const unlabeled: Sample[] = [];
-    for (const set of this.index.sets) {
-      const role = this.roles.get(rootOf(set.labeled[0]?.image ?? set.unlabeled[0].image));
-      if (role === 'labeled') labeled.push(...set.labeled);
-      else unlabeled.push(...set.labeled.map(({ mask: _mask, ...image }) => image));
-      unlabeled.push(...set.unlabeled);
-    }
-    return { labeled, unlabeled };
+    return inputsByRole(this.index, (root) => this.roles.get(root) === 'labeled');
   }
 
   summary(): DatasetSummary {
@@ -128,11 +120,6 @@ export class OpenDataset {
       return { ...base, bitmap: empty, sourceWidth: 0, sourceHeight: 0, error: (error as Error).message };
     }
   }
-}
-
-export function rootOf(path: string): string {
-  const slash = path.indexOf('/');
-  return slash < 0 ? path : path.slice(0, slash);
 }
 
 /** A root with labeled pairs is labeled until the user says otherwise; a plain image folder is a pool. */

@@ -4,8 +4,7 @@
  * chartable part of them in storage so a resumed run shows its whole history.
  */
 import type { TrainerEvent } from '../core/events.ts';
-import type { KeyValueStore } from '../core/io.ts';
-import { runKey } from '../core/pipeline.ts';
+import type { RunStore } from '../core/run-store.ts';
 import type { EventBatchSink, StampedEvent } from './api.ts';
 
 const BATCH_MS = 100;
@@ -14,8 +13,6 @@ const SAVE_MS = 5000;
 const MAX_STEPS = 4000;
 
 const KEPT: ReadonlySet<TrainerEvent['type']> = new Set(['run', 'stage', 'step', 'epoch', 'evaluation', 'checkpoint', 'warning']);
-
-export const historyKey = (runId: string): string => runKey(runId, 'studio/history');
 
 export class EventForwarder {
   private pending: StampedEvent[] = [];
@@ -26,13 +23,12 @@ export class EventForwarder {
 
   constructor(
     private readonly sink: EventBatchSink,
-    private readonly store: KeyValueStore,
-    private readonly runId: string,
+    private readonly run: RunStore,
   ) {}
 
   /** Sends what earlier sessions of this run recorded, before its new events. */
   async replay(): Promise<void> {
-    this.history = (await this.store.get<StampedEvent[]>(historyKey(this.runId))) ?? [];
+    this.history = await this.run.history<StampedEvent>();
     this.steps = this.history.filter((e) => e.event.type === 'step').length;
     if (this.history.length > 0) this.sink(this.history);
   }
@@ -76,6 +72,6 @@ export class EventForwarder {
 
   private async save(): Promise<void> {
     this.lastSave = Date.now();
-    await this.store.set(historyKey(this.runId), this.history);
+    await this.run.setHistory(this.history);
   }
 }

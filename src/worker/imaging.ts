@@ -1,9 +1,8 @@
 /**
  * Pictures the worker hands to the page: photographs, mask overlays,
- * contours and error maps as ImageBitmaps (transferred, never copied), and
- * masks as PNG files. Colours are chosen to stay apart for colour-blind
- * viewers (blue/orange), and every overlay is translucent so the lesion
- * under it stays visible.
+ * contours and error maps as ImageBitmaps (transferred, never copied).
+ * Colours are chosen to stay apart for colour-blind viewers (blue/orange),
+ * and every overlay is translucent so the lesion under it stays visible.
  */
 import type { BinaryMask, RgbImage } from '../core/io.ts';
 
@@ -100,21 +99,6 @@ export function errorOverlay(prediction: BinaryMask, truth: BinaryMask): ImageBi
     { pixels: fp, colour: COLOURS.falsePositive },
     { pixels: fn, colour: COLOURS.falseNegative },
   ]);
-}
-
-/** A 0/1 mask as an 8-bit PNG of 0 and 255, as ISIC ships its ground truth. */
-export async function maskPng(mask: BinaryMask): Promise<ArrayBuffer> {
-  const rgba = new Uint8ClampedArray(mask.width * mask.height * 4);
-  for (let i = 0; i < mask.data.length; i++) {
-    const v = mask.data[i] ? 255 : 0;
-    rgba[i * 4] = v;
-    rgba[i * 4 + 1] = v;
-    rgba[i * 4 + 2] = v;
-    rgba[i * 4 + 3] = 255;
-  }
-  const canvas = new OffscreenCanvas(mask.width, mask.height);
-  canvas.getContext('2d')!.putImageData(new ImageData(rgba, mask.width, mask.height), 0, 0);
-  return (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer();
 }
 
 /** Longest side `size`, aspect kept, at least one pixel each way. */

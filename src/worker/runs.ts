@@ -1,15 +1,15 @@
 /**
  * Starts, steers and lists Noisy Student runs inside the worker. One run at a
  * time: it owns the backend and the GPU memory. What the page needs to reopen
- * a run after a reload (which data set it came from) is stored beside the
- * pipeline's own state, under the run's key prefix, so deleting the run
- * deletes it too.
+ * a run after a reload (which data set it came from) is kept by the run's
+ * RunStore with the pipeline's own state, so deleting the run deletes it too.
  */
 import { parseRunCard, type RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
 import { STAGE_TITLES, type StageName, type TrainerEvent } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { deleteRun, listRuns, runKey, readRunState, runNoisyStudent, RunControl, type RunState } from '../core/pipeline.ts';
+import { runNoisyStudent, RunControl } from '../core/pipeline.ts';
+import { RunStore, type RunState } from '../core/run-store.ts';
 import type { BackendReport, DatasetOrigin, EventBatchSink, RunListing } from './api.ts';
 import { chooseBackend } from './backend.ts';
 import type { OpenDataset } from './dataset.ts';
@@ -22,8 +22,6 @@ interface RunOrigin {
   dataset: DatasetOrigin;
   roots: string[];
 }
-
-const originKey = (runId: string): string => runKey(runId, 'studio/origin');
 
 interface ActiveRun {
   runId: string;
@@ -61,13 +59,13 @@ export class RunManager {
 
   async start(card: RunCard, dataset: OpenDataset, sink: EventBatchSink): Promise<{ runId: string; backend: BackendReport }> {
     const runId = `${slug(card.name)}-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    await this.store.set(originKey(runId), { dataset: dataset.origin, roots: dataset.rootNames() } satisfies RunOrigin);
+    await new RunStore(this.store, runId).setOrigin<RunOrigin>({ dataset: dataset.origin, roots: dataset.rootNames() });
     return this.launch(runId, card, dataset, sink, false);
   }
 
   /** A learning rate replaces the stored card's, e.g. after the run diverged. */
   async resumeStored(runId: string, dataset: OpenDataset, sink: EventBatchSink, learningRate?: number): Promise<{ runId: string; backend: BackendReport }> {
-    const stored = await this.store.get<RunCard>(runKey(runId, 'card'));
+    const stored = await new RunStore(this.store, runId).card();
     if (!stored) throw new LesionError('storage', `run ${runId} is not stored in this browser`);
     const card = learningRate === undefined
       ? stored
@@ -76,7 +74,7 @@ export class RunManager {
   }
 
   async origin(runId: string): Promise<RunOrigin | undefined> {
-    return this.store.get<RunOrigin>(originKey(runId));
+    return new RunStore(this.store, runId).origin<RunOrigin>();
   }
 
   private async launch(runId: string, card: RunCard, dataset: OpenDataset, sink: EventBatchSink, resume: boolean, cardChanged = false) {
@@ -85,11 +83,12 @@ export class RunManager {
     if (!release) throw new LesionError('config', `run ${runId} is training in another tab of this browser; pause or stop it there`);
     const broadcast = broadcastTo(runId, sink);
     try {
-      const events = new EventForwarder(broadcast.sink, this.store, runId);
+      const run = new RunStore(this.store, runId);
+      const events = new EventForwarder(broadcast.sink, run);
       if (resume) await events.replay();
       if (cardChanged) {
         // Stored only once the run is ours: another tab's run keeps its card.
-        await this.store.set(runKey(runId, 'card'), card);
+        await run.setCard(card);
         events.push({ type: 'log', message: `run card changed for this resume: learning rate ${card.train.optimizer.lr}` });
       }
       const session: RunSession = { runId, card, dataset, events, control: new RunControl() };
@@ -222,15 +221,13 @@ export class RunManager {
   }
 
   async list(): Promise<RunListing[]> {
-    const [states, locked] = await Promise.all([listRuns(this.store), lockedRuns()]);
+    const [states, locked] = await Promise.all([RunStore.list(this.store), lockedRuns()]);
     return Promise.all(states.map((state) => this.listing(state, locked.has(state.runId))));
   }
 
   private async listing(state: RunState, locked: boolean): Promise<RunListing> {
-    const [card, origin] = await Promise.all([
-      this.store.get<RunCard>(runKey(state.runId, 'card')),
-      this.origin(state.runId),
-    ]);
+    const run = new RunStore(this.store, state.runId);
+    const [card, origin] = await Promise.all([run.card(), run.origin<RunOrigin>()]);
     const mine = this.active?.runId === state.runId;
     // A run whose lock another worker holds trains there; a stored 'running' run that no one holds lost its tab mid-run.
     const status = mine
@@ -258,14 +255,12 @@ export class RunManager {
       this.active.session.control.cancel();
       await this.active.done;
     }
-    await deleteRun(this.store, runId);
+    await new RunStore(this.store, runId).delete();
   }
 
   async state(runId: string): Promise<{ state: RunState; card: RunCard }> {
-    const [state, card] = await Promise.all([
-      readRunState(this.store, runId),
-      this.store.get<RunCard>(runKey(runId, 'card')),
-    ]);
+    const run = new RunStore(this.store, runId);
+    const [state, card] = await Promise.all([run.state(), run.card()]);
     if (!state || !card) throw new LesionError('storage', `run ${runId} is not stored in this browser`);
     return { state, card };
   }

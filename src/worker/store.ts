@@ -10,10 +10,9 @@
  */
 import { createStore, del, get, promisifyRequest, set, type UseStore } from 'idb-keyval';
 import { LesionError } from '../core/errors.ts';
-import { STAGE_TITLES, type StageName } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-// Plain number formatting, shared with the page so both word sizes alike.
-import { formatBytes } from '../ui/format.ts';
+import { describeKey, payloadBytes } from '../core/run-store.ts';
+import { formatBytes } from '../core/display.ts';
 
 export type StoreConcern = 'runs' | 'folders' | 'studio';
 
@@ -95,37 +94,7 @@ async function storageFull(key: string, bytes: number): Promise<LesionError> {
   );
 }
 
-/** What a stored key holds, in the words of the studio (keys follow src/core/pipeline.ts and pseudo.ts). */
-export function describeKey(key: string): string {
-  const run = /^runs\/([^/]+)\/(.+)$/.exec(key);
-  if (!run) return key.startsWith('pseudo/') ? 'a pseudo-label mask' : `the entry ${key}`;
-  const [, runId, what] = run;
-  const checkpoint = /^ckpt\/([^/]+)\/([^/]+)/.exec(what);
-  const stage = (name: string): string => STAGE_TITLES[name as StageName] ?? name;
-  const thing = checkpoint
-    ? checkpoint[1] === 'init' ? 'the initial weights' : `the ${checkpoint[2]} checkpoint of the ${stage(checkpoint[1])} stage`
-    : what === 'state' ? 'the progress record'
-    : what === 'card' ? 'the run card'
-    : what === 'studio/history' ? 'the chart history'
-    : what.startsWith('pseudo/') ? 'the pseudo-label list'
-    : what.startsWith('per-image/') ? 'the per-image test scores'
-    : what;
-  return `${thing} of run ${runId}`;
-}
-
 /** Every string key that starts with `prefix` (the empty prefix: all keys). */
 function prefixRange(prefix: string): IDBKeyRange | undefined {
   return prefix === '' ? undefined : IDBKeyRange.bound(prefix, `${prefix}\uffff`);
-}
-
-function payloadBytes(value: unknown, depth = 0): number {
-  if (value instanceof ArrayBuffer) return value.byteLength;
-  if (ArrayBuffer.isView(value)) return value.byteLength;
-  if (typeof value === 'string') return value.length * 2;
-  if (typeof value === 'number' || typeof value === 'boolean') return 8;
-  if (value === null || typeof value !== 'object' || depth > 8) return 0;
-  if (value instanceof Blob) return value.size;
-  let n = 0;
-  for (const item of Array.isArray(value) ? value : Object.values(value)) n += payloadBytes(item, depth + 1);
-  return n;
 }

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
+import { RunStore } from '../core/run-store.ts';
 import {
   FAULT_TEST_MARK,
   type DatasetSummary,
@@ -23,12 +24,11 @@ import {
 import { capabilities, estimateMemory } from './backend.ts';
 import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
-import { historyKey } from './events.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
-import { gallery, predictFile, pseudoLabelViews, setRejected } from './results.ts';
+import { gallery, predictFile, pseudoLabelViews } from './results.ts';
 import { RunManager } from './runs.ts';
 import { IdbStore } from './store.ts';
 import { follow, whenReleased } from './tabs.ts';
@@ -192,7 +192,7 @@ const api: TrainerApi = {
   async watchRun(runId: string, onEvents: EventBatchSink, onFreed: () => void) {
     unwatch?.();
     const released = new AbortController();
-    const stopFollowing = follow(runId, async () => (await runStore.get<StampedEvent[]>(historyKey(runId))) ?? [], onEvents);
+    const stopFollowing = follow(runId, () => new RunStore(runStore, runId).history<StampedEvent>(), onEvents);
     const stop = (): void => {
       stopFollowing();
       released.abort();
@@ -256,15 +256,15 @@ const api: TrainerApi = {
   },
 
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
-    return moved(await gallery(runStore, dataset, await runContext(runId), stage, onProgress));
+    return moved(await gallery(new RunStore(runStore, runId), dataset, await runContext(runId), stage, onProgress));
   },
 
   async pseudoLabels(runId, stage, limit) {
-    return moved(await pseudoLabelViews(runStore, dataset, runId, stage, limit));
+    return moved(await pseudoLabelViews(new RunStore(runStore, runId), dataset, stage, limit));
   },
 
   async rejectPseudoLabel(runId: string, image: string, rejected: boolean) {
-    await setRejected(runStore, runId, image, rejected);
+    await new RunStore(runStore, runId).setRejected(image, rejected);
   },
 
   async storageUsage() {
@@ -273,28 +273,27 @@ const api: TrainerApi = {
     const sized = await Promise.all(
       listed.map(async (listing) => ({
         listing,
-        bytes: (await runStore.bytesUnder(`runs/${listing.runId}/`)) + (await runStore.bytesUnder(`pseudo/${listing.runId}/`)),
+        bytes: await new RunStore(runStore, listing.runId).bytes(),
       })),
     );
     return { usage: estimate.usage ?? 0, quota: estimate.quota ?? 0, persisted: await navigator.storage.persisted(), runs: sized };
   },
 
   async exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest') {
-    const { card } = await runs.state(runId);
-    return moved(await exportModel(runStore, card, runId, stage, kind));
+    return moved(await exportModel(new RunStore(runStore, runId), stage, kind));
   },
 
   async exportPseudoLabels(runId, stage) {
-    return moved(await exportPseudoLabels(runStore, dataset, runId, stage));
+    return moved(await exportPseudoLabels(new RunStore(runStore, runId), dataset, stage));
   },
 
   async exportMetrics(runId: string) {
-    return moved(await exportMetrics(runStore, runId));
+    return moved(await exportMetrics(new RunStore(runStore, runId)));
   },
 
   async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {
     const { card } = await runs.state(runId);
-    return moved(await predictFile(runStore, card, runId, stage, name, new Uint8Array(bytes), displaySize));
+    return moved(await predictFile(new RunStore(runStore, runId), card, stage, name, new Uint8Array(bytes), displaySize));
   },
 
   async injectFault(fault: InjectedFault) {

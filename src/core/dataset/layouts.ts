@@ -463,6 +463,28 @@ function byPath(a: { path: string }, b: { path: string }): number {
 }
 
 /** Code-unit order: the same on every machine, unlike localeCompare. */
+/** The root folder a listed path lies in (paths are `<root>/<below>`, as both hosts list them). */
+export function rootOf(path: string): string {
+  const slash = path.indexOf('/');
+  return slash < 0 ? path : path.slice(0, slash);
+}
+
+/**
+ * What a run trains on: the pairs of labeled roots, and as the unlabeled pool
+ * every image without a mask plus the images of pairs whose root is marked
+ * unlabeled (their masks left out).
+ */
+export function inputsByRole(index: DatasetIndex, isLabeledRoot: (root: string) => boolean): { labeled: Sample[]; unlabeled: Sample[] } {
+  const labeled: Sample[] = [];
+  const unlabeled: Sample[] = [];
+  for (const set of index.sets) {
+    if (isLabeledRoot(rootOf(set.labeled[0]?.image ?? set.unlabeled[0].image))) labeled.push(...set.labeled);
+    else unlabeled.push(...set.labeled.map(({ mask: _mask, ...image }) => image));
+    unlabeled.push(...set.unlabeled);
+  }
+  return { labeled, unlabeled };
+}
+
 export function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -26,12 +26,13 @@ import { LesionError } from '../../core/errors.ts';
 import { evaluate, type Evaluation } from '../../core/evaluate.ts';
 import type { FileSource, KeyValueStore } from '../../core/io.ts';
 import { MetricAccumulator, type MetricReport } from '../../core/metrics.ts';
+import { maskFileName } from '../../core/products.ts';
 import { itemFromSample, PixelCache } from '../../core/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
-import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
+import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource } from '../files.ts';
-import { loadExportedModel, maskFileName, setFolderName } from './predict.ts';
+import { FsFileSource, setFolderName } from '../files.ts';
+import { loadExportedModel } from '../model-files.ts';
 
 /** The official validation batch: the paper's mIoU is pooled per batch of this many images. */
 const PAPER_BATCH = 10;

@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
-import { EXIT_USAGE, type Command } from '../cli.ts';
+import { EXIT_USAGE, type Command } from '../command.ts';
 import { FsFileSource } from '../files.ts';
 
 const inspect: Command = {

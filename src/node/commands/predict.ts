@@ -6,80 +6,22 @@
  * folders of images) and writes `<id>_segmentation.png` at the image's
  * original size, 8-bit grey 0/255, as the ISIC challenge scorer expects.
  * The model runs at its input size; its logits are resized bilinearly to the
- * original size and thresholded row by row (src/core/resize.ts), so no
- * full-size float copy of a photograph is ever made. An image that cannot be
+ * original size and thresholded row by row, so no full-size float copy of a
+ * photograph is ever made: the core's prediction product
+ * (src/core/products.ts), which the studio's Predict view uses too. An image that cannot be
  * read is skipped with a warning naming it; the others go on.
  */
-import { existsSync } from 'node:fs';
 import { mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type * as tf from '@tensorflow/tfjs';
-import { Jimp } from 'jimp';
 import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
-import type { BinaryMask, RgbImage } from '../../core/io.ts';
-import type { ExportMetadata } from '../../core/pipeline.ts';
-import { predictLogits } from '../../core/predict.ts';
-import { resizeAndThreshold } from '../../core/resize.ts';
+import { maskFileName, predictions, type PredictionInput } from '../../core/products.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
-import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
+import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource, outInsideData } from '../files.ts';
-import { loadLayersModel } from '../model-files.ts';
-
-export interface ExportedModel {
-  model: tf.LayersModel;
-  inputSize: number;
-  logitThreshold: number;
-}
-
-/** The paper's threshold on raw logits, for a model saved without metadata. */
-const DEFAULT_LOGIT_THRESHOLD = 0.5;
-
-/**
- * A model exported by `train` or the studio: `<dir>/model.json` (or
- * `<dir>/model/model.json`, a stage folder) with metadata.json beside it.
- */
-export async function loadExportedModel(dir: string, io: CliIo): Promise<ExportedModel> {
-  const modelDir = !existsSync(path.join(dir, 'model.json')) && existsSync(path.join(dir, 'model', 'model.json')) ? path.join(dir, 'model') : dir;
-  const { model, metadata } = await loadLayersModel<Partial<ExportMetadata>>(modelDir);
-  const [, h, w, c] = model.inputs[0].shape;
-  const [, oh, ow, oc] = model.outputs[0].shape;
-  if (h === null || h !== w || c !== 3 || oh !== h || ow !== w || oc !== 1) {
-    model.dispose();
-    throw new LesionError('model', `expected a square RGB input and one channel of logits at the same size; got input ${JSON.stringify(model.inputs[0].shape)}, output ${JSON.stringify(model.outputs[0].shape)}`, modelDir);
-  }
-  if (metadata?.inputSize !== undefined && metadata.inputSize !== h) {
-    model.dispose();
-    throw new LesionError('model', `metadata.json says inputSize ${metadata.inputSize} but the model takes ${h}x${w}`, modelDir);
-  }
-  let logitThreshold = metadata?.logitThreshold;
-  if (typeof logitThreshold !== 'number') {
-    io.err(`warning: ${modelDir} has no logitThreshold in metadata.json; using ${DEFAULT_LOGIT_THRESHOLD} (the paper's)`);
-    logitThreshold = DEFAULT_LOGIT_THRESHOLD;
-  }
-  return { model, inputSize: h, logitThreshold };
-}
-
-/** Where a set's masks go when several sets share ids: a folder name safe on every file system. */
-export function setFolderName(set: string): string {
-  return set.replace(/[^A-Za-z0-9._-]+/g, '_');
-}
-
-export const maskFileName = (id: string): string => `${id}_segmentation.png`;
-
-/**
- * An 8-bit greyscale PNG (colour type 0) of 0/255, the format of the ISIC
- * ground truth. Consumes the mask: its bytes become 0/255 in place, so a
- * full-size mask is never copied.
- */
-export async function encodeMaskPng(mask: BinaryMask): Promise<Buffer> {
-  const grey = Buffer.from(mask.data.buffer, mask.data.byteOffset, mask.data.byteLength);
-  for (let i = 0; i < grey.length; i++) grey[i] = grey[i] ? 255 : 0;
-  // One byte per pixel in, one out: no RGBA copy of a full-size mask.
-  return new Jimp({ width: mask.width, height: mask.height, data: grey }).getBuffer('image/png', { colorType: 0, inputColorType: 0, inputHasAlpha: false });
-}
+import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
+import { loadExportedModel } from '../model-files.ts';
 
 const predict: Command = {
   usage: '--model <dir> --images <dir>... --out <dir> [--backend auto|cpu|wasm|webgpu] [--batch <n>]',
@@ -130,16 +72,13 @@ const predict: Command = {
     const progress = new Progress(io, samples.length);
     let written = 0;
     let skipped = 0;
-    let queue: { sample: Sample; image: RgbImage; width: number; height: number }[] = [];
+    let queue: { sample: Sample; input: PredictionInput }[] = [];
     const flush = async (): Promise<void> => {
-      if (queue.length === 0) return;
-      const logits = await predictLogits(model, queue.map((q) => q.image), { batchSize });
+      const made = await predictions(model, queue.map((q) => q.input), { inputSize, logitThreshold, batchSize });
       for (let i = 0; i < queue.length; i++) {
-        const { sample, width, height } = queue[i];
-        const mask = resizeAndThreshold({ width: inputSize, height: inputSize, data: logits[i] }, width, height, logitThreshold);
-        const file = target(sample);
+        const file = target(queue[i].sample);
         await mkdir(path.dirname(file), { recursive: true });
-        await writeFile(file, await encodeMaskPng(mask));
+        await writeFile(file, made[i].file.bytes);
         written++;
       }
       queue = [];
@@ -149,7 +88,7 @@ const predict: Command = {
         try {
           const loaded = await loadSample({ ...sample, mask: undefined }, source, decoder, { width: inputSize, height: inputSize });
           for (const warning of loaded.warnings) progress.warn(`warning: ${warning.message}`);
-          queue.push({ sample, image: loaded.image, width: loaded.sourceWidth, height: loaded.sourceHeight });
+          queue.push({ sample, input: { id: sample.id, image: loaded.image, width: loaded.sourceWidth, height: loaded.sourceHeight } });
         } catch (error) {
           if (!(error instanceof LesionError)) throw error;
           skipped++;

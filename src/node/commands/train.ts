@@ -3,9 +3,11 @@
  *  [--unlabeled <dir>...] --out <dir> [--backend ...] [--resume | --replace]`
  *
  * Runs the whole Noisy Student pipeline headless and writes, under --out:
- * each stage's model (tfjs layers format + metadata.json), its metrics JSON,
- * the pseudo-labels as PNG masks, the run card used, and the store that makes
- * the run resumable.
+ * each stage's model (tfjs layers format + metadata.json) and its results
+ * (metrics.json), the kept pseudo-labels as PNG masks at their images' size
+ * with a CSV, the run's metrics (JSON and CSV), the run card used, and the
+ * store that makes the run resumable. The files are the core's products, the
+ * ones the studio exports.
  *
  * One --out holds one run and has one writer: train.lock holds the pid of the
  * train writing there. A fresh run refuses an --out that holds a run unless
@@ -17,17 +19,18 @@ import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
 import { CancelledError, RunControl } from '../../core/control.ts';
-import type { Sample } from '../../core/dataset/layouts.ts';
 import { ConfigError, LesionError } from '../../core/errors.ts';
 import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
-import { loadStageModel, plannedStages, runKey, runNoisyStudent, readRunState, type TrainingStage } from '../../core/pipeline.ts';
-import type { StoredMask } from '../../core/samples.ts';
+import { inputsByRole } from '../../core/dataset/layouts.ts';
+import { plannedStages } from '../../core/display.ts';
+import type { FileSource } from '../../core/io.ts';
+import { loadStageModel, runNoisyStudent } from '../../core/pipeline.ts';
+import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/products.ts';
+import { RunStore } from '../../core/run-store.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
-import { EXIT_USAGE, type CliIo, type Command } from '../cli.ts';
+import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource, outInsideData } from '../files.ts';
-import { saveLayersModel } from '../model-files.ts';
-import { encodeMaskPng } from './predict.ts';
+import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
 
@@ -108,9 +111,7 @@ async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, sto
   const source = new FsFileSource([...labeledDirs, ...unlabeledDirs]);
   const index = await source.index();
   const unlabeledRoots = new Set(unlabeledDirs.map((d) => path.basename(path.resolve(d))));
-  const inUnlabeledRoot = (s: Sample): boolean => unlabeledRoots.has(s.image.split('/')[0]);
-  const labeled = index.sets.flatMap((set) => set.labeled).filter((s) => !inUnlabeledRoot(s));
-  const unlabeled = index.sets.flatMap((set) => [...set.unlabeled, ...set.labeled.filter(inUnlabeledRoot).map((s) => ({ ...s, mask: undefined }))]);
+  const { labeled, unlabeled } = inputsByRole(index, (root) => !unlabeledRoots.has(root));
   io.err(`data: ${labeled.length} labeled pairs, ${unlabeled.length} unlabeled images, ${index.strays.length} strays`);
 
   await writeFile(path.join(out, 'run-card.json'), `${JSON.stringify(card, null, 2)}\n`);
@@ -141,14 +142,14 @@ async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, sto
     process.off('SIGTERM', stop);
     progress.end();
   }
-  await writeOutputs(store, runId, card, out, io);
+  await writeOutputs(store, runId, card, source, out, io);
   return 0;
 }
 
 /** Why --resume must not go on with this card: every knob where it differs from the run's own. */
 async function resumeRefusal(store: FsKeyValueStore, runId: string, card: RunCard, cardFlag: string, out: string): Promise<string | undefined> {
   // Without a stored card the pipeline says there is nothing to resume.
-  const stored = await store.get<RunCard>(runKey(runId, 'card'));
+  const stored = await new RunStore(store, runId).card();
   // The backend is the host's choice, which --backend overrides on any run, not part of the experiment.
   const differences = stored ? cardDifferences(card, stored).filter((d) => d.field !== 'backend') : [];
   if (differences.length === 0) return undefined;
@@ -168,7 +169,7 @@ async function resumeRefusal(store: FsKeyValueStore, runId: string, card: RunCar
 async function freshRefusal(store: FsKeyValueStore, out: string, replace: boolean, io: CliIo): Promise<string | undefined> {
   if ((await store.keys()).length === 0) return undefined;
   if (!replace) return `${out} already holds a run (${store.root}); continue it with --resume, or give --replace to delete it and start afresh`;
-  for (const name of ['store', 'run-card.json', ...Object.keys(STAGE_TITLES)]) await rm(path.join(out, name), { recursive: true, force: true });
+  for (const name of ['store', 'run-card.json', 'metrics.json', 'metrics.csv', ...Object.keys(STAGE_TITLES)]) await rm(path.join(out, name), { recursive: true, force: true });
   io.err(`note: --replace: deleted the run in ${out} (its store, run card and stage outputs)`);
   return undefined;
 }
@@ -230,29 +231,31 @@ async function readCard(configPath: string | undefined, preset: string | undefin
   return parseRunCard(json);
 }
 
-async function writeOutputs(store: FsKeyValueStore, runId: string, card: RunCard, out: string, io: CliIo): Promise<void> {
-  const state = await readRunState(store, runId);
+/**
+ * The run's products (src/core/products.ts), the files the studio exports:
+ * per stage its model and results, or its pseudo-labels at their images' own
+ * size; and the run's metrics beside the stage folders.
+ */
+async function writeOutputs(store: FsKeyValueStore, runId: string, card: RunCard, source: FileSource, out: string, io: CliIo): Promise<void> {
+  const run = new RunStore(store, runId);
+  const state = await run.state();
   for (const stage of plannedStages(card)) {
-    if (stage.startsWith('pseudo')) {
-      await writePseudoLabels(store, runId, stage, path.join(out, stage));
+    const dir = path.join(out, stage);
+    if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
+      // A resumed run may keep fewer masks (some rejected since): none of the earlier ones may stay.
+      await rm(path.join(dir, 'masks'), { recursive: true, force: true });
+      await writeProducts(dir, await pseudoLabelFiles(run, stage, source));
       continue;
     }
-    const { model, metadata } = await loadStageModel(store, runId, stage as TrainingStage);
-    await saveLayersModel(model, path.join(out, stage, 'model'), metadata);
-    model.dispose();
+    const { model, metadata } = await loadStageModel(store, runId, stage);
+    try {
+      await writeProducts(path.join(dir, 'model'), await modelFiles(model, metadata));
+    } finally {
+      model.dispose();
+    }
     const result = state?.results.find((r) => r.stage === stage);
-    await writeFile(path.join(out, stage, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`);
+    await writeFile(path.join(dir, 'metrics.json'), `${JSON.stringify(result, null, 2)}\n`);
   }
+  await writeProducts(out, await metricsFiles(run));
   io.err(`wrote models, metrics and pseudo-labels to ${out}`);
-}
-
-async function writePseudoLabels(store: FsKeyValueStore, runId: string, stage: string, dir: string): Promise<void> {
-  const records = (await store.get<{ id: string; key: string; dropped: boolean; lesionFraction: number; uncertainty: number }[]>(runKey(runId, `pseudo/${stage}`))) ?? [];
-  await mkdir(dir, { recursive: true });
-  for (const r of records) {
-    const mask = await store.get<StoredMask>(r.key);
-    if (!mask) continue;
-    await writeFile(path.join(dir, `${r.id}_segmentation.png`), await encodeMaskPng(mask));
-  }
-  await writeFile(path.join(dir, 'pseudo-labels.json'), `${JSON.stringify(records, null, 2)}\n`);
 }

@@ -1,0 +1,27 @@
+/**
+ * What the studio's page shows about runs that the core decides: the stages
+ * a card plans and how sizes are worded. Free of TensorFlow.js, so the page
+ * (which never loads tfjs) and the worker share one definition.
+ */
+import type { RunCard } from './config.ts';
+import type { StageName } from './events.ts';
+
+/** The stages a card asks for, in order. */
+export function plannedStages(card: Pick<RunCard, 'student'>): StageName[] {
+  const stages: StageName[] = ['teacher'];
+  if (card.student.rounds >= 1) stages.push('pseudo-teacher', 'student');
+  if (card.student.rounds >= 2) stages.push('pseudo-student', 'student-star');
+  return stages;
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}

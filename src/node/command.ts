@@ -1,0 +1,30 @@
+/**
+ * What every CLI command is and how it talks: the Command shape the
+ * dispatcher in cli.ts runs, the output it writes through, and the usage
+ * exit code. Commands import this module, never cli.ts or one another.
+ */
+import type { ParseArgsConfig } from 'node:util';
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export interface ParsedArgs {
+  positionals: string[];
+  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+}
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+
+export interface Command {
+  /** One line after the command name in the usage text, e.g. '<dir>... [--json]'. */
+  usage: string;
+  options: Options;
+  /** Whether the command's operands are bare arguments (inspect's folders); the others refuse any. */
+  positionals?: boolean;
+  /** Returns the exit code: 0 done, 1 failed, 2 bad usage. */
+  run(args: ParsedArgs, io: CliIo): Promise<number>;
+}
+
+export const EXIT_USAGE = 2;
