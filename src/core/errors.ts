@@ -11,7 +11,20 @@ export type LesionErrorCode =
   | 'model'
   | 'dataset'
   | 'diverged'
-  | 'storage';
+  | 'storage'
+  /** The host's storage refused a write for lack of space: freeing space and resuming helps. */
+  | 'storage-full';
+
+/**
+ * Why a run failed, as its `run` event says (src/core/events.ts): a
+ * LesionError's code; 'device-lost' when the GPU went away too often or the
+ * run could not start again after it; 'internal' for anything else (a bug).
+ */
+export type FailureCode = LesionErrorCode | 'device-lost' | 'internal';
+
+export function failureCode(error: unknown): FailureCode {
+  return error instanceof LesionError ? error.code : 'internal';
+}
 
 export class LesionError extends Error {
   constructor(

@@ -3,6 +3,7 @@
  * the Node runner prints them, the worker forwards them to the page, tests
  * collect them. Plain data only (structured-clonable).
  */
+import type { FailureCode } from './errors.ts';
 import type { MetricReport } from './metrics.ts';
 
 export type StageName = 'teacher' | 'pseudo-teacher' | 'student' | 'pseudo-student' | 'student-star';
@@ -32,7 +33,9 @@ export interface PseudoLabelRecord {
 }
 
 export type TrainerEvent =
-  | { type: 'run'; runId: string; status: 'started' | 'resumed' | 'paused' | 'continued' | 'cancelled' | 'completed' | 'failed'; message?: string }
+  | { type: 'run'; runId: string; status: 'started' | 'resumed' | 'paused' | 'continued' | 'cancelled' | 'completed'; message?: string }
+  /** The code says what kind of failure it was, so no one has to read it from the message. */
+  | { type: 'run'; runId: string; status: 'failed'; message: string; code: FailureCode }
   | { type: 'stage'; stage: StageName; status: 'started' | 'completed' | 'skipped'; message?: string }
   | {
       type: 'step';

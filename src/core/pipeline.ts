@@ -9,7 +9,7 @@ import type { RunCard } from './config.ts';
 import { RunControl } from './control.ts';
 import type { Sample } from './dataset/layouts.ts';
 import { labeledUnlabeledRatio, paperSplit, splitSamples } from './dataset/splits.ts';
-import { LesionError } from './errors.ts';
+import { failureCode, LesionError } from './errors.ts';
 import { evaluate, summary } from './evaluate.ts';
 import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
@@ -273,7 +273,7 @@ export async function runNoisyStudent(
     const cancelled = control.state === 'cancelled';
     const message = error instanceof Error ? error.message : String(error);
     await saveState({ status: cancelled ? 'cancelled' : 'failed', message });
-    emit({ type: 'run', runId, status: cancelled ? 'cancelled' : 'failed', message });
+    emit(cancelled ? { type: 'run', runId, status: 'cancelled', message } : { type: 'run', runId, status: 'failed', message, code: failureCode(error) });
     throw error;
   }
   await saveState({ status: 'completed' });

@@ -6,6 +6,7 @@
  */
 import type { RunCard } from '../core/config.ts';
 import { plannedStages } from '../core/display.ts';
+import type { FailureCode } from '../core/errors.ts';
 import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import { STAGE_TITLES } from '../core/events.ts';
 import type { BackendReport, StampedEvent } from '../worker/api.ts';
@@ -64,15 +65,22 @@ const MAX_LOG = 200;
 /** What went wrong with a failed run, so the Train view can offer the matching way out. */
 export type FailureKind = 'diverged' | 'storage-full' | 'other';
 
-/** Read from the message: the core words divergence this way (src/core/train.ts), the worker's store a full disk (src/worker/store.ts). */
-export function failureKind(message: string | undefined): FailureKind {
-  if (!message) return 'other';
-  if (/the loss became|became non-finite/.test(message)) return 'diverged';
-  if (/storage is full/.test(message)) return 'storage-full';
-  return 'other';
+export function failureKind(code: FailureCode | undefined): FailureKind {
+  switch (code) {
+    case 'diverged':
+    case 'storage-full':
+      return code;
+    default:
+      return 'other';
+  }
 }
 
-export class RunState {
+/** The code a failure carries: on the run's event, or on an error the worker threw (comlink keeps it, see trainer.worker.ts). */
+export function thrownCode(error: unknown): FailureCode | undefined {
+  return (error as { code?: FailureCode } | undefined)?.code;
+}
+
+export class RunView {
   runId = $state<string | undefined>();
   /** The card it runs with (a resume may change its learning rate). */
   card = $state.raw<RunCard | undefined>();
@@ -80,6 +88,8 @@ export class RunState {
   watching = $state(false);
   status = $state<RunStatus>('idle');
   message = $state<string | undefined>();
+  /** Why the run failed, when it did and the worker said. */
+  failure = $state<FailureCode | undefined>();
   backend = $state<BackendReport | undefined>();
   stages = $state<StageView[]>([]);
   step = $state<StepProgress | undefined>();
@@ -100,6 +110,7 @@ export class RunState {
     this.watching = false;
     this.status = 'starting';
     this.message = undefined;
+    this.failure = undefined;
     this.backend = undefined;
     this.stages = plannedStages(card).map((stage) => ({ stage, title: STAGE_TITLES[stage], status: 'waiting' }));
     this.step = undefined;
@@ -123,6 +134,7 @@ export class RunState {
     const at = this.lastCheckpoint;
     const from = at ? `its last checkpoint (${STAGE_TITLES[at.stage]}, step ${at.step})` : 'its last checkpoint';
     this.status = 'failed';
+    this.failure = undefined;
     this.message = `${why} Resume the run from ${from}.`;
     for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
     this.addLog(this.message);
@@ -151,6 +163,7 @@ export class RunState {
         };
         this.status = status[event.status];
         this.message = event.message;
+        this.failure = event.status === 'failed' ? event.code : undefined;
         if (!this.active) for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
         this.addLog(`Run ${event.status}${event.message ? `: ${event.message}` : ''}`);
         return false;

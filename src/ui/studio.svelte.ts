@@ -10,7 +10,7 @@ import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RunListing, Sta
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
-import { RunState } from './run.svelte.ts';
+import { RunView, thrownCode } from './run.svelte.ts';
 import { SplitPlan } from './split.svelte.ts';
 import { FileStreamer } from './streamer.ts';
 
@@ -36,7 +36,7 @@ export class Studio {
   /** Replaced when the worker stops: always call through it, never keep it. */
   trainer: Trainer = this.link.trainer;
   readonly card = new CardState();
-  readonly run = new RunState();
+  readonly run = new RunView();
   readonly split = new SplitPlan(this);
 
   view = $state<View>('dataset');
@@ -253,6 +253,7 @@ export class Studio {
     } catch (error) {
       this.run.status = 'failed';
       this.run.message = (error as Error).message;
+      this.run.failure = thrownCode(error);
     }
   }
 
@@ -273,6 +274,7 @@ export class Studio {
       this.run.status = 'failed';
       this.run.runId = listing.runId;
       this.run.message = (error as Error).message;
+      this.run.failure = thrownCode(error);
     }
   }
 

@@ -322,7 +322,8 @@ export interface TrainerApi {
   /** The backend the running run trains on now (a lost GPU can move it to wasm mid-run). */
   runBackend(): Promise<BackendReport | undefined>;
   pause(): Promise<void>;
-  resume(): Promise<void>;
+  /** Goes on after pause(); resumeRun is another thing: it restarts a stopped run from its checkpoint. */
+  unpause(): Promise<void>;
   cancel(): Promise<void>;
   /** Runs whose tab closed mid-training: they can be resumed from their last checkpoint. */
   listRuns(): Promise<RunListing[]>;

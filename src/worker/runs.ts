@@ -5,7 +5,7 @@
  * RunStore with the pipeline's own state, so deleting the run deletes it too.
  */
 import { parseRunCard, type RunCard } from '../core/config.ts';
-import { LesionError } from '../core/errors.ts';
+import { failureCode, LesionError } from '../core/errors.ts';
 import { STAGE_TITLES, type StageName, type TrainerEvent } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
 import { runNoisyStudent, RunControl } from '../core/pipeline.ts';
@@ -126,7 +126,7 @@ export class RunManager {
       }
       if (++recoveries > MAX_RECOVERIES) {
         const message = `${why}, the ${MAX_RECOVERIES + 1}th time without a checkpoint in between: the run stopped at its last checkpoint. Resume it once the GPU is stable, or set the run card's backend to wasm.`;
-        session.events.push({ type: 'run', runId: session.runId, status: 'failed', message });
+        session.events.push({ type: 'run', runId: session.runId, status: 'failed', message, code: 'device-lost' });
         return;
       }
       forgetWebGPU();
@@ -134,7 +134,7 @@ export class RunManager {
         (next) => next.lost,
         (error: unknown) => {
           const message = `${why}, and the run could not start again: ${error instanceof Error ? error.message : String(error)}`;
-          session.events.push({ type: 'run', runId: session.runId, status: 'failed', message });
+          session.events.push({ type: 'run', runId: session.runId, status: 'failed', message, code: 'device-lost' });
           return undefined;
         },
       );
@@ -189,7 +189,7 @@ export class RunManager {
           if (failure) events.push(failure);
           // Failures inside the stages are reported by the pipeline; ones before them (e.g. a resume
           // whose images are missing) are not, and the page must still hear that the run ended.
-          else if (!ended) emit({ type: 'run', runId, status: 'failed', message: error instanceof Error ? error.message : String(error) });
+          else if (!ended) emit({ type: 'run', runId, status: 'failed', message: error instanceof Error ? error.message : String(error), code: failureCode(error) });
           return undefined;
         },
       )

@@ -87,7 +87,7 @@ export class IdbStore implements KeyValueStore {
 async function storageFull(key: string, bytes: number): Promise<LesionError> {
   const { usage = 0, quota = 0 } = await navigator.storage.estimate().catch(() => ({ usage: undefined, quota: undefined }));
   return new LesionError(
-    'storage',
+    'storage-full',
     `the browser's storage is full: ${describeKey(key)} (${formatBytes(bytes)}) could not be saved. ` +
       `This site uses ${formatBytes(usage)} of the ${formatBytes(quota)} the browser allows it. ` +
       'Free space by deleting old runs in the Storage view, then resume the run.',

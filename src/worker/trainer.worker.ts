@@ -224,7 +224,7 @@ const api: TrainerApi = {
     runs.pause();
   },
 
-  async resume() {
+  async unpause() {
     runs.unpause();
   },
 
@@ -300,5 +300,23 @@ const api: TrainerApi = {
     injectFault(fault);
   },
 };
+
+/**
+ * Comlink sends a thrown Error as its message, name and stack only, and the
+ * page rebuilds it with every field it received: a LesionError's code is
+ * added here so the page can tell a full disk from a missing folder without
+ * reading the message.
+ */
+const throwHandler = Comlink.transferHandlers.get('throw')!;
+Comlink.transferHandlers.set('throw', {
+  canHandle: throwHandler.canHandle,
+  serialize(thrown) {
+    const [serialized, transfer] = throwHandler.serialize(thrown) as [{ isError: boolean; value: Record<string, unknown> }, Transferable[]];
+    const error = (thrown as { value: unknown }).value;
+    if (serialized.isError && error instanceof LesionError) serialized.value.code = error.code;
+    return [serialized, transfer];
+  },
+  deserialize: throwHandler.deserialize,
+});
 
 Comlink.expose(api);
