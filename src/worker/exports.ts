@@ -8,7 +8,6 @@ import { loadStageModel, type TrainingStage } from '../core/pipeline.ts';
 import { metricsFiles, modelFiles, pseudoLabelFiles, type ProductFile } from '../core/products.ts';
 import type { PseudoStage, RunStore } from '../core/run-store.ts';
 import type { ExportedFile } from './api.ts';
-import { ensureBackend } from './backend.ts';
 import type { OpenDataset } from './dataset.ts';
 
 /** A product's bytes as a buffer of their own, which the page receives without a copy. */
@@ -18,9 +17,8 @@ export function exported(file: ProductFile, name = file.name): ExportedFile {
   return { name, bytes: (whole ? bytes.buffer : bytes.slice().buffer) as ArrayBuffer };
 }
 
+/** On the backend the caller started (trainer.worker.ts), so that this module also runs in Node's tests. */
 export async function exportModel(run: RunStore, stage: TrainingStage, kind: 'best' | 'latest'): Promise<ExportedFile[]> {
-  const card = await run.card();
-  if (card) await ensureBackend(card.backend);
   const { model, metadata } = await loadStageModel(run.kv, run.runId, stage, kind);
   try {
     const folder = `${run.runId}-${stage}-${kind}`;

@@ -9,14 +9,13 @@ import type { RunCard } from '../core/config.ts';
 import { loadSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
-import type { BinaryMask } from '../core/io.ts';
+import type { BinaryMask, PixelDecoder } from '../core/io.ts';
 import { binariseLogits, confusion, lesionDice, lesionJaccard } from '../core/metrics.ts';
 import { loadStageModel, type TrainingStage } from '../core/pipeline.ts';
 import { predictLogits } from '../core/predict.ts';
-import { predictionMask, predictions } from '../core/products.ts';
+import { predictionMask, predictions, type Prediction } from '../core/products.ts';
 import type { PseudoStage, RunState, RunStore } from '../core/run-store.ts';
 import type { GalleryItem, PredictionView, PseudoLabelView, TaskProgressSink } from './api.ts';
-import { ensureBackend } from './backend.ts';
 import type { OpenDataset } from './dataset.ts';
 import { BitmapDecoder, decodeBitmap } from './decode.ts';
 import { exported } from './exports.ts';
@@ -24,15 +23,17 @@ import { comparisonOverlay, errorOverlay, fitWithin, maskOverlay, rgbBitmap } fr
 
 const decoder = new BitmapDecoder();
 
-/** Runs `use` with the stage's best model on a started backend, and frees the model after. */
-export async function withStageModel<T>(
+/**
+ * Runs `use` with the stage's model and frees the model after. The caller
+ * starts the backend (trainer.worker.ts), so that this module also runs in
+ * Node's tests.
+ */
+async function withStageModel<T>(
   run: RunStore,
-  card: RunCard,
   stage: TrainingStage,
   kind: 'best' | 'latest',
   use: (model: tf.LayersModel) => Promise<T>,
 ): Promise<T> {
-  await ensureBackend(card.backend);
   const { model } = await loadStageModel(run.kv, run.runId, stage, kind);
   try {
     return await use(model);
@@ -64,7 +65,7 @@ export async function gallery(
   const samples = samplesByKey(dataset, state.split[split], run.roots);
   const size = { width: card.model.inputSize, height: card.model.inputSize };
   const batch = card.train.batchSize;
-  return withStageModel(store, card, stage, 'best', async (model) => {
+  return withStageModel(store, stage, 'best', async (model) => {
     const items: GalleryItem[] = [];
     for (let start = 0; start < samples.length; start += batch) {
       const chunk = samples.slice(start, start + batch);
@@ -126,16 +127,8 @@ export async function pseudoLabelViews(
  */
 export async function predictFile(run: RunStore, card: RunCard, stage: TrainingStage, name: string, bytes: Uint8Array, displaySize: number): Promise<PredictionView> {
   const side = card.model.inputSize;
-  const decoded = await decoder.decode({ path: name, bytes, resize: { width: side, height: side, filter: 'bilinear' } });
-  const rgb = new Uint8Array(side * side * 3);
-  for (let i = 0; i < side * side; i++) rgb.set(decoded.pixels.data.subarray(i * 4, i * 4 + 3), i * 3);
-  const stem = name.replace(/^.*\//, '').replace(/\.[^.]+$/, '');
-  const input = { id: stem, image: { width: side, height: side, data: rgb }, width: decoded.sourceWidth, height: decoded.sourceHeight };
-  const [prediction] = await withStageModel(run, card, stage, 'best', (model) =>
-    predictions(model, [input], { inputSize: side, logitThreshold: card.eval.logitThreshold, batchSize: 1 }),
-  );
-
-  const fit = fitWithin(decoded.sourceWidth, decoded.sourceHeight, displaySize);
+  const { prediction, width, height } = await predictUpload(run, card, stage, name, bytes, decoder);
+  const fit = fitWithin(width, height, displaySize);
   const original = await decodeBitmap(name, bytes);
   const bitmap = await createImageBitmap(original, { resizeWidth: fit.width, resizeHeight: fit.height, resizeQuality: 'high' });
   original.close();
@@ -148,4 +141,25 @@ export async function predictFile(run: RunStore, card: RunCard, stage: TrainingS
     maskPng,
     maskName,
   };
+}
+
+/** The Predict view's mask file for an uploaded image, and the image's own size: the core's prediction product. */
+export async function predictUpload(
+  run: RunStore,
+  card: RunCard,
+  stage: TrainingStage,
+  name: string,
+  bytes: Uint8Array,
+  pixels: PixelDecoder,
+): Promise<{ prediction: Prediction; width: number; height: number }> {
+  const side = card.model.inputSize;
+  const decoded = await pixels.decode({ path: name, bytes, resize: { width: side, height: side, filter: 'bilinear' } });
+  const rgb = new Uint8Array(side * side * 3);
+  for (let i = 0; i < side * side; i++) rgb.set(decoded.pixels.data.subarray(i * 4, i * 4 + 3), i * 3);
+  const stem = name.replace(/^.*\//, '').replace(/\.[^.]+$/, '');
+  const input = { id: stem, image: { width: side, height: side, data: rgb }, width: decoded.sourceWidth, height: decoded.sourceHeight };
+  const [prediction] = await withStageModel(run, stage, 'best', (model) =>
+    predictions(model, [input], { inputSize: side, logitThreshold: card.eval.logitThreshold, batchSize: 1 }),
+  );
+  return { prediction, width: decoded.sourceWidth, height: decoded.sourceHeight };
 }

@@ -21,7 +21,7 @@ import {
   type TrainerApi,
   type TrainingStage,
 } from './api.ts';
-import { capabilities, estimateMemory } from './backend.ts';
+import { capabilities, ensureBackend, estimateMemory } from './backend.ts';
 import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
@@ -256,6 +256,7 @@ const api: TrainerApi = {
   },
 
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
+    await ensureBackend((await runs.state(runId)).card.backend);
     return moved(await gallery(new RunStore(runStore, runId), dataset, await runContext(runId), stage, onProgress));
   },
 
@@ -280,6 +281,7 @@ const api: TrainerApi = {
   },
 
   async exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest') {
+    await ensureBackend((await runs.state(runId)).card.backend);
     return moved(await exportModel(new RunStore(runStore, runId), stage, kind));
   },
 
@@ -293,6 +295,7 @@ const api: TrainerApi = {
 
   async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {
     const { card } = await runs.state(runId);
+    await ensureBackend(card.backend);
     return moved(await predictFile(new RunStore(runStore, runId), card, stage, name, new Uint8Array(bytes), displaySize));
   },
 
