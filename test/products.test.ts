@@ -13,7 +13,8 @@ import { Jimp } from 'jimp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import { inspectImage } from '../src/core/image-header.ts';
-import { binariseLogits } from '../src/core/metrics.ts';
+import { loadSample } from '../src/core/dataset/loader.ts';
+import { binariseLogits, confusion, lesionDice, lesionJaccard } from '../src/core/metrics.ts';
 import { maskPng } from '../src/core/png.ts';
 import { resizeMask } from '../src/core/resize.ts';
 import { RunStore } from '../src/core/run-store.ts';
@@ -157,6 +158,25 @@ describe('a run\'s products, from the studio\'s worker and from the CLI', () => 
     }
     const json = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     expect(json.results.map((r: { stage: string }) => r.stage)).toEqual(['teacher', 'student']);
+  });
+});
+
+describe('the test scores a stage stores', () => {
+  it.each(['teacher', 'student'] as const)('keep the %s\'s prediction of every test image, which gives its stored score against the ground truth', async (stage) => {
+    const state = (await run.state())!;
+    const [scores, predictions] = await Promise.all([run.perImage(stage), run.testPredictions(stage)]);
+    const byKey = new Map(dataset.inputs().labeled.map((s) => [`${s.set}/${s.id}`, s]));
+    const tested = state.split.test.map((key) => byKey.get(key)!);
+    expect(tested.length).toBeGreaterThan(0);
+    expect(scores!.map((s) => s.id).sort()).toEqual(tested.map((s) => s.id).sort());
+    expect([...predictions!.keys()].sort()).toEqual(tested.map((s) => s.id).sort());
+    for (const sample of tested) {
+      const truth = (await loadSample(sample, dataset.source, new JimpDecoder(), { width: SIZE, height: SIZE })).mask!;
+      const prediction = predictions!.get(sample.id)!;
+      expect([prediction.width, prediction.height]).toEqual([SIZE, SIZE]);
+      const c = confusion(prediction.data, truth.data);
+      expect(scores!.find((s) => s.id === sample.id)).toEqual({ id: sample.id, lesionIoU: lesionJaccard(c), dice: lesionDice(c) });
+    }
   });
 });
 

@@ -16,7 +16,13 @@ export async function evaluate(
   model: tf.LayersModel,
   items: TrainItem[],
   cache: PixelCache,
-  options: { batchSize: number; logitThreshold: number; flipTta?: boolean },
+  options: {
+    batchSize: number;
+    logitThreshold: number;
+    flipTta?: boolean;
+    /** Hears each item's 0/1 prediction, as scored. */
+    onPrediction?: (id: string, mask: Uint8Array) => void;
+  },
 ): Promise<Evaluation> {
   const overall = new MetricAccumulator();
   const bySet = new Map<string, MetricAccumulator>();
@@ -29,6 +35,7 @@ export async function evaluate(
     if (loaded.length === 0) continue;
     const logits = await predictLogits(model, loaded.map((l) => l.pixels.image), options);
     const preds = logits.map((l) => binariseLogits(l, options.logitThreshold));
+    preds.forEach((mask, i) => options.onPrediction?.(loaded[i].item.id, mask));
     overall.addBatch(preds, loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
     // Each set sees its own part of the batch as one batch, like the paper's per-batch mIoU.
     const sets = new Set(loaded.map((l) => l.item.set));

@@ -250,13 +250,19 @@ export async function runNoisyStudent(
         await ckpt.load('best', model);
         let testResult: StageResult['test'] = null;
         if (test.length > 0) {
-          const evaluation = await evaluate(model, test, cache, { batchSize: card.train.batchSize, logitThreshold: card.eval.logitThreshold });
+          const predictions = new Map<string, Uint8Array>();
+          const evaluation = await evaluate(model, test, cache, {
+            batchSize: card.train.batchSize,
+            logitThreshold: card.eval.logitThreshold,
+            onPrediction: (id, mask) => predictions.set(id, mask),
+          });
           testResult = {
             overall: summary(evaluation.overall),
             bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, summary(v)])),
           };
           emit({ type: 'evaluation', stage, split: 'test', overall: testResult.overall, bySet: testResult.bySet });
           await run.setPerImage(stage, evaluation.overall.perImage);
+          await run.setTestPredictions(stage, { width: size, height: size }, predictions);
         }
         model.dispose();
         const result: StageResult = {

@@ -9,6 +9,7 @@
  *
  * The layout is the one older studios wrote, so their runs still open:
  *   runs/<run>/card | state | rejected | per-image/<stage> | pseudo/<stage>
+ *   runs/<run>/test-predictions/<stage>   (added later: older runs lack it)
  *   runs/<run>/ckpt/<stage>/...          (CheckpointStore below that prefix)
  *   runs/<run>/studio/history | studio/origin
  *   pseudo/<run>/<producer stage>/<checkpoint identity>/<image hash>/<size>[/stats]
@@ -19,7 +20,7 @@
 import { CheckpointStore } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName } from './events.ts';
-import type { KeyValueStore } from './io.ts';
+import type { BinaryMask, KeyValueStore } from './io.ts';
 import type { ImageScore } from './metrics.ts';
 import type { StoredMask } from './samples.ts';
 
@@ -156,6 +157,23 @@ export class RunStore {
     return this.kv.set(this.key(`per-image/${stage}`), scores);
   }
 
+  /**
+   * The best checkpoint's 0/1 prediction of each test image, by image id, at
+   * the input size, as its per-image score was computed: the Gallery draws
+   * them without running the model. Kept a bit per pixel.
+   */
+  async testPredictions(stage: TrainingStage): Promise<Map<string, BinaryMask> | undefined> {
+    const stored = await this.kv.get<StoredPredictions>(this.key(`test-predictions/${stage}`));
+    if (!stored) return undefined;
+    const { width, height } = stored;
+    return new Map(Object.entries(stored.masks).map(([id, bits]) => [id, { width, height, data: unpackBits(bits, width * height) }]));
+  }
+
+  setTestPredictions(stage: TrainingStage, size: { width: number; height: number }, masks: Map<string, Uint8Array>): Promise<void> {
+    const stored: StoredPredictions = { ...size, masks: Object.fromEntries([...masks].map(([id, data]) => [id, packBits(data)])) };
+    return this.kv.set(this.key(`test-predictions/${stage}`), stored);
+  }
+
   /** The events the studio charts, kept so a resumed or followed run shows its whole history. */
   async history<E>(): Promise<E[]> {
     return (await this.kv.get<E[]>(this.key('studio/history'))) ?? [];
@@ -196,6 +214,24 @@ export class RunStore {
   }
 }
 
+interface StoredPredictions {
+  width: number;
+  height: number;
+  masks: Record<string, Uint8Array>;
+}
+
+function packBits(mask: Uint8Array): Uint8Array {
+  const bits = new Uint8Array(Math.ceil(mask.length / 8));
+  for (let i = 0; i < mask.length; i++) if (mask[i]) bits[i >> 3] |= 1 << (i & 7);
+  return bits;
+}
+
+function unpackBits(bits: Uint8Array, length: number): Uint8Array {
+  const mask = new Uint8Array(length);
+  for (let i = 0; i < length; i++) mask[i] = (bits[i >> 3] >> (i & 7)) & 1;
+  return mask;
+}
+
 /** The bytes a stored value holds: binary payloads (ArrayBuffers, typed arrays, Blobs) and strings, numbers and flags at their usual size. */
 export function payloadBytes(value: unknown, depth = 0): number {
   if (value instanceof ArrayBuffer) return value.byteLength;
@@ -232,6 +268,7 @@ export function describeKey(key: string): string {
     : what === 'studio/history' ? 'the chart history'
     : what.startsWith('pseudo/') ? 'the pseudo-label list'
     : what.startsWith('per-image/') ? 'the per-image test scores'
+    : what.startsWith('test-predictions/') ? 'the test predictions'
     : what;
   return `${thing} of run ${runId}`;
 }

@@ -329,7 +329,7 @@ export interface TrainerApi {
   listRuns(): Promise<RunListing[]>;
   deleteRun(runId: string): Promise<void>;
   results(runId: string): Promise<RunResultsView | undefined>;
-  /** Test images (validation when there is no test part) scored one by one with the stage's best model. */
+  /** Test images as the stage scored them when it ended (validation images, when there is no test part, scored now with its best model). */
   gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink): Promise<GalleryItem[]>;
   /** Most uncertain first. */
   pseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student', limit: number): Promise<PseudoLabelView[]>;

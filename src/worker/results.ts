@@ -6,11 +6,11 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { RunCard } from '../core/config.ts';
-import { loadSample } from '../core/dataset/loader.ts';
+import { loadSample, type LoadedSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { BinaryMask, PixelDecoder } from '../core/io.ts';
-import { binariseLogits, confusion, lesionDice, lesionJaccard } from '../core/metrics.ts';
+import { binariseLogits, confusion, lesionDice, lesionJaccard, type ImageScore } from '../core/metrics.ts';
 import { loadStageModel, type TrainingStage } from '../core/pipeline.ts';
 import { predictLogits } from '../core/predict.ts';
 import { predictionMask, predictions, type Prediction } from '../core/products.ts';
@@ -53,6 +53,13 @@ function samplesByKey(dataset: OpenDataset | undefined, keys: string[], roots: s
   return found as Sample[];
 }
 
+/**
+ * The held-out images with their prediction and ground truth. The test part
+ * was scored when the stage ended: its stored predictions and per-image
+ * scores are drawn as they are, without the model. Validation images (a run
+ * without a test part) and runs stored before predictions were kept are
+ * predicted here.
+ */
 export async function gallery(
   store: RunStore,
   dataset: OpenDataset | undefined,
@@ -65,32 +72,51 @@ export async function gallery(
   const samples = samplesByKey(dataset, state.split[split], run.roots);
   const size = { width: card.model.inputSize, height: card.model.inputSize };
   const batch = card.train.batchSize;
-  return withStageModel(store, stage, 'best', async (model) => {
-    const items: GalleryItem[] = [];
+  const [scores, predictions] = split === 'test' ? await Promise.all([store.perImage(stage), store.testPredictions(stage)]) : [];
+  const items: GalleryItem[] = [];
+  const add = (sample: Sample, loaded: LoadedSample, prediction: BinaryMask, score: Omit<ImageScore, 'id'>): void => {
+    const truth = loaded.mask!;
+    items.push({
+      id: sample.id,
+      set: sample.set,
+      image: sample.image,
+      split,
+      lesionIoU: score.lesionIoU,
+      dice: score.dice,
+      bitmap: rgbBitmap(loaded.image),
+      overlay: comparisonOverlay(prediction, truth),
+      errors: errorOverlay(prediction, truth),
+    });
+  };
+  const each = async (scoreChunk: (chunk: Sample[], loaded: LoadedSample[]) => Promise<void>): Promise<GalleryItem[]> => {
     for (let start = 0; start < samples.length; start += batch) {
       const chunk = samples.slice(start, start + batch);
-      const loaded = await Promise.all(chunk.map((sample) => loadSample(sample, dataset!.source, decoder, size)));
-      const logits = await predictLogits(model, loaded.map((l) => l.image), { batchSize: batch });
-      chunk.forEach((sample, i) => {
-        const truth = loaded[i].mask!;
-        const prediction: BinaryMask = { ...size, data: binariseLogits(logits[i], card.eval.logitThreshold) };
-        const c = confusion(prediction.data, truth.data);
-        items.push({
-          id: sample.id,
-          set: sample.set,
-          image: sample.image,
-          split,
-          lesionIoU: lesionJaccard(c),
-          dice: lesionDice(c),
-          bitmap: rgbBitmap(loaded[i].image),
-          overlay: comparisonOverlay(prediction, truth),
-          errors: errorOverlay(prediction, truth),
-        });
-      });
+      await scoreChunk(chunk, await Promise.all(chunk.map((sample) => loadSample(sample, dataset!.source, decoder, size))));
       onProgress(Math.min(samples.length, start + batch), samples.length);
     }
     return items;
-  });
+  };
+  if (scores && predictions) {
+    const scoreOf = new Map(scores.map((s) => [s.id, s]));
+    return each(async (chunk, loaded) => {
+      chunk.forEach((sample, i) => {
+        const prediction = predictions.get(sample.id);
+        const score = scoreOf.get(sample.id);
+        // An image the stage could not read when it was tested has no score: it is not shown.
+        if (prediction && score) add(sample, loaded[i], prediction, score);
+      });
+    });
+  }
+  return withStageModel(store, stage, 'best', (model) =>
+    each(async (chunk, loaded) => {
+      const logits = await predictLogits(model, loaded.map((l) => l.image), { batchSize: batch });
+      chunk.forEach((sample, i) => {
+        const prediction: BinaryMask = { ...size, data: binariseLogits(logits[i], card.eval.logitThreshold) };
+        const c = confusion(prediction.data, loaded[i].mask!.data);
+        add(sample, loaded[i], prediction, { lesionIoU: lesionJaccard(c), dice: lesionDice(c) });
+      });
+    }),
+  );
 }
 
 export async function pseudoLabelViews(
