@@ -11,7 +11,8 @@
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
-import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
+import { registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
@@ -159,6 +160,10 @@ const register = (config: KernelSpec): void => registerKernelFor('wasm', config)
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
+  registerWasmFusedKernels();
+  const onWasm = () => tf.getBackend() === 'wasm';
+  replaceGradient('Relu', onWasm, (dy, x) => wasmActivationGrad(dy, x));
+  replaceGradient('ClipByValue', onWasm, (dy, x, a) => wasmActivationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
 
   // The engine clones every tensor it saves for the backward pass; the
   // backend's Identity copies the bytes, which doubled a training step's
