@@ -239,16 +239,16 @@ export function registerWasmTrainingKernels(): void {
  * "out of memory" as curable). Call once the wasm backend is active.
  */
 export function guardWasmHeap(): void {
-  const backend = tf.findBackend('wasm') as unknown as
-    | { wasm?: { _malloc(n: number): number; asm: { malloc(n: number): number }; lesionGuarded?: boolean } }
-    | undefined;
+  const backend = tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined;
   const wasm = backend?.wasm;
   if (!wasm || wasm.lesionGuarded) return;
   // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
   const malloc = wasm.asm.malloc;
   wasm._malloc = (bytes: number): number => {
-    const address = malloc(bytes);
-    if (address === 0 && bytes > 0) {
+    // The export returns a signed 32-bit address: above 2 GiB it reads negative.
+    const address = malloc(bytes) >>> 0;
+    // Near the top, Emscripten's allocator has handed out a block that ran past the 4 GiB end.
+    if ((address === 0 && bytes > 0) || address + bytes > 2 ** 32) {
       throw new Error(`wasm out of memory: failed to allocate ${(bytes / 2 ** 20).toFixed(1)} MiB (the WebAssembly heap is limited to 4 GiB)`);
     }
     return address;
@@ -256,6 +256,11 @@ export function guardWasmHeap(): void {
   wasm.lesionGuarded = true;
 }
 
+interface GuardedModule {
+  _malloc(n: number): number;
+  asm: { malloc(n: number): number };
+  lesionGuarded?: boolean;
+}
 
 interface EmscriptenCwrap {
   cwrap(name: string, ret: string | null, args: string[]): (...args: number[]) => number;
