@@ -179,6 +179,8 @@ export function registerWasmTrainingKernels(): void {
     },
   });
 
+  releaseSavedTensorsEarly();
+
   register({
     kernelName: 'Conv2DBackpropFilter',
     kernelFunc: ({ inputs, backend, attrs }) => {
@@ -229,6 +231,41 @@ export function registerWasmTrainingKernels(): void {
       return asKernel(backend, [dy, filter], (dyt, ft) => depthwiseBackpropInput(dyt, ft, inputShape, g));
     },
   });
+}
+
+interface TapeNode {
+  saved?: tf.Tensor[];
+  gradient?: (dys: tf.Tensor[]) => unknown;
+}
+
+/**
+ * tfjs keeps every tensor it saved for the backward pass until the whole
+ * backward pass ends, though each is read by one tape node's gradient only:
+ * at 256 px that is the activations of every layer beside the gradients of
+ * every layer, past the 4 GiB heap at batch 4. The tape runs its nodes one
+ * after another (a node's gradient, then its inputs' gradient thunks), so
+ * when a node's gradient starts, the node before it is done with its saved
+ * tensors: they are released then. Each node's saved tensors are its own
+ * clones (shared data, their own reference), so nothing else loses a tensor.
+ */
+function releaseSavedTensorsEarly(): void {
+  const engine = tf.engine() as unknown as {
+    addTapeNode(...args: unknown[]): void;
+    state: { activeTape: TapeNode[] };
+  };
+  const addTapeNode = engine.addTapeNode.bind(engine);
+  let done: tf.Tensor[] = [];
+  engine.addTapeNode = (...args: unknown[]) => {
+    addTapeNode(...args);
+    const node = engine.state.activeTape.at(-1)!;
+    const gradient = node.gradient;
+    if (!gradient) return;
+    node.gradient = (dys) => {
+      tf.dispose(done);
+      done = node.saved ?? [];
+      return gradient(dys);
+    };
+  };
 }
 
 /**
