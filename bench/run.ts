@@ -27,7 +27,8 @@ type Backend = (typeof BACKENDS)[number];
 
 const PYTORCH_REFERENCE =
   "Reference, measured elsewhere (not in this run): the paper's official PyTorch code on this kind of 2-core machine: " +
-  '1.1 s/step at 128 px batch 4 (MobileNetV2 OS8), 14.6 s/step at 256 px batch 10; inference 2.4 img/s at 256 px.';
+  '1.1 s/step at 128 px batch 4 (MobileNetV2 OS8), 14.6 s/step at 256 px batch 10; inference 2.4 img/s at 256 px. ' +
+  'bench/torch.ts (next) measures a PyTorch replica beside wasm in one run.';
 
 const { values } = parseArgs({
   options: {

@@ -72,7 +72,8 @@ interface Timing {
 
 /** One JSON line; the parent reads the last one. */
 const emit = (result: TaskResult): void => {
-  process.stdout.write(`${JSON.stringify({ ...result, backend: backend.name, backendDetail: backend.detail })}\n`);
+  const heapBytes = (tf.backend() as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.length;
+  process.stdout.write(`${JSON.stringify({ ...result, backend: backend.name, backendDetail: backend.detail, heapBytes })}\n`);
 };
 
 switch (values.task) {

@@ -41,4 +41,6 @@ export interface TaskResult {
   dispatches?: DispatchCount;
   backend?: string;
   backendDetail?: string;
+  /** wasm: the WebAssembly heap's size after the latest run; it grows to the peak the steps needed and never shrinks. */
+  heapBytes?: number;
 }

@@ -43,7 +43,7 @@ const webgpu = await initNodeBackend('webgpu').then(
   () => true,
   () => false,
 );
-const RESUME_BACKENDS: NodeBackendName[] = webgpu ? ['cpu', 'webgpu'] : ['cpu'];
+const RESUME_BACKENDS: NodeBackendName[] = ['cpu', 'wasm', ...(webgpu ? (['webgpu'] as const) : [])];
 
 let source: FsFileSource;
 let items: TrainItem[];
@@ -128,7 +128,7 @@ const stepsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<Trai
 const epochsOf = (events: TrainerEvent[]) => events.filter((e): e is Extract<TrainerEvent, { type: 'epoch' }> => e.type === 'epoch');
 
 describe('trainStage', () => {
-  // The same backend, twice: WebGPU (Dawn, lavapipe here) too, whose batch norm and optimiser are kernels of ours.
+  // The same backend, twice: wasm and WebGPU (Dawn, lavapipe here) too, whose batch norm (and, on WebGPU, optimiser) are kernels of ours.
   it.each(RESUME_BACKENDS)('%s: a run cancelled mid-epoch and resumed ends with exactly the weights of an uninterrupted run', async (backend) => {
     await initNodeBackend(backend);
     try {

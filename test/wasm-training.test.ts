@@ -4,6 +4,7 @@ import { isResourceExhausted } from '../src/core/train.ts';
 import type { EncoderName } from '../src/core/model/deeplab.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { convCases, convGradients } from './helpers/conv-cases.ts';
+import { activationGrads, batchNorm, type BatchNormResult, batchNormCases } from './helpers/training-kernels.ts';
 import { expectStepMatchesCpu, relativeError } from './helpers/tf-node.ts';
 
 beforeAll(async () => {
@@ -16,6 +17,38 @@ describe('wasm convolution gradients (training kernels) against cpu', () => {
     const [wasmDx, wasmDw] = await convGradients('wasm', c);
     expect(relativeError(wasmDx, cpuDx)).toBeLessThan(1e-4);
     expect(relativeError(wasmDw, cpuDw)).toBeLessThan(1e-4);
+  });
+});
+
+describe('wasm fused training kernels against cpu', () => {
+  it.each(batchNormCases)('batch norm $shape: output, running statistics and gradients', async ({ shape, seed }) => {
+    const cpu = await batchNorm('cpu', shape, seed);
+    const tensorsBefore = tf.memory().numTensors;
+    const wasm = await batchNorm('wasm', shape, seed);
+    expect(tf.memory().numTensors, 'no tensor leaked').toBe(tensorsBefore);
+    for (const key of Object.keys(cpu) as (keyof BatchNormResult)[]) {
+      expect(relativeError(wasm[key], cpu[key], 1e-6), key).toBeLessThan(1e-4);
+    }
+  });
+
+  it('ReLU and its clip at 6 pass the gradient exactly where cpu does', async () => {
+    expect(await activationGrads('wasm')).toEqual(await activationGrads('cpu'));
+  });
+
+  it.each([
+    { input: [2, 8, 6, 5], factor: 2 },
+    { input: [8, 4, 4, 3], factor: 2, toSpace: true },
+    { input: [1, 12, 12, 7], factor: 3 },
+  ])('regridding $input by $factor (SpaceToBatchND, BatchToSpaceND) moves the values cpu moves', async ({ input, factor, toSpace }) => {
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const x = tf.tensor(Float32Array.from({ length: input.reduce((a, b) => a * b, 1) }, (_, i) => i), input);
+      const y = toSpace ? tf.batchToSpaceND(x, [factor, factor], [[0, 0], [0, 0]]) : tf.spaceToBatchND(x, [factor, factor], [[0, 0], [0, 0]]);
+      const out = { shape: y.shape, values: Array.from(await y.data()) };
+      tf.dispose([x, y]);
+      return out;
+    };
+    expect(await run('wasm')).toEqual(await run('cpu'));
   });
 });
 

@@ -56,7 +56,7 @@ async function activate(name: string): Promise<void> {
 }
 
 /** Threads for the wasm backend: LESION_STUDIO_WASM_THREADS, else every core. */
-function wasmThreads(): number {
+export function wasmThreads(): number {
   const asked = Number(process.env.LESION_STUDIO_WASM_THREADS);
   return Number.isInteger(asked) && asked >= 1 ? asked : os.cpus().length;
 }

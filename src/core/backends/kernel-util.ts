@@ -74,11 +74,24 @@ export type Attrs = Record<string, unknown>;
 
 export interface KernelSpec {
   kernelName: string;
-  kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo;
+  kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo | tf.TensorInfo[];
 }
 
 /** Registers `config` for `backendName`, replacing the backend's own kernel of that name. */
 export function registerKernelFor(backendName: string, config: KernelSpec): void {
   if (tf.getKernel(config.kernelName, backendName)) tf.unregisterKernel(config.kernelName, backendName);
   tf.registerKernel({ ...config, backendName } as tf.KernelConfig);
+}
+
+/**
+ * Replaces tfjs's gradient of a one-input activation `kernelName` (for every
+ * backend) with `ours` while `applies()` holds; each backend wraps the
+ * gradient registered before it, so that they can all be registered at once.
+ */
+export function replaceGradient(kernelName: string, applies: () => boolean, ours: (dy: tf.Tensor, x: tf.Tensor, attrs: Attrs) => tf.Tensor): void {
+  const theirs = tf.getGradient(kernelName);
+  tf.registerGradient({
+    ...theirs,
+    gradFunc: (dy, saved, attrs) => (applies() ? { x: () => ours(dy as tf.Tensor, saved[0], attrs as Attrs) } : theirs.gradFunc(dy, saved, attrs)),
+  });
 }

@@ -11,7 +11,8 @@
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
-import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
+import { registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
@@ -159,6 +160,10 @@ const register = (config: KernelSpec): void => registerKernelFor('wasm', config)
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
+  registerWasmFusedKernels();
+  const onWasm = () => tf.getBackend() === 'wasm';
+  replaceGradient('Relu', onWasm, (dy, x) => wasmActivationGrad(dy, x));
+  replaceGradient('ClipByValue', onWasm, (dy, x, a) => wasmActivationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
 
   // The engine clones every tensor it saves for the backward pass; the
   // backend's Identity copies the bytes, which doubled a training step's
@@ -173,6 +178,8 @@ export function registerWasmTrainingKernels(): void {
       return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
     },
   });
+
+  releaseSavedTensorsEarly();
 
   register({
     kernelName: 'Conv2DBackpropFilter',
@@ -226,6 +233,41 @@ export function registerWasmTrainingKernels(): void {
   });
 }
 
+interface TapeNode {
+  saved?: tf.Tensor[];
+  gradient?: (dys: tf.Tensor[]) => unknown;
+}
+
+/**
+ * tfjs keeps every tensor it saved for the backward pass until the whole
+ * backward pass ends, though each is read by one tape node's gradient only:
+ * at 256 px that is the activations of every layer beside the gradients of
+ * every layer, past the 4 GiB heap at batch 4. The tape runs its nodes one
+ * after another (a node's gradient, then its inputs' gradient thunks), so
+ * when a node's gradient starts, the node before it is done with its saved
+ * tensors: they are released then. Each node's saved tensors are its own
+ * clones (shared data, their own reference), so nothing else loses a tensor.
+ */
+function releaseSavedTensorsEarly(): void {
+  const engine = tf.engine() as unknown as {
+    addTapeNode(...args: unknown[]): void;
+    state: { activeTape: TapeNode[] };
+  };
+  const addTapeNode = engine.addTapeNode.bind(engine);
+  let done: tf.Tensor[] = [];
+  engine.addTapeNode = (...args: unknown[]) => {
+    addTapeNode(...args);
+    const node = engine.state.activeTape.at(-1)!;
+    const gradient = node.gradient;
+    if (!gradient) return;
+    node.gradient = (dys) => {
+      tf.dispose(done);
+      done = node.saved ?? [];
+      return gradient(dys);
+    };
+  };
+}
+
 /**
  * The wasm heap stops at 4 GiB, and tfjs-backend-wasm does not check its
  * allocations: a failed malloc returns address 0 and the kernel then writes
@@ -234,16 +276,16 @@ export function registerWasmTrainingKernels(): void {
  * "out of memory" as curable). Call once the wasm backend is active.
  */
 export function guardWasmHeap(): void {
-  const backend = tf.findBackend('wasm') as unknown as
-    | { wasm?: { _malloc(n: number): number; asm: { malloc(n: number): number }; lesionGuarded?: boolean } }
-    | undefined;
+  const backend = tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined;
   const wasm = backend?.wasm;
   if (!wasm || wasm.lesionGuarded) return;
   // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
   const malloc = wasm.asm.malloc;
   wasm._malloc = (bytes: number): number => {
-    const address = malloc(bytes);
-    if (address === 0 && bytes > 0) {
+    // The export returns a signed 32-bit address: above 2 GiB it reads negative.
+    const address = malloc(bytes) >>> 0;
+    // Near the top, Emscripten's allocator has handed out a block that ran past the 4 GiB end.
+    if ((address === 0 && bytes > 0) || address + bytes > 2 ** 32) {
       throw new Error(`wasm out of memory: failed to allocate ${(bytes / 2 ** 20).toFixed(1)} MiB (the WebAssembly heap is limited to 4 GiB)`);
     }
     return address;
@@ -251,6 +293,11 @@ export function guardWasmHeap(): void {
   wasm.lesionGuarded = true;
 }
 
+interface GuardedModule {
+  _malloc(n: number): number;
+  asm: { malloc(n: number): number };
+  lesionGuarded?: boolean;
+}
 
 interface EmscriptenCwrap {
   cwrap(name: string, ret: string | null, args: string[]): (...args: number[]) => number;

@@ -21,7 +21,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
 /** The label names our programs in dispatch counts (tfjs's are named by class). */
@@ -432,8 +432,9 @@ export function registerWebGpuTrainingKernels(): void {
     return depthwiseFilterGrad(x, dy, filterShape, g);
   });
 
-  replaceGradient('Relu', (dy, x) => activationGrad(dy, x));
-  replaceGradient('ClipByValue', (dy, x, a) => activationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
+  const applies = () => useLever('activation-grad');
+  replaceGradient('Relu', applies, (dy, x) => activationGrad(dy, x));
+  replaceGradient('ClipByValue', applies, (dy, x, a) => activationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
 }
 
 /**
@@ -455,15 +456,6 @@ function activationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: number; hi: n
     { type: 'float32', data: [range.lo] },
     { type: 'float32', data: [range.hi] },
   ]);
-}
-
-/** Replaces tfjs's gradient of `kernelName` (for every backend) with ours on WebGPU while the lever is on. */
-function replaceGradient(kernelName: string, ours: (dy: tf.Tensor, x: tf.Tensor, attrs: Attrs) => tf.Tensor): void {
-  const theirs = tf.getGradient(kernelName);
-  tf.registerGradient({
-    ...theirs,
-    gradFunc: (dy, saved, attrs) => (useLever('activation-grad') ? { x: () => ours(dy as tf.Tensor, saved[0], attrs as Attrs) } : theirs.gradFunc(dy, saved, attrs)),
-  });
 }
 
 type KernelParams = Parameters<KernelSpec['kernelFunc']>[0];

@@ -13,12 +13,21 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
-/** 'same'-padded, stride-1 atrous convolution, NHWC, odd square kernel. */
-export function atrousConv2d(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D {
-  const [kh, kw, ci, co] = kernel.shape;
-  if (rate === 1 || (kh === 1 && kw === 1)) return tf.conv2d(x, kernel, 1, 'same');
-  const [b, h, w] = x.shape;
-  let sum: tf.Tensor4D | undefined;
+interface Tap {
+  i: number;
+  j: number;
+  /** Where the tap's window starts in the input, and where its output goes. */
+  inTop: number;
+  inLeft: number;
+  outTop: number;
+  outLeft: number;
+  rows: number;
+  cols: number;
+}
+
+/** The taps that reach the input at all: output pixel (r, c) reads input (r + dy, c + dx). */
+function tapsOf(h: number, w: number, kh: number, kw: number, rate: number): Tap[] {
+  const taps: Tap[] = [];
   for (let i = 0; i < kh; i++) {
     const dy = (i - (kh - 1) / 2) * rate;
     const rows = h - Math.abs(dy);
@@ -27,19 +36,63 @@ export function atrousConv2d(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number):
       const dx = (j - (kw - 1) / 2) * rate;
       const cols = w - Math.abs(dx);
       if (cols <= 0) continue;
-      // Output pixel (r, c) reads input (r + dy, c + dx).
-      const window = tf.slice(x, [0, Math.max(0, dy), Math.max(0, dx), 0], [b, rows, cols, ci]);
-      const tap = tf.slice(kernel, [i, j, 0, 0], [1, 1, ci, co]);
-      let part = tf.conv2d(window, tap, 1, 'valid');
-      if (rows < h || cols < w) {
-        part = tf.pad(part, [[0, 0], [Math.max(0, -dy), Math.max(0, dy)], [Math.max(0, -dx), Math.max(0, dx)], [0, 0]]) as tf.Tensor4D;
-      }
-      sum = sum ? tf.add<tf.Tensor4D>(sum, part) : part;
+      taps.push({ i, j, inTop: Math.max(0, dy), inLeft: Math.max(0, dx), outTop: Math.max(0, -dy), outLeft: Math.max(0, -dx), rows, cols });
     }
   }
-  return sum!;
+  return taps;
 }
 
+/** Pads a tap's [b, rows, cols, c] block to the full [b, h, w, c] map at its place. */
+function place(part: tf.Tensor4D, h: number, w: number, top: number, left: number): tf.Tensor4D {
+  const [, rows, cols] = part.shape;
+  if (rows === h && cols === w) return part;
+  return tf.pad(part, [[0, 0], [top, h - rows - top], [left, w - cols - left], [0, 0]]);
+}
+
+/**
+ * 'same'-padded, stride-1 atrous convolution, NHWC, odd square kernel.
+ *
+ * Its gradient is written out rather than taped: the tape would keep every
+ * tap's input window (8x the feature map at 256 px, rate 12) and every padded
+ * partial sum until the backward pass; here only x and the kernel are kept,
+ * and each tap's window is cut again when its gradient is due.
+ */
+export function atrousConv2d(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D {
+  const [kh, kw, ci, co] = kernel.shape;
+  if (rate === 1 || (kh === 1 && kw === 1)) return tf.conv2d(x, kernel, 1, 'same');
+  const [b, h, w] = x.shape;
+  const taps = tapsOf(h, w, kh, kw, rate);
+  const window = (input: tf.Tensor4D, t: Tap) => tf.slice(input, [0, t.inTop, t.inLeft, 0], [b, t.rows, t.cols, ci]);
+  const weights = (k: tf.Tensor4D, t: Tap) => tf.slice(k, [t.i, t.j, 0, 0], [1, 1, ci, co]);
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [input, k, save] = args as [tf.Tensor4D, tf.Tensor4D, tf.GradSaveFunc];
+    save([input, k]);
+    const value = taps
+      .map((t) => place(tf.conv2d(window(input, t), weights(k, t), 1, 'valid'), h, w, t.outTop, t.outLeft))
+      .reduce((sum, part) => tf.add(sum, part) as tf.Tensor4D);
+    return {
+      value,
+      // In a tidy: the tape calls gradFunc outside any, and the taps' slices would live until the backward pass ends.
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.tidy(() => {
+        const [xs, ks] = saved as tf.Tensor4D[];
+        let dx: tf.Tensor4D | undefined;
+        // Taps that reach only padding have a zero gradient.
+        const dk: tf.Tensor[] = Array.from({ length: kh * kw }, () => tf.zeros([ci, co]));
+        for (const t of taps) {
+          const dyTap = tf.slice(dy, [0, t.outTop, t.outLeft, 0], [b, t.rows, t.cols, co]) as tf.Tensor4D;
+          const dWindow = tf.conv2d(dyTap, tf.transpose(weights(ks, t), [0, 1, 3, 2]) as tf.Tensor4D, 1, 'valid');
+          const part = place(dWindow, h, w, t.inTop, t.inLeft);
+          dx = dx ? (tf.add(dx, part) as tf.Tensor4D) : part;
+          const attrs = { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [1, 1, ci, co] };
+          const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x: window(xs, t), dy: dyTap }, attrs) as tf.Tensor;
+          dk[t.i * kw + t.j] = tf.reshape(dw, [ci, co]);
+        }
+        return [dx!, tf.reshape(tf.stack(dk), [kh, kw, ci, co])];
+      }),
+    };
+  });
+  return op(x, kernel) as tf.Tensor4D;
+}
 interface AtrousArgs extends tf.serialization.ConfigDict {
   filters: number;
   kernelSize: number;

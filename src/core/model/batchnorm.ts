@@ -6,7 +6,25 @@
  * export build uses that layer and plain tfjs loads the result.
  */
 import * as tf from '@tensorflow/tfjs';
+import { wasmBatchNorm } from '../backends/wasm-fused.ts';
 import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu-training.ts';
+
+/** Batch norm's training arithmetic as a backend's own kernels. */
+type FusedBatchNorm = typeof wasmBatchNorm;
+
+const webGpuBatchNorm: FusedBatchNorm = {
+  stats: batchNormStats,
+  apply: batchNormApply,
+  gradSums: (dy, x, stats, eps) => [batchNormGradSum(dy, x, stats, eps, 0), batchNormGradSum(dy, x, stats, eps, 1)],
+  gradInput: batchNormGradInput,
+  movingAverage,
+};
+
+/** The active backend's batch norm kernels, if it has them (and, on WebGPU, while its lever is on). */
+function fusedBatchNorm(): FusedBatchNorm | undefined {
+  if (useLever('batchnorm')) return webGpuBatchNorm;
+  return tf.getBackend() === 'wasm' ? wasmBatchNorm : undefined;
+}
 
 interface BatchNormArgs extends tf.serialization.ConfigDict {
   name: string;
@@ -49,7 +67,8 @@ export class BatchNorm extends tf.layers.Layer {
       const scale = tf.mul(gamma, tf.rsqrt(tf.add(this.movingVariance.read(), eps)));
       return tf.add(tf.mul(tf.sub(x, this.movingMean.read()), scale), beta);
     }
-    if (useLever('batchnorm')) return this.fusedTraining(x, gamma, beta);
+    const fused = fusedBatchNorm();
+    if (fused) return this.fusedTraining(fused, x, gamma, beta);
     const axes = [0, 1, 2];
     const mean = tf.mean(x, axes);
     const centred = tf.sub(x, mean);
@@ -59,25 +78,24 @@ export class BatchNorm extends tf.layers.Layer {
   }
 
   /**
-   * The same arithmetic in five WebGPU kernels (statistics, normalisation;
-   * two gradient sums and the input gradient) and one per running average,
+   * The same arithmetic in a backend's own kernels (statistics, normalisation;
+   * the gradient sums and the input gradient) and one per running average,
    * instead of about forty element-wise kernels, transposes and reductions.
    */
-  private fusedTraining(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+  private fusedTraining(k: FusedBatchNorm, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
     const eps = this.args.epsilon;
     let stats: tf.Tensor | undefined;
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [input, scale, shift, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
       // Kept past customGrad's own scope for the running averages below.
-      stats = tf.keep(batchNormStats(input));
+      stats = tf.keep(k.stats(input));
       save([input, scale, stats]);
       return {
-        value: batchNormApply(input, stats, scale, shift, eps),
+        value: k.apply(input, stats, scale, shift, eps),
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
           const [xs, g, s] = saved;
-          const sumDy = batchNormGradSum(dy, xs, s, eps, 0);
-          const sumDyXhat = batchNormGradSum(dy, xs, s, eps, 1);
-          return [batchNormGradInput(dy, xs, s, g, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
+          const [sumDy, sumDyXhat] = k.gradSums(dy, xs, s, eps);
+          return [k.gradInput(dy, xs, s, g, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
         },
       };
     });
@@ -85,8 +103,8 @@ export class BatchNorm extends tf.layers.Layer {
     const n = x.size / gamma.size;
     const m = this.args.momentum;
     tf.tidy(() => {
-      this.movingMean.write(movingAverage(this.movingMean.read(), stats!, 0, m, 1));
-      this.movingVariance.write(movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
+      this.movingMean.write(k.movingAverage(this.movingMean.read(), stats!, 0, m, 1));
+      this.movingVariance.write(k.movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
     });
     stats!.dispose();
     return y;
