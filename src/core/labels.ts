@@ -65,6 +65,11 @@ export class LabelStore {
     return this.store.delete(labelKey(image));
   }
 
+  /** The labeled images' paths, without reading any mask. */
+  async images(): Promise<Set<string>> {
+    return new Set((await this.store.keys(PREFIX)).map((key) => key.slice(PREFIX.length)));
+  }
+
   async all(): Promise<ExpertLabel[]> {
     const keys = await this.store.keys(PREFIX);
     const labels = await Promise.all(keys.map((key) => this.store.get<ExpertLabel>(key)));
@@ -76,9 +81,15 @@ export class LabelStore {
   }
 }
 
+const EXPERT_MASK = '#expert-label.bmp';
+
 /** The mask path under which a run reads an image's expert label. */
 export function expertMaskPath(image: string): string {
-  return `${image}#expert-label.bmp`;
+  return `${image}${EXPERT_MASK}`;
+}
+
+export function hasExpertLabel(sample: Sample): boolean {
+  return sample.mask?.endsWith(EXPERT_MASK) ?? false;
 }
 
 /**

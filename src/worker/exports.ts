@@ -118,7 +118,7 @@ export async function exportMetrics(store: KeyValueStore, runId: string): Promis
 }
 
 /** Quotes a CSV cell when it holds a comma, quote or newline (file names can). */
-function csvCell(value: unknown): string {
+export function csvCell(value: unknown): string {
   const s = String(value);
   return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }

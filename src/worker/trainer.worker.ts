@@ -26,6 +26,8 @@ import { DemoFileSource } from './demo.ts';
 import { historyKey } from './events.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
+import { LabelStore } from '../core/labels.ts';
+import { acquisitionQueue, exportExpertLabels, labelTask, saveLabel, withExpertLabels } from './labeling.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews, setRejected } from './results.ts';
@@ -36,6 +38,7 @@ import { follow, whenReleased } from './tabs.ts';
 const runStore = new IdbStore('runs');
 const folderStore = new IdbStore('folders');
 const runs = new RunManager(runStore);
+const labels = new LabelStore(new IdbStore('labels'));
 
 interface RememberedFolders {
   handles: FileSystemDirectoryHandle[];
@@ -58,6 +61,11 @@ async function replaceDataset(open: () => Promise<OpenDataset>): Promise<Dataset
 function open(): OpenDataset {
   if (!dataset) throw new LesionError('dataset', 'no data set is open');
   return dataset;
+}
+
+/** The open data set as runs and split previews see it: expert-labeled pool images among the labeled ones. */
+async function openLabeled(): Promise<OpenDataset> {
+  return withExpertLabels(open(), labels);
 }
 
 async function remember(): Promise<void> {
@@ -163,7 +171,7 @@ const api: TrainerApi = {
   },
 
   async previewSplit(request) {
-    return previewSplit(open(), request);
+    return previewSplit(await openLabeled(), request);
   },
 
   async previewAugmentation(request) {
@@ -176,7 +184,7 @@ const api: TrainerApi = {
   },
 
   async startRun(card: RunCard, onEvents: EventBatchSink) {
-    return runs.start(card, open(), onEvents);
+    return runs.start(card, await openLabeled(), onEvents);
   },
 
   async resumeRun(runId: string, onEvents: EventBatchSink, changes?: { learningRate?: number }) {
@@ -186,7 +194,7 @@ const api: TrainerApi = {
     if (!dataset) {
       throw new LesionError('dataset', `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`);
     }
-    return runs.resumeStored(runId, dataset, onEvents, changes?.learningRate);
+    return runs.resumeStored(runId, await openLabeled(), onEvents, changes?.learningRate);
   },
 
   async watchRun(runId: string, onEvents: EventBatchSink, onFreed: () => void) {
@@ -256,7 +264,7 @@ const api: TrainerApi = {
   },
 
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
-    return moved(await gallery(runStore, dataset, await runContext(runId), stage, onProgress));
+    return moved(await gallery(runStore, dataset && (await openLabeled()), await runContext(runId), stage, onProgress));
   },
 
   async pseudoLabels(runId, stage, limit) {
@@ -265,6 +273,34 @@ const api: TrainerApi = {
 
   async rejectPseudoLabel(runId: string, image: string, rejected: boolean) {
     await setRejected(runStore, runId, image, rejected);
+  },
+
+  async acquisitionQueue(request, onProgress) {
+    const { card } = await runs.state(request.runId);
+    return moved(await acquisitionQueue(runStore, labels, open(), card, request, onProgress));
+  },
+
+  async labelTask(image, model) {
+    const withCard = model && { ...model, card: (await runs.state(model.runId)).card };
+    return moved(await labelTask(runStore, labels, open(), image, withCard));
+  },
+
+  async saveLabel(save) {
+    await saveLabel(labels, open(), save);
+    return labels.infos();
+  },
+
+  async expertLabels() {
+    return labels.infos();
+  },
+
+  async deleteLabel(image: string) {
+    await labels.delete(image);
+    return labels.infos();
+  },
+
+  async exportExpertLabels() {
+    return moved(await exportExpertLabels(labels));
   },
 
   async storageUsage() {
