@@ -1,6 +1,6 @@
 /**
- * `lesion-studio simulate-al --data <dir>... [--size 48] [--initial 8]
- *  [--per-round 6] [--rounds 3] [--test 20] [--epochs 12] [--fine-tune-epochs 6]
+ * `lesion-studio simulate-al --data <dir>... [--size 64] [--initial 8]
+ *  [--per-round 6] [--rounds 3] [--test 20] [--epochs 30] [--fine-tune-epochs 8]
  *  [--strategies entropy,flip,random] [--seeds 1,2] [--backend wasm] [--json out.json]`
  *
  * The simulated active-learning loop of src/core/active-loop.ts on labeled
@@ -46,7 +46,7 @@ export function simulationCard(size: number, epochs: number, seed: number): RunC
 }
 
 const simulate: Command = {
-  usage: '--data <dir>... [--size 48] [--initial 8] [--per-round 6] [--rounds 3] [--test 20] [--epochs 12] [--fine-tune-epochs 6] [--strategies entropy,flip,random] [--seeds 1] [--mc-passes 4] [--backend cpu|wasm|webgpu|auto] [--json <file>]',
+  usage: '--data <dir>... [--size 64] [--initial 8] [--per-round 6] [--rounds 3] [--test 20] [--epochs 30] [--fine-tune-epochs 8] [--strategies entropy,flip,random] [--seeds 1] [--mc-passes 4] [--backend cpu|wasm|webgpu|auto] [--json <file>]',
   options: {
     data: { type: 'string', multiple: true },
     size: { type: 'string' },
@@ -74,8 +74,7 @@ const simulate: Command = {
         return EXIT_USAGE;
       }
     }
-    const size = integer(values, 'size', 48, 16);
-    if (size % 16 !== 0) throw new ConfigError('size', `--size must be a multiple of 16 (the output stride), got ${size}`);
+    const size = integer(values, 'size', 64, 32);
     const strategies = ((values.strategies as string | undefined) ?? 'entropy,flip,random').split(',') as AcquisitionScore[];
     const unknown = strategies.find((s) => !ACQUISITION_SCORES.includes(s));
     if (unknown !== undefined) throw new ConfigError('strategies', `unknown strategy '${unknown}'; use ${ACQUISITION_SCORES.join(', ')}`);
@@ -84,13 +83,13 @@ const simulate: Command = {
       if (!Number.isInteger(n) || n < 0) throw new ConfigError('seeds', `--seeds takes integers separated by commas, got '${s}'`);
       return n;
     });
-    const epochs = integer(values, 'epochs', 12, 1);
+    const epochs = integer(values, 'epochs', 30, 1);
     const spec = {
       initial: integer(values, 'initial', 8, 1),
       perRound: integer(values, 'per-round', 6, 1),
       rounds: integer(values, 'rounds', 3, 1),
       test: integer(values, 'test', 20, 1),
-      fineTuneEpochs: integer(values, 'fine-tune-epochs', 6, 1),
+      fineTuneEpochs: integer(values, 'fine-tune-epochs', 8, 1),
       mcPasses: integer(values, 'mc-passes', 4, 2),
       strategies,
     };
