@@ -6,7 +6,8 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { randomScore } from '../src/core/acquisition.ts';
-import { simulateActiveLearning, simulationTable, type SimulationResult } from '../src/core/active-loop.ts';
+import { simulateActiveLearning, type SimulationResult } from '../src/core/active-loop.ts';
+import { simulationTable } from '../src/core/simulation-summary.ts';
 import { paperCard, parseRunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { deriveSeed } from '../src/core/random.ts';

@@ -12,7 +12,7 @@
  * come from the seed.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { randomScore, scoreImages, scoreOf, type AcquisitionScore } from './acquisition.ts';
+import { randomScore, rankBy, scoreImages, scoreOf, type AcquisitionScore } from './acquisition.ts';
 import { CheckpointStore } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { RunControl } from './control.ts';
@@ -25,7 +25,10 @@ import { buildDeepLabV3 } from './model/deeplab.ts';
 import { applyEncoderWeights, loadMobileNetV2ImageNet } from './model/pretrained.ts';
 import { deriveSeed, Rng } from './random.ts';
 import { itemFromSample, PixelCache } from './samples.ts';
+import type { SimulationRow } from './simulation-summary.ts';
 import { trainStage } from './train.ts';
+
+export type { SimulationRow };
 
 export interface SimulationSpec {
   /** Model, training settings and input size; `card.train.epochs` is the round-0 training. */
@@ -54,18 +57,6 @@ export interface SimulationHost {
   emit: EventSink;
   /** Progress in words, one line per step of the loop. */
   log: (line: string) => void;
-}
-
-export interface SimulationRow {
-  seed: number;
-  strategy: AcquisitionScore;
-  round: number;
-  /** Images with revealed masks the model was trained on. */
-  labeled: number;
-  lesionIoU: number;
-  dice: number;
-  /** Ids revealed in this round. */
-  revealed: string[];
 }
 
 export interface SimulationResult {
@@ -177,30 +168,7 @@ async function pick(
   }
   const scores = strategy === 'random' ? [] : await scoreImages(model, images, kept.map((s) => s.image), options);
   const value = (i: number): number => (strategy === 'random' ? randomScore(options.seed, kept[i].image) : scoreOf(scores[i], strategy));
-  return kept
-    .map((sample, i) => ({ sample, i, v: value(i) }))
-    .sort((a, b) => b.v - a.v || a.i - b.i)
+  return rankBy(kept.map((_, i) => i), value)
     .slice(0, n)
-    .map((x) => x.sample);
-}
-
-/** Rounds x strategies, mean lesion IoU over the seeds (each seed's value in brackets when there are several). */
-export function simulationTable(result: { rows: SimulationRow[] }): string {
-  const strategies = [...new Set(result.rows.map((r) => r.strategy))];
-  const seeds = [...new Set(result.rows.map((r) => r.seed))];
-  const rounds = [...new Set(result.rows.map((r) => r.round))].sort((a, b) => a - b);
-  const lines = [
-    `| round | labeled | ${strategies.join(' | ')} |`,
-    `| --- | --- | ${strategies.map(() => '---').join(' | ')} |`,
-  ];
-  for (const round of rounds) {
-    const at = result.rows.filter((r) => r.round === round);
-    const cells = strategies.map((strategy) => {
-      const values = seeds.map((seed) => at.find((r) => r.strategy === strategy && r.seed === seed)?.lesionIoU).filter((v): v is number => v !== undefined);
-      const mean = values.reduce((a, b) => a + b, 0) / values.length;
-      return seeds.length > 1 ? `${mean.toFixed(3)} (${values.map((v) => v.toFixed(3)).join(', ')})` : mean.toFixed(3);
-    });
-    lines.push(`| ${round} | ${at[0].labeled} | ${cells.join(' | ')} |`);
-  }
-  return lines.join('\n');
+    .map((ranked) => kept[ranked.item]);
 }
