@@ -5,7 +5,8 @@
  * route the test serves, since showDirectoryPicker cannot be driven
  * headless). A tiny teacher ranks the pool; a mask is drawn with pointer
  * events, saved, found again after a reload, exported as ISIC ground truth and
- * read back pixel for pixel, and counted by the next run's split.
+ * read back pixel for pixel, fine-tuned on (before and after), and counted by
+ * the next run's split.
  */
 import { expect, test, type Page } from '@playwright/test';
 import { readdir, readFile } from 'node:fs/promises';
@@ -228,6 +229,15 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   const grey = Array.from({ length: view.width * view.height }, (_, i) => decoded.pixels.data[i * 4]);
   expect(new Set(grey)).toEqual(new Set([0, 255]));
   expect(grey.map((v) => (v === 255 ? 1 : 0))).toEqual(saved.data);
+
+  // Fine-tuning the teacher with the new label, scored before and after on the run's test images.
+  await page.getByTestId('tab-results').click();
+  await page.getByTestId('finetune-epochs').fill('1');
+  await page.getByTestId('finetune-start').click();
+  await expect(page.getByTestId('finetune-table')).toBeVisible({ timeout: 180_000 });
+  await expect(page.getByTestId('finetune')).toContainText('(1 expert label)');
+  await expect(page.getByTestId('finetune-table').locator('tbody tr').first()).toContainText('lesion IoU');
+  await snap(page, 'label-finetune');
 
   // The next run's split counts the label among the labeled images: 33 + 1.
   await page.getByTestId('tab-dataset').click();

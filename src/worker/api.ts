@@ -7,7 +7,7 @@
 import type { AcquisitionScore, ImageScores } from '../core/acquisition.ts';
 import type { BackendChoice, DataConfig, RunCard } from '../core/config.ts';
 import type { LayoutName, Split, SplitCounts, Stray } from '../core/dataset/layouts.ts';
-import type { StageName, TrainerEvent } from '../core/events.ts';
+import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import type { NoiseConfig, NoiseStep } from '../core/noise.ts';
 import type { ExpertLabel, ExpertLabelInfo } from '../core/labels.ts';
 import type { StageResult, TrainingStage } from '../core/pipeline.ts';
@@ -303,6 +303,23 @@ export interface LabelSave {
   startedFrom: ExpertLabel['startedFrom'];
 }
 
+/** A short fine-tune from a stage's best checkpoint with the expert labels, scored before and after on the same images. */
+export interface FineTuneResult {
+  runId: string;
+  stage: TrainingStage;
+  epochs: number;
+  /** The run's test part, or its validation part when it has none. */
+  split: 'test' | 'val';
+  /** Expert labels among the training images (the run's own training images are the rest). */
+  expertLabels: number;
+  train: number;
+  /** Images the figures are computed on. */
+  scored: number;
+  before: MetricSummary;
+  after: MetricSummary;
+  finishedAt: string;
+}
+
 export interface PredictionView {
   name: string;
   bitmap: ImageBitmap;
@@ -407,6 +424,9 @@ export interface TrainerApi {
   deleteLabel(image: string): Promise<ExpertLabelInfo[]>;
   /** `expert-labels/<id>_segmentation.png` (0/255 at the image's size) and a CSV of authors, notes and times. */
   exportExpertLabels(): Promise<ExportedFile[]>;
+  /** Continues from the stage's best checkpoint for a few epochs with the new expert labels; refused while a run trains. */
+  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink): Promise<FineTuneResult>;
+  fineTuneResult(runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined>;
 
   /** navigator.storage.persist() is the page's to call (it is not exposed to workers). */
   storageUsage(): Promise<StorageUsage>;

@@ -15,7 +15,7 @@ import type { KeyValueStore } from '../core/io.ts';
 // Plain number formatting, shared with the page so both word sizes alike.
 import { formatBytes } from '../ui/format.ts';
 
-export type StoreConcern = 'runs' | 'folders' | 'studio' | 'labels';
+export type StoreConcern = 'runs' | 'folders' | 'studio' | 'labels' | 'finetunes';
 
 /** Test hook: writes of keys containing `match` fail as a full disk does, once `after` of them went through. */
 export interface QuotaFault {

@@ -28,6 +28,7 @@ import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
 import { LabelStore } from '../core/labels.ts';
 import { acquisitionQueue, exportExpertLabels, labelTask, saveLabel, withExpertLabels } from './labeling.ts';
+import { deleteFineTunes, fineTune, fineTuneResult } from './finetune.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews, setRejected } from './results.ts';
@@ -39,6 +40,7 @@ const runStore = new IdbStore('runs');
 const folderStore = new IdbStore('folders');
 const runs = new RunManager(runStore);
 const labels = new LabelStore(new IdbStore('labels'));
+const fineTunes = new IdbStore('finetunes');
 
 interface RememberedFolders {
   handles: FileSystemDirectoryHandle[];
@@ -246,6 +248,7 @@ const api: TrainerApi = {
 
   async deleteRun(runId: string) {
     await runs.delete(runId);
+    await deleteFineTunes(fineTunes, runId);
   },
 
   async results(runId: string) {
@@ -301,6 +304,15 @@ const api: TrainerApi = {
 
   async exportExpertLabels() {
     return moved(await exportExpertLabels(labels));
+  },
+
+  async fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink) {
+    if (runs.activeRunId) throw new LesionError('config', `run ${runs.activeRunId} is training; fine-tune once it has finished or been stopped`);
+    return fineTune(runStore, fineTunes, await openLabeled(), await runContext(runId), stage, epochs, onProgress);
+  },
+
+  async fineTuneResult(runId: string, stage: TrainingStage) {
+    return fineTuneResult(fineTunes, runId, stage);
   },
 
   async storageUsage() {
