@@ -9,7 +9,7 @@ import type { RunCard } from '../core/config.ts';
 import { loadSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
-import type { BinaryMask, KeyValueStore } from '../core/io.ts';
+import type { BinaryMask, KeyValueStore, RgbImage } from '../core/io.ts';
 import { ExpertLabelSource, type ExpertLabel, type LabelStore } from '../core/labels.ts';
 import { binariseLogits } from '../core/metrics.ts';
 import { buildDeepLabV3, copyWeights } from '../core/model/deeplab.ts';
@@ -56,7 +56,7 @@ export async function acquisitionQueue(
       const out: { sample: Sample; scores: ImageScores; mask: BinaryMask }[] = [];
       for (let start = 0; start < samples.length; start += batch) {
         const chunk = samples.slice(start, start + batch);
-        const loaded: { sample: Sample; image: (Awaited<ReturnType<typeof loadSample>>)['image'] }[] = [];
+        const loaded: { sample: Sample; image: RgbImage }[] = [];
         for (const sample of chunk) {
           // An unreadable image is left out of the queue; its thumbnail in the Dataset view says why.
           const got = await loadSample(sample, dataset.source, decoder, size).catch(() => undefined);
