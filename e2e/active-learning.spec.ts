@@ -237,6 +237,9 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   await expect(page.getByTestId('finetune-table')).toBeVisible({ timeout: 180_000 });
   await expect(page.getByTestId('finetune')).toContainText('(1 expert label)');
   await expect(page.getByTestId('finetune-table').locator('tbody tr').first()).toContainText('lesion IoU');
+  // "Before" is the run's own best model on the run's own test images: the figure the run reported.
+  const runTest = await page.getByTestId('results-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').last().textContent();
+  await expect(page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(1)).toHaveText(runTest!);
   await snap(page, 'label-finetune');
 
   // The next run's split counts the label among the labeled images: 33 + 1.
