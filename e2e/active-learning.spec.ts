@@ -240,6 +240,9 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   // "Before" is the run's own best model on the run's own test images: the figure the run reported.
   const runTest = await page.getByTestId('results-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').last().textContent();
   await expect(page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(1)).toHaveText(runTest!);
+  // The simulated loop's measured result, as a table and a plot of the same rows.
+  await expect(page.getByTestId('simulation-table').locator('tbody tr')).toHaveCount(4);
+  await expect(page.getByTestId('simulation-plot').locator('polyline')).toHaveCount(3);
   await snap(page, 'label-finetune');
 
   // The next run's split counts the label among the labeled images: 33 + 1.
