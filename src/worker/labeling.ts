@@ -24,7 +24,7 @@ import { resizeMask, withStageModel } from './results.ts';
 const decoder = new BitmapDecoder();
 
 /** The data set as runs see it: with the expert labels among the labeled images. */
-export async function withExpertLabels(dataset: OpenDataset, labels: LabelStore): Promise<OpenDataset> {
+export async function labeledDataset(dataset: OpenDataset, labels: LabelStore): Promise<OpenDataset> {
   const images = await labels.images();
   return images.size === 0 ? dataset : dataset.withLabels(new ExpertLabelSource(dataset.source, labels, images), images);
 }

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
+import { LabelStore } from '../core/labels.ts';
 import {
   FAULT_TEST_MARK,
   type DatasetSummary,
@@ -26,8 +27,7 @@ import { DemoFileSource } from './demo.ts';
 import { historyKey } from './events.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
-import { LabelStore } from '../core/labels.ts';
-import { acquisitionQueue, exportExpertLabels, labelTask, saveLabel, withExpertLabels } from './labeling.ts';
+import { acquisitionQueue, exportExpertLabels, labeledDataset, labelTask, saveLabel } from './labeling.ts';
 import { deleteFineTunes, fineTune, fineTuneResult } from './finetune.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
@@ -67,7 +67,7 @@ function open(): OpenDataset {
 
 /** The open data set as runs and split previews see it: expert-labeled pool images among the labeled ones. */
 async function openLabeled(): Promise<OpenDataset> {
-  return withExpertLabels(open(), labels);
+  return labeledDataset(open(), labels);
 }
 
 async function remember(): Promise<void> {
