@@ -120,7 +120,9 @@ const simulate: Command = {
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }
-    const result = { ...last!, rows, seeds, testIds, minutes: (performance.now() - started) / 60000 };
+    // One file for all seeds: the rows carry their seed, and the card's own seed is the first one's.
+    const { seed: _last, ...shared } = last!.spec;
+    const result = { ...last!, card: simulationCard(size, epochs, seeds[0]), spec: shared, rows, seeds, testIds, minutes: (performance.now() - started) / 60000 };
     const { card } = result;
     io.out(`card: ${card.model.encoder} width ${card.model.width} (${card.model.init}), output stride ${card.model.outputStride}, ASPP ${card.model.asppChannels}, ${card.model.inputSize} px; ` +
       `${card.train.optimizer.kind} lr ${card.train.optimizer.lr}, batch ${card.train.batchSize}, ${card.train.loss} loss, noise ${card.noise.preset}; ` +
