@@ -15,19 +15,46 @@ import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/acquisitio
 import { simulateActiveLearning, type SimulationResult } from '../../core/active-loop.ts';
 import { simulationTable, type SimulationRow } from '../../core/simulation-summary.ts';
 import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
-import { ConfigError } from '../../core/errors.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../cli.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
 import { FsKeyValueStore } from '../store.ts';
 
+/** A flag's value the command cannot use: a usage error (exit 2), not a failed simulation. */
+class BadFlag extends Error {}
+
 function integer(values: Record<string, unknown>, name: string, fallback: number, min: number): number {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new ConfigError(name, `--${name} must be an integer of at least ${min}, got '${String(raw)}'`);
+  if (!Number.isInteger(n) || n < min) throw new BadFlag(`--${name} must be an integer of at least ${min}, got '${String(raw)}'`);
   return n;
+}
+
+function settings(values: Record<string, unknown>) {
+  const strategies = ((values.strategies as string | undefined) ?? 'entropy,flip,random').split(',') as AcquisitionScore[];
+  const unknown = strategies.find((s) => !ACQUISITION_SCORES.includes(s));
+  if (unknown !== undefined) throw new BadFlag(`--strategies: unknown strategy '${unknown}'; use ${ACQUISITION_SCORES.join(', ')}`);
+  const seeds = ((values.seeds as string | undefined) ?? '1').split(',').map((s) => {
+    const n = Number(s);
+    if (s === '' || !Number.isInteger(n) || n < 0) throw new BadFlag(`--seeds takes integers separated by commas, got '${s}'`);
+    return n;
+  });
+  return {
+    size: integer(values, 'size', 64, 32),
+    epochs: integer(values, 'epochs', 30, 1),
+    seeds,
+    spec: {
+      initial: integer(values, 'initial', 8, 1),
+      perRound: integer(values, 'per-round', 6, 1),
+      rounds: integer(values, 'rounds', 3, 1),
+      test: integer(values, 'test', 20, 1),
+      fineTuneEpochs: integer(values, 'fine-tune-epochs', 8, 1),
+      mcPasses: integer(values, 'mc-passes', 4, 2),
+      strategies,
+    },
+  };
 }
 
 /**
@@ -75,25 +102,15 @@ const simulate: Command = {
         return EXIT_USAGE;
       }
     }
-    const size = integer(values, 'size', 64, 32);
-    const strategies = ((values.strategies as string | undefined) ?? 'entropy,flip,random').split(',') as AcquisitionScore[];
-    const unknown = strategies.find((s) => !ACQUISITION_SCORES.includes(s));
-    if (unknown !== undefined) throw new ConfigError('strategies', `unknown strategy '${unknown}'; use ${ACQUISITION_SCORES.join(', ')}`);
-    const seeds = ((values.seeds as string | undefined) ?? '1').split(',').map((s) => {
-      const n = Number(s);
-      if (!Number.isInteger(n) || n < 0) throw new ConfigError('seeds', `--seeds takes integers separated by commas, got '${s}'`);
-      return n;
-    });
-    const epochs = integer(values, 'epochs', 30, 1);
-    const spec = {
-      initial: integer(values, 'initial', 8, 1),
-      perRound: integer(values, 'per-round', 6, 1),
-      rounds: integer(values, 'rounds', 3, 1),
-      test: integer(values, 'test', 20, 1),
-      fineTuneEpochs: integer(values, 'fine-tune-epochs', 8, 1),
-      mcPasses: integer(values, 'mc-passes', 4, 2),
-      strategies,
-    };
+    let parsed: ReturnType<typeof settings>;
+    try {
+      parsed = settings(values);
+    } catch (error) {
+      if (!(error instanceof BadFlag)) throw error;
+      io.err(`lesion-studio simulate-al: ${error.message}\nusage: lesion-studio simulate-al ${simulate.usage}`);
+      return EXIT_USAGE;
+    }
+    const { size, epochs, seeds, spec } = parsed;
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'wasm');
     io.err(`backend: ${backend.name} (${backend.detail})`);
