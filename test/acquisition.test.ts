@@ -79,6 +79,11 @@ describe('scores from a model', () => {
     expect(scores.flip).toBeCloseTo(0.125, 6);
     expect(scores.mcDropout).toBeUndefined();
     expect(scores.random).toBe(randomScore(1, 'x'));
+    expect(scores.logits).toBeUndefined();
+    const [kept] = await scoreImages(knownModel(false), [redLeft], ['x'], { batchSize: 2, seed: 1, mcPasses: 0, keepLogits: true });
+    expect(kept.logits).toHaveLength(2);
+    expect(kept.logits![0]).toBeCloseTo(LN3, 5);
+    expect(kept.logits![1]).toBeCloseTo(0, 6);
   });
 
   it('MC-dropout passes vary with dropout on, repeat with the seed, and leave predict() deterministic after', async () => {

@@ -38,6 +38,8 @@ export interface ImageScores {
   /** Present when Monte Carlo passes were asked for. */
   mcDropout?: number;
   random: number;
+  /** The plain prediction's logits, when ScoreOptions.keepLogits asked for them (the queue shows its mask). */
+  logits?: Float32Array;
 }
 
 export function scoreOf(scores: ImageScores, score: AcquisitionScore): number {
@@ -96,6 +98,7 @@ export interface ScoreOptions {
   seed: number;
   /** Monte Carlo dropout passes; 0 skips the score. The model must be a training build (it holds the seeded dropout layer). */
   mcPasses: number;
+  keepLogits?: boolean;
 }
 
 /**
@@ -128,6 +131,7 @@ export async function scoreImages(model: tf.LayersModel, images: RgbImage[], key
     flip: flipDisagreement(plain[i], mirror(mirrored[i], width, height)),
     mcDropout: passes && mcDropoutVariance(passes.map((p) => p[i])),
     random: randomScore(options.seed, keys[i]),
+    ...(options.keepLogits && { logits: plain[i] }),
   }));
 }
 

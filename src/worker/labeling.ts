@@ -64,9 +64,11 @@ export async function acquisitionQueue(
         }
         if (loaded.length === 0) continue;
         const images = loaded.map((l) => l.image);
-        const scores = await scoreImages(model, images, loaded.map((l) => l.sample.image), { batchSize: batch, seed: card.seed, mcPasses: mc ? request.mcPasses : 0 });
-        const logits = await predictLogits(model, images, { batchSize: batch });
-        loaded.forEach((l, i) => out.push({ sample: l.sample, scores: scores[i], mask: { ...size, data: binariseLogits(logits[i], card.eval.logitThreshold) } }));
+        const scores = await scoreImages(model, images, loaded.map((l) => l.sample.image), { batchSize: batch, seed: card.seed, mcPasses: mc ? request.mcPasses : 0, keepLogits: true });
+        loaded.forEach((l, i) => {
+          const { logits, ...kept } = scores[i];
+          out.push({ sample: l.sample, scores: kept, mask: { ...size, data: binariseLogits(logits!, card.eval.logitThreshold) } });
+        });
         onProgress(Math.min(start + batch, samples.length), samples.length);
       }
       return out;
