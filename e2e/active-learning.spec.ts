@@ -160,6 +160,11 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   expect(values.every((v) => v > 0)).toBe(true);
   expect(values).toEqual([...values].sort((a, b) => b - a));
   await snap(page, 'label-queue');
+  // MC-dropout scores with the training build's seeded dropout: a different score, the same pool.
+  await page.getByTestId('queue-score').selectOption('mc-dropout');
+  await page.getByTestId('queue-load').click();
+  await expect(items.first().getByTestId('queue-why')).toContainText('#1 of 32: MC-dropout variance of p', { timeout: 120_000 });
+  await expect(items).toHaveCount(32);
 
   // The editor opens the first image at its own resolution; draw from empty.
   await items.first().getByTestId('queue-open').click();
