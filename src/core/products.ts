@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { MetricSummary } from './events.ts';
+import type { ExpertLabel } from './labels.ts';
 import { inspectImage } from './image-header.ts';
 import type { BinaryMask, FileSource, RgbImage } from './io.ts';
 import { binariseLogits } from './metrics.ts';
@@ -116,6 +117,23 @@ export async function metricsFiles(run: RunStore): Promise<ProductFile[]> {
     { name: 'metrics.json', bytes: text(JSON.stringify(json, null, 2)) },
     { name: 'metrics.csv', bytes: text(`${rows.join('\n')}\n`) },
   ];
+}
+
+/**
+ * Expert labels as ISIC ships ground truth: `<id>_segmentation.png` (0/255,
+ * the image's own size) per label, and a CSV of who drew what, when.
+ */
+export function expertLabelFiles(labels: ExpertLabel[]): ProductFile[] {
+  const files: ProductFile[] = [];
+  const rows = ['id,image,width,height,lesion_pixels,author,note,saved_at,started_from,mask'];
+  for (const label of labels) {
+    const name = maskFileName(label.id);
+    files.push({ name, bytes: maskPng(label) });
+    const lesion = label.data.reduce((n, v) => n + v, 0);
+    rows.push([label.id, label.image, label.width, label.height, lesion, label.author, label.note, label.savedAt, label.startedFrom, name].map(csvCell).join(','));
+  }
+  files.push({ name: 'expert-labels.csv', bytes: text(`${rows.join('\n')}\n`) });
+  return files;
 }
 
 /** Quotes a CSV cell when it holds a comma, quote or newline (file names can). */

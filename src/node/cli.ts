@@ -30,6 +30,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'write <id>_segmentation.png masks at each image\'s original size, as the ISIC scorer expects',
     load: () => import('./commands/predict.ts'),
   },
+  'simulate-al': {
+    summary: 'simulate active learning on labeled folders: lesion IoU per round, ranked picks against random ones',
+    load: () => import('./commands/simulate-al.ts'),
+  },
 };
 
 const consoleIo: CliIo = {

@@ -14,13 +14,14 @@ import { RunView, thrownCode } from './run.svelte.ts';
 import { SplitPlan } from './split.svelte.ts';
 import { FileStreamer } from './streamer.ts';
 
-export type View = 'dataset' | 'configure' | 'train' | 'results' | 'storage' | 'export' | 'predict';
+export type View = 'dataset' | 'configure' | 'train' | 'results' | 'label' | 'storage' | 'export' | 'predict';
 
 export const VIEWS: { id: View; title: string }[] = [
   { id: 'dataset', title: 'Dataset' },
   { id: 'configure', title: 'Configure' },
   { id: 'train', title: 'Train' },
   { id: 'results', title: 'Results' },
+  { id: 'label', title: 'Label' },
   { id: 'storage', title: 'Storage' },
   { id: 'export', title: 'Export' },
   { id: 'predict', title: 'Predict' },

@@ -4,13 +4,15 @@
  * main thread. Everything crossing here is structured-clonable; images come
  * back as transferred ImageBitmaps and files as transferred ArrayBuffers.
  */
+import type { AcquisitionScore, ImageScores } from '../core/acquisition.ts';
 import type { BackendChoice, DataConfig, RunCard } from '../core/config.ts';
 import type { LayoutName, Split, SplitCounts, Stray } from '../core/dataset/layouts.ts';
-import type { StageName, TrainerEvent } from '../core/events.ts';
+import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import type { NoiseConfig, NoiseStep } from '../core/noise.ts';
+import type { ExpertLabel, ExpertLabelInfo } from '../core/labels.ts';
 import type { StageResult, TrainingStage } from '../core/pipeline.ts';
 
-export type { StageResult, TrainingStage };
+export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
 /** A labeled root trains and validates; an unlabeled root only feeds pseudo-labels. */
 export type RootRole = 'labeled' | 'unlabeled';
@@ -112,6 +114,8 @@ export interface SplitPreview {
   unlabeledAvailable: number;
   /** Training pairs whose masks the labeled fraction hides: they count among the unlabeled images. */
   labelsHidden: number;
+  /** Images labeled in the studio's editor, per part they land in (they count in train, val and test above). */
+  expert: { train: number; val: number; test: number };
   bySet: SplitCountsBySet[];
   /** First ids of each part, so a seed change visibly changes the draw. */
   examples: { train: string[]; val: string[]; test: string[] };
@@ -241,6 +245,81 @@ export interface PseudoLabelView {
   overlay?: ImageBitmap;
 }
 
+export interface QueueRequest {
+  runId: string;
+  /** Its best checkpoint scores the pool. */
+  stage: TrainingStage;
+  score: AcquisitionScore;
+  /** Dropout passes for the 'mc-dropout' score. */
+  mcPasses: number;
+  /** How many of the ranked images come back (with thumbnails). */
+  limit: number;
+  /** Thumbnail's longest side in pixels. */
+  size: number;
+}
+
+/** A pool image in the acquisition queue: highest score first. */
+export interface QueueItem {
+  id: string;
+  set: string;
+  image: string;
+  rank: number;
+  /** The chosen score's value. */
+  value: number;
+  /** Why it ranks there, in words. */
+  why: string;
+  scores: ImageScores;
+  /** Of the model's current mask. */
+  lesionFraction: number;
+  /** An expert label is saved for it. */
+  labeled: boolean;
+  bitmap: ImageBitmap;
+  /** The model's current mask over `bitmap`. */
+  overlay?: ImageBitmap;
+}
+
+/** What the mask editor opens: the image at its own resolution and the masks it can start from. */
+export interface LabelTask {
+  id: string;
+  set: string;
+  image: string;
+  width: number;
+  height: number;
+  bitmap: ImageBitmap;
+  /** The stage's prediction at the image's size, 0/1 bytes (when a run was chosen). */
+  prediction?: ArrayBuffer;
+  /** The saved expert label, if any. */
+  label?: { data: ArrayBuffer; author: string; note: string; savedAt: string; startedFrom: ExpertLabel['startedFrom'] };
+}
+
+export interface LabelSave {
+  image: string;
+  width: number;
+  height: number;
+  /** 0/1 bytes, width * height. */
+  data: ArrayBuffer;
+  author: string;
+  note: string;
+  startedFrom: ExpertLabel['startedFrom'];
+}
+
+/** A short fine-tune from a stage's best checkpoint with the expert labels, scored before and after on the same images. */
+export interface FineTuneResult {
+  runId: string;
+  stage: TrainingStage;
+  epochs: number;
+  /** The run's test part, or its validation part when it has none. */
+  split: 'test' | 'val';
+  /** Expert labels among the training images (the run's own training images are the rest). */
+  expertLabels: number;
+  train: number;
+  /** Images the figures are computed on. */
+  scored: number;
+  before: MetricSummary;
+  after: MetricSummary;
+  finishedAt: string;
+}
+
 export interface PredictionView {
   name: string;
   bitmap: ImageBitmap;
@@ -335,6 +414,20 @@ export interface TrainerApi {
   pseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student', limit: number): Promise<PseudoLabelView[]>;
   /** A rejected pseudo-label is left out of every later student stage of the run. */
   rejectPseudoLabel(runId: string, image: string, rejected: boolean): Promise<void>;
+
+  /** Pool images ranked by an acquisition score from the stage's best checkpoint. */
+  acquisitionQueue(request: QueueRequest, onProgress: TaskProgressSink): Promise<QueueItem[]>;
+  /** The editor's image; with a run, the stage's prediction to start from. */
+  labelTask(image: string, model?: { runId: string; stage: TrainingStage }): Promise<LabelTask>;
+  /** Stored in the `labels` database; the image joins the labeled images of later runs. */
+  saveLabel(save: LabelSave): Promise<ExpertLabelInfo[]>;
+  expertLabels(): Promise<ExpertLabelInfo[]>;
+  deleteLabel(image: string): Promise<ExpertLabelInfo[]>;
+  /** `expert-labels/<id>_segmentation.png` (0/255 at the image's size) and a CSV of authors, notes and times. */
+  exportExpertLabels(): Promise<ExportedFile[]>;
+  /** Continues from the stage's best checkpoint for a few epochs with the new expert labels; refused while a run trains. */
+  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink): Promise<FineTuneResult>;
+  fineTuneResult(runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined>;
 
   /** navigator.storage.persist() is the page's to call (it is not exposed to workers). */
   storageUsage(): Promise<StorageUsage>;

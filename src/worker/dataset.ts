@@ -8,6 +8,7 @@ import { binariseMask } from '../core/dataset/loader.ts';
 import { inputsByRole, LAYOUT_TITLES, recogniseDatasets, rootOf, type DatasetIndex, type Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
+import { withExpertLabels } from '../core/labels.ts';
 import type { DatasetOrigin, DatasetSummary, RootRole, Thumbnail, ThumbnailPage, ThumbnailRequest } from './api.ts';
 import { bitmapPixels, decodeBitmap } from './decode.ts';
 import { fitWithin, maskOverlay } from './imaging.ts';
@@ -19,6 +20,8 @@ export interface RunInputs {
 
 export class OpenDataset {
   readonly roles = new Map<string, RootRole>();
+  /** Pool images the user labeled in the studio: they join the labeled images (see withLabels). */
+  private expert: ReadonlySet<string> = new Set();
 
   constructor(
     readonly origin: DatasetOrigin,
@@ -45,9 +48,20 @@ export class OpenDataset {
     this.roles.set(root, role);
   }
 
+  /**
+   * The same folders with the user's expert labels: `source` serves their
+   * masks (core/labels.ts). Runs and split previews use this one.
+   */
+  withLabels(source: FileSource, images: ReadonlySet<string>): OpenDataset {
+    const labeled = new OpenDataset(this.origin, source, this.index, this.files, Object.fromEntries(this.roles));
+    labeled.expert = images;
+    return labeled;
+  }
+
   /** Labeled pairs of labeled roots train and validate; every other image can get a pseudo-label. */
   inputs(): RunInputs {
-    return inputsByRole(this.index, (root) => this.roles.get(root) === 'labeled');
+    const inputs = inputsByRole(this.index, (root) => this.roles.get(root) === 'labeled');
+    return this.expert.size > 0 ? withExpertLabels(inputs, this.expert) : inputs;
   }
 
   summary(): DatasetSummary {

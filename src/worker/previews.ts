@@ -8,6 +8,7 @@ import { loadSample } from '../core/dataset/loader.ts';
 import { kFolds } from '../core/dataset/splits.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
+import { hasExpertLabel } from '../core/labels.ts';
 import { applyNoise } from '../core/noise.ts';
 import { planSplit } from '../core/pipeline.ts';
 import { Rng, deriveSeed } from '../core/random.ts';
@@ -33,6 +34,11 @@ export function previewSplit(dataset: OpenDataset, request: SplitPreviewRequest)
     unlabeledUsed: plan.unlabeled.length,
     unlabeledAvailable: inputs.unlabeled.length + labelsHidden,
     labelsHidden,
+    expert: {
+      train: plan.train.filter(hasExpertLabel).length,
+      val: plan.val.filter(hasExpertLabel).length,
+      test: plan.test.filter(hasExpertLabel).length,
+    },
     bySet: sets.map((set) => ({ set, train: count(plan.train, set), val: count(plan.val, set), test: count(plan.test, set) })),
     examples: {
       train: plan.train.slice(0, EXAMPLES).map((s) => s.id),

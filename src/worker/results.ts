@@ -28,7 +28,7 @@ const decoder = new BitmapDecoder();
  * starts the backend (trainer.worker.ts), so that this module also runs in
  * Node's tests.
  */
-async function withStageModel<T>(
+export async function withStageModel<T>(
   run: RunStore,
   stage: TrainingStage,
   kind: 'best' | 'latest',
@@ -43,7 +43,7 @@ async function withStageModel<T>(
 }
 
 /** The run's labeled samples by the key the pipeline stored them under. */
-function samplesByKey(dataset: OpenDataset | undefined, keys: string[], roots: string[]): Sample[] {
+export function samplesByKey(dataset: OpenDataset | undefined, keys: string[], roots: string[]): Sample[] {
   const byKey = new Map((dataset?.inputs().labeled ?? []).map((s) => [`${s.set}/${s.id}`, s]));
   const found = keys.map((key) => byKey.get(key));
   const missing = found.filter((s) => s === undefined).length;

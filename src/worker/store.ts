@@ -14,7 +14,7 @@ import type { KeyValueStore } from '../core/io.ts';
 import { describeKey, payloadBytes } from '../core/run-store.ts';
 import { formatBytes } from '../core/display.ts';
 
-export type StoreConcern = 'runs' | 'folders' | 'studio';
+export type StoreConcern = 'runs' | 'folders' | 'studio' | 'labels' | 'finetunes';
 
 /** Test hook: writes of keys containing `match` fail as a full disk does, once `after` of them went through. */
 export interface QuotaFault {

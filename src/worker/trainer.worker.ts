@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
+import { LabelStore } from '../core/labels.ts';
 import { RunStore } from '../core/run-store.ts';
 import {
   FAULT_TEST_MARK,
@@ -26,6 +27,8 @@ import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
+import { acquisitionQueue, exportExpertLabels, labeledDataset, labelTask, saveLabel } from './labeling.ts';
+import { deleteFineTunes, fineTune, fineTuneResult } from './finetune.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews } from './results.ts';
@@ -36,6 +39,8 @@ import { follow, whenReleased } from './tabs.ts';
 const runStore = new IdbStore('runs');
 const folderStore = new IdbStore('folders');
 const runs = new RunManager(runStore);
+const labels = new LabelStore(new IdbStore('labels'));
+const fineTunes = new IdbStore('finetunes');
 
 interface RememberedFolders {
   handles: FileSystemDirectoryHandle[];
@@ -58,6 +63,11 @@ async function replaceDataset(open: () => Promise<OpenDataset>): Promise<Dataset
 function open(): OpenDataset {
   if (!dataset) throw new LesionError('dataset', 'no data set is open');
   return dataset;
+}
+
+/** The open data set as runs and split previews see it: expert-labeled pool images among the labeled ones. */
+async function openLabeled(): Promise<OpenDataset> {
+  return labeledDataset(open(), labels);
 }
 
 async function remember(): Promise<void> {
@@ -163,7 +173,7 @@ const api: TrainerApi = {
   },
 
   async previewSplit(request) {
-    return previewSplit(open(), request);
+    return previewSplit(await openLabeled(), request);
   },
 
   async previewAugmentation(request) {
@@ -176,7 +186,7 @@ const api: TrainerApi = {
   },
 
   async startRun(card: RunCard, onEvents: EventBatchSink) {
-    return runs.start(card, open(), onEvents);
+    return runs.start(card, await openLabeled(), onEvents);
   },
 
   async resumeRun(runId: string, onEvents: EventBatchSink, changes?: { learningRate?: number }) {
@@ -186,7 +196,7 @@ const api: TrainerApi = {
     if (!dataset) {
       throw new LesionError('dataset', `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`);
     }
-    return runs.resumeStored(runId, dataset, onEvents, changes?.learningRate);
+    return runs.resumeStored(runId, await openLabeled(), onEvents, changes?.learningRate);
   },
 
   async watchRun(runId: string, onEvents: EventBatchSink, onFreed: () => void) {
@@ -238,6 +248,7 @@ const api: TrainerApi = {
 
   async deleteRun(runId: string) {
     await runs.delete(runId);
+    await deleteFineTunes(fineTunes, runId);
   },
 
   async results(runId: string) {
@@ -257,7 +268,7 @@ const api: TrainerApi = {
 
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
     await ensureBackend((await runs.state(runId)).card.backend);
-    return moved(await gallery(new RunStore(runStore, runId), dataset, await runContext(runId), stage, onProgress));
+    return moved(await gallery(new RunStore(runStore, runId), dataset && (await openLabeled()), await runContext(runId), stage, onProgress));
   },
 
   async pseudoLabels(runId, stage, limit) {
@@ -266,6 +277,43 @@ const api: TrainerApi = {
 
   async rejectPseudoLabel(runId: string, image: string, rejected: boolean) {
     await new RunStore(runStore, runId).setRejected(image, rejected);
+  },
+
+  async acquisitionQueue(request, onProgress) {
+    const { card } = await runs.state(request.runId);
+    return moved(await acquisitionQueue(runStore, labels, open(), card, request, onProgress));
+  },
+
+  async labelTask(image, model) {
+    const withCard = model && { ...model, card: (await runs.state(model.runId)).card };
+    return moved(await labelTask(runStore, labels, open(), image, withCard));
+  },
+
+  async saveLabel(save) {
+    await saveLabel(labels, open(), save);
+    return labels.infos();
+  },
+
+  async expertLabels() {
+    return labels.infos();
+  },
+
+  async deleteLabel(image: string) {
+    await labels.delete(image);
+    return labels.infos();
+  },
+
+  async exportExpertLabels() {
+    return moved(await exportExpertLabels(labels));
+  },
+
+  async fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink) {
+    if (runs.activeRunId) throw new LesionError('config', `run ${runs.activeRunId} is training; fine-tune once it has finished or been stopped`);
+    return fineTune(runStore, fineTunes, await openLabeled(), await runContext(runId), stage, epochs, onProgress);
+  },
+
+  async fineTuneResult(runId: string, stage: TrainingStage) {
+    return fineTuneResult(fineTunes, runId, stage);
   },
 
   async storageUsage() {

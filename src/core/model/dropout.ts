@@ -17,6 +17,8 @@ export class SeededDropout extends tf.layers.Layer {
   static readonly className = 'SeededDropout';
   /** Set by the training loop before each step. */
   stepSeed = 0;
+  /** Drops units at inference too: Monte Carlo dropout's passes (core/acquisition.ts). */
+  atInference = false;
 
   constructor(private readonly args: SeededDropoutArgs) {
     super({ name: args.name });
@@ -29,7 +31,7 @@ export class SeededDropout extends tf.layers.Layer {
   call(inputs: tf.Tensor | tf.Tensor[], kwargs: tf.serialization.ConfigDict): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     const rate = this.args.rate;
-    if (!kwargs.training || rate === 0) return tf.clone(x);
+    if ((!kwargs.training && !this.atInference) || rate === 0) return tf.clone(x);
     const keep = tf.cast(tf.greaterEqual(tf.randomUniform(x.shape, 0, 1, 'float32', deriveSeed(this.stepSeed, this.name)), rate), 'float32');
     return tf.mul(x, tf.mul(keep, 1 / (1 - rate)));
   }
@@ -45,4 +47,16 @@ export function setDropoutSeed(model: tf.LayersModel, seed: number): void {
   for (const layer of model.layers) {
     if (layer instanceof SeededDropout) layer.stepSeed = seed;
   }
+}
+
+/** Monte Carlo dropout: every predict() draws a mask from the layer's seed until this is turned off again. */
+export function setDropoutAtInference(model: tf.LayersModel, on: boolean): number {
+  let layers = 0;
+  for (const layer of model.layers) {
+    if (layer instanceof SeededDropout) {
+      layer.atInference = on;
+      layers++;
+    }
+  }
+  return layers;
 }

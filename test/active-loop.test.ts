@@ -1,0 +1,90 @@
+/**
+ * The simulated active-learning loop on the PH2 images with a tiny model:
+ * one shared round 0, picks only from the hidden pool, the random strategy's
+ * picks exactly the seeded draw, and the table the CLI prints.
+ */
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { randomScore } from '../src/core/acquisition.ts';
+import { simulateActiveLearning, type SimulationResult } from '../src/core/active-loop.ts';
+import { simulationTable } from '../src/core/simulation-summary.ts';
+import { paperCard, parseRunCard } from '../src/core/config.ts';
+import type { Sample } from '../src/core/dataset/layouts.ts';
+import { deriveSeed } from '../src/core/random.ts';
+import { initNodeBackend } from '../src/node/backends.ts';
+import { JimpDecoder } from '../src/node/decode.ts';
+import { FsFileSource } from '../src/node/files.ts';
+import { datasetsRoot } from './helpers/datasets.ts';
+import { MemoryStore } from './helpers/memory-store.ts';
+
+const SEED = 3;
+let samples: Sample[];
+let source: FsFileSource;
+let result: SimulationResult;
+
+const card = parseRunCard({
+  ...paperCard(),
+  name: 'simulate-test',
+  seed: SEED,
+  backend: 'wasm',
+  model: { encoder: 'mobilenetv2', width: 0.25, outputStride: 16, atrousRates: [1, 2, 3], asppChannels: 16, dropout: 0.5, inputSize: 32, init: 'random', inputRange: 'symmetric' },
+  train: { ...paperCard().train, epochs: 1, batchSize: 2, optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 }, readEverySteps: 2, checkpointEverySteps: 100 },
+});
+
+beforeAll(async () => {
+  await initNodeBackend('wasm');
+  source = new FsFileSource([path.join(datasetsRoot, 'ph2')]);
+  samples = (await source.index()).sets.flatMap((s) => s.labeled);
+  const lines: string[] = [];
+  result = await simulateActiveLearning(
+    { card, samples, initial: 4, perRound: 3, rounds: 1, test: 6, fineTuneEpochs: 1, strategies: ['entropy', 'random'], seed: SEED, mcPasses: 2 },
+    { source, decoder: new JimpDecoder(), store: new MemoryStore(), emit: () => {}, log: (line) => lines.push(line) },
+  );
+}, 300_000);
+
+describe('simulated active learning', () => {
+  it('scores every strategy from one round-0 model on one test split, and reveals only hidden pool images', () => {
+    expect(result.testIds).toHaveLength(6);
+    const round0 = result.rows.filter((r) => r.round === 0);
+    expect(round0.map((r) => r.strategy)).toEqual(['entropy', 'random']);
+    expect(round0[0].lesionIoU).toBe(round0[1].lesionIoU);
+    expect(round0[0].revealed).toEqual(round0[1].revealed);
+    const initial = new Set(round0[0].revealed);
+    for (const row of result.rows.filter((r) => r.round === 1)) {
+      expect(row.labeled).toBe(7);
+      expect(row.revealed).toHaveLength(3);
+      for (const id of row.revealed) {
+        expect(initial.has(id)).toBe(false);
+        expect(result.testIds).not.toContain(id);
+      }
+      expect(row.lesionIoU).toBeGreaterThanOrEqual(0);
+      expect(row.lesionIoU).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('the random strategy reveals exactly the three highest seeded draws of the remaining pool', () => {
+    const hidden = new Set([...result.testIds, ...result.rows[0].revealed]);
+    const remaining = samples.filter((s) => !hidden.has(s.id));
+    expect(remaining).toHaveLength(32 - 6 - 4);
+    const roundSeed = deriveSeed(SEED, 'simulate/round1');
+    const expected = [...remaining].sort((a, b) => randomScore(roundSeed, b.image) - randomScore(roundSeed, a.image)).slice(0, 3).map((s) => s.id);
+    expect(result.rows.find((r) => r.strategy === 'random' && r.round === 1)!.revealed).toEqual(expected);
+  });
+
+  it('prints rounds x strategies, with each seed in brackets when there are several', () => {
+    const row = (seed: number, strategy: 'entropy' | 'random', round: number, lesionIoU: number) => ({ seed, strategy, round, labeled: 4 + 2 * round, lesionIoU, dice: 0, revealed: [] });
+    expect(simulationTable({ rows: [row(1, 'entropy', 0, 0.5), row(1, 'random', 0, 0.5), row(1, 'entropy', 1, 0.7), row(1, 'random', 1, 0.6)] })).toBe(
+      ['| round | labeled | entropy | random |', '| --- | --- | --- | --- |', '| 0 | 4 | 0.500 | 0.500 |', '| 1 | 6 | 0.700 | 0.600 |'].join('\n'),
+    );
+    expect(simulationTable({ rows: [row(1, 'entropy', 0, 0.5), row(2, 'entropy', 0, 0.6)] }).split('\n')[2]).toBe('| 0 | 4 | 0.550 (0.500, 0.600) |');
+  });
+
+  it('refuses a folder too small for the plan, saying how many images it needs', async () => {
+    await expect(
+      simulateActiveLearning(
+        { card, samples: samples.slice(0, 10), initial: 4, perRound: 3, rounds: 2, test: 6, fineTuneEpochs: 1, strategies: ['random'], seed: 1, mcPasses: 2 },
+        { source, decoder: new JimpDecoder(), store: new MemoryStore(), emit: () => {}, log: () => {} },
+      ),
+    ).rejects.toThrow('the simulation needs 16 labeled images (6 test + 4 initial + 2 rounds of 3); the folders hold 10');
+  });
+});
