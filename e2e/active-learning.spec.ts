@@ -245,6 +245,22 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   // "Before" is the run's own best model on the run's own test images: the figure the run reported.
   const runTest = await page.getByTestId('results-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').last().textContent();
   await expect(page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(1)).toHaveText(runTest!);
+  // The fine-tuned weights export like a stage's model, their before and after in the metadata.
+  const afterText = await page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(2).textContent();
+  await page.getByTestId('tab-export').click();
+  const [tuned] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-finetuned').click()]);
+  const tunedZip = readStoredZip(await readFile((await tuned.path())!));
+  const tunedDir = [...tunedZip.keys()].find((name) => name.endsWith('-teacher-finetuned/metadata.json'))!.replace(/metadata\.json$/, '');
+  expect(tunedZip.has(`${tunedDir}model.json`) && tunedZip.has(`${tunedDir}weights.bin`)).toBe(true);
+  const tunedMeta = JSON.parse(tunedZip.get(`${tunedDir}metadata.json`)!.toString());
+  expect(tunedMeta.stage).toBe('teacher');
+  expect(tunedMeta.fineTune.expertLabels).toBe(1);
+  expect(`${(tunedMeta.fineTune.after.paperMIoU * 100).toFixed(1)} %`).toBe(afterText);
+  // Labels and fine-tunes live in their own databases; the Storage view counts them too.
+  await page.getByTestId('tab-storage').click();
+  await expect(page.getByTestId('storage-labels')).toContainText('1 expert label (');
+  await expect(page.getByTestId('storage-labels')).not.toContainText('fine-tunes 0 B');
+  await page.getByTestId('tab-results').click();
   // The simulated loop's measured result, as a table and a plot of the same rows.
   await expect(page.getByTestId('simulation-table').locator('tbody tr')).toHaveCount(4);
   await expect(page.getByTestId('simulation-plot').locator('polyline')).toHaveCount(3);

@@ -5,6 +5,7 @@
  * store; a run stopped anywhere resumes at its last saved step.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { CheckpointStore } from './checkpoint.ts';
 import type { RunCard } from './config.ts';
 import { RunControl } from './control.ts';
 import type { Sample } from './dataset/layouts.ts';
@@ -12,7 +13,7 @@ import { labeledUnlabeledRatio, paperSplit, splitSamples } from './dataset/split
 import { plannedStages } from './display.ts';
 import { failureCode, LesionError } from './errors.ts';
 import { evaluate, summary } from './evaluate.ts';
-import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
+import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from './events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
 import { buildDeepLabV3 } from './model/deeplab.ts';
 import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from './model/pretrained.ts';
@@ -301,29 +302,35 @@ export async function loadStageModel(
   const run = new RunStore(store, runId);
   const card = await run.card();
   if (!card) throw new LesionError('storage', `run ${runId} has no run card`);
+  const model = await exportBuild(card, run.checkpoints(stage), kind, `run ${runId} has no ${kind} checkpoint for ${stage}`);
+  const state = await run.state();
+  return { model, metadata: exportMetadata(card, stage, state?.results.find((r) => r.stage === stage) ?? null) };
+}
+
+/** The card's model in its export build with a checkpoint's weights (checkpoints name weights by layer, which the export build shares). */
+export async function exportBuild(card: RunCard, checkpoints: CheckpointStore, kind: 'best' | 'latest', missing: string): Promise<tf.LayersModel> {
   const model = buildDeepLabV3(card.model, 'export', card.seed);
   try {
-    // Checkpoints name weights by layer, which the export build shares.
-    const loaded = await run.checkpoints(stage).load(kind, model);
-    if (!loaded) throw new LesionError('storage', `run ${runId} has no ${kind} checkpoint for ${stage}`);
+    const loaded = await checkpoints.load(kind, model);
+    if (!loaded) throw new LesionError('storage', missing);
     tf.dispose(loaded.optimizer.map((t) => t.tensor));
+    return model;
   } catch (error) {
     model.dispose();
     throw error;
   }
-  const state = await run.state();
+}
+
+export function exportMetadata(card: RunCard, stage: StageName, results: StageResult | null): ExportMetadata {
   return {
-    model,
-    metadata: {
-      format: 'lesion-studio-model/1',
-      stage,
-      inputSize: card.model.inputSize,
-      input: 'RGB resized to inputSize x inputSize (aspect not kept), pixels scaled to [0, 1]',
-      output: 'one channel of lesion logits at the input size',
-      logitThreshold: card.eval.logitThreshold,
-      card,
-      results: state?.results.find((r) => r.stage === stage) ?? null,
-    },
+    format: 'lesion-studio-model/1',
+    stage,
+    inputSize: card.model.inputSize,
+    input: 'RGB resized to inputSize x inputSize (aspect not kept), pixels scaled to [0, 1]',
+    output: 'one channel of lesion logits at the input size',
+    logitThreshold: card.eval.logitThreshold,
+    card,
+    results,
   };
 }
 
@@ -336,4 +343,23 @@ export interface ExportMetadata {
   logitThreshold: number;
   card: RunCard;
   results: StageResult | null;
+  /** Present when the weights are a fine-tune's with expert labels (the Results view's before and after). */
+  fineTune?: FineTuneResult;
+}
+
+/** A fine-tune of a stage with expert labels, scored before and after with the same code. */
+export interface FineTuneResult {
+  runId: string;
+  stage: TrainingStage;
+  epochs: number;
+  /** The run's test part, or its validation part when it has none. */
+  split: 'test' | 'val';
+  /** Expert labels among the training images (the run's own training images are the rest). */
+  expertLabels: number;
+  train: number;
+  /** Images the figures are computed on. */
+  scored: number;
+  before: MetricSummary;
+  after: MetricSummary;
+  finishedAt: string;
 }

@@ -7,10 +7,11 @@
 import type { AcquisitionScore, ImageScores } from '../core/acquisition.ts';
 import type { BackendChoice, DataConfig, RunCard } from '../core/config.ts';
 import type { LayoutName, Split, SplitCounts, Stray } from '../core/dataset/layouts.ts';
-import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
+import type { StageName, TrainerEvent } from '../core/events.ts';
 import type { NoiseConfig, NoiseStep } from '../core/noise.ts';
 import type { ExpertLabel, ExpertLabelInfo } from '../core/labels.ts';
-import type { StageResult, TrainingStage } from '../core/pipeline.ts';
+import type { FineTuneResult, StageResult, TrainingStage } from '../core/pipeline.ts';
+export type { FineTuneResult } from '../core/pipeline.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -304,22 +305,6 @@ export interface LabelSave {
 }
 
 /** A short fine-tune from a stage's best checkpoint with the expert labels, scored before and after on the same images. */
-export interface FineTuneResult {
-  runId: string;
-  stage: TrainingStage;
-  epochs: number;
-  /** The run's test part, or its validation part when it has none. */
-  split: 'test' | 'val';
-  /** Expert labels among the training images (the run's own training images are the rest). */
-  expertLabels: number;
-  train: number;
-  /** Images the figures are computed on. */
-  scored: number;
-  before: MetricSummary;
-  after: MetricSummary;
-  finishedAt: string;
-}
-
 export interface PredictionView {
   name: string;
   bitmap: ImageBitmap;
@@ -335,6 +320,9 @@ export interface StorageUsage {
   quota: number;
   persisted: boolean;
   runs: { listing: RunListing; bytes: number }[];
+  /** Kept apart from the runs (their own databases), so they are counted here too. */
+  expertLabels: { count: number; bytes: number };
+  fineTuneBytes: number;
 }
 
 /** The trainer worker's name; the page appends FAULT_TEST_MARK to allow fault injection. */
@@ -428,6 +416,8 @@ export interface TrainerApi {
   /** Continues from the stage's best checkpoint for a few epochs with the new expert labels; refused while a run trains. */
   fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink): Promise<FineTuneResult>;
   fineTuneResult(runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined>;
+  /** The fine-tune's best weights as a model export (layers format + metadata with its before and after). */
+  exportFineTunedModel(runId: string, stage: TrainingStage): Promise<ExportedFile[]>;
 
   /** navigator.storage.persist() is the page's to call (it is not exposed to workers). */
   storageUsage(): Promise<StorageUsage>;

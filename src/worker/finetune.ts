@@ -22,12 +22,16 @@ import { buildDeepLabV3, copyWeights } from '../core/model/deeplab.ts';
 import { RunStore, type RunState, type TrainingStage } from '../core/run-store.ts';
 import { itemFromSample, PixelCache, type TrainItem } from '../core/samples.ts';
 import { trainStage } from '../core/train.ts';
-import type { FineTuneResult, TaskProgressSink } from './api.ts';
+import { exportBuild, exportMetadata, type FineTuneResult } from '../core/pipeline.ts';
+import { modelFiles } from '../core/products.ts';
+import type { ExportedFile, TaskProgressSink } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
 import { BitmapDecoder } from './decode.ts';
+import { exported } from './exports.ts';
 import { samplesByKey, withStageModel } from './results.ts';
 
 const resultKey = (runId: string, stage: TrainingStage): string => `result/${runId}/${stage}`;
+const checkpointsOf = (store: KeyValueStore, runId: string, stage: TrainingStage): CheckpointStore => new CheckpointStore(store, `${runId}/${stage}`);
 
 export function fineTuneResult(store: KeyValueStore, runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined> {
   return store.get<FineTuneResult>(resultKey(runId, stage));
@@ -70,7 +74,7 @@ export async function fineTune(
     const model = buildDeepLabV3(card.model, 'train', card.seed);
     try {
       copyWeights(exported, model);
-      const checkpoints = new CheckpointStore(store, `${state.runId}/${stage}`);
+      const checkpoints = checkpointsOf(store, state.runId, stage);
       await trainStage({
         stage,
         card: { ...card, train: { ...card.train, epochs } },
@@ -105,4 +109,18 @@ export async function fineTune(
       model.dispose();
     }
   });
+}
+
+/** On the backend the caller started, like exportModel. Named `<run>-<stage>-finetuned/`, beside a stage's own export. */
+export async function exportFineTunedModel(runs: KeyValueStore, store: KeyValueStore, runId: string, stage: TrainingStage): Promise<ExportedFile[]> {
+  const result = await fineTuneResult(store, runId, stage);
+  const card = await new RunStore(runs, runId).card();
+  if (!result || !card) throw new LesionError('storage', `run ${runId} has no fine-tune of its ${stage}; fine-tune it in the Results view first`);
+  const model = await exportBuild(card, checkpointsOf(store, runId, stage), 'best', `the fine-tune of run ${runId}'s ${stage} has no checkpoint`);
+  try {
+    const metadata = { ...exportMetadata(card, stage, null), fineTune: result };
+    return (await modelFiles(model, metadata)).map((f) => exported(f, `${runId}-${stage}-finetuned/${f.name}`));
+  } finally {
+    model.dispose();
+  }
 }

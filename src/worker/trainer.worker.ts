@@ -28,7 +28,7 @@ import { DemoFileSource } from './demo.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
 import { acquisitionQueue, exportExpertLabels, labeledDataset, labelTask, saveLabel } from './labeling.ts';
-import { deleteFineTunes, fineTune, fineTuneResult } from './finetune.ts';
+import { deleteFineTunes, exportFineTunedModel, fineTune, fineTuneResult } from './finetune.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews } from './results.ts';
@@ -39,7 +39,8 @@ import { follow, whenReleased } from './tabs.ts';
 const runStore = new IdbStore('runs');
 const folderStore = new IdbStore('folders');
 const runs = new RunManager(runStore);
-const labels = new LabelStore(new IdbStore('labels'));
+const labelStore = new IdbStore('labels');
+const labels = new LabelStore(labelStore);
 const fineTunes = new IdbStore('finetunes');
 
 interface RememberedFolders {
@@ -316,6 +317,11 @@ const api: TrainerApi = {
     return fineTuneResult(fineTunes, runId, stage);
   },
 
+  async exportFineTunedModel(runId: string, stage: TrainingStage) {
+    await ensureBackend((await runs.state(runId)).card.backend);
+    return moved(await exportFineTunedModel(runStore, fineTunes, runId, stage));
+  },
+
   async storageUsage() {
     const estimate = await navigator.storage.estimate();
     const listed = await runs.list();
@@ -325,7 +331,14 @@ const api: TrainerApi = {
         bytes: await new RunStore(runStore, listing.runId).bytes(),
       })),
     );
-    return { usage: estimate.usage ?? 0, quota: estimate.quota ?? 0, persisted: await navigator.storage.persisted(), runs: sized };
+    return {
+      usage: estimate.usage ?? 0,
+      quota: estimate.quota ?? 0,
+      persisted: await navigator.storage.persisted(),
+      runs: sized,
+      expertLabels: { count: (await labels.infos()).length, bytes: await labelStore.bytesUnder('') },
+      fineTuneBytes: await fineTunes.bytesUnder(''),
+    };
   },
 
   async exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest') {
