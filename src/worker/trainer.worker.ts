@@ -282,11 +282,13 @@ const api: TrainerApi = {
 
   async acquisitionQueue(request, onProgress) {
     const { card } = await runs.state(request.runId);
+    await ensureBackend(card.backend);
     return moved(await acquisitionQueue(runStore, labels, open(), card, request, onProgress));
   },
 
   async labelTask(image, model) {
     const withCard = model && { ...model, card: (await runs.state(model.runId)).card };
+    if (withCard) await ensureBackend(withCard.card.backend);
     return moved(await labelTask(runStore, labels, open(), image, withCard));
   },
 
@@ -310,7 +312,9 @@ const api: TrainerApi = {
 
   async fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink) {
     if (runs.activeRunId) throw new LesionError('config', `run ${runs.activeRunId} is training; fine-tune once it has finished or been stopped`);
-    return fineTune(runStore, fineTunes, await openLabeled(), await runContext(runId), stage, epochs, onProgress);
+    const context = await runContext(runId);
+    await ensureBackend(context.card.backend);
+    return fineTune(runStore, fineTunes, await openLabeled(), context, stage, epochs, onProgress);
   },
 
   async fineTuneResult(runId: string, stage: TrainingStage) {
