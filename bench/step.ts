@@ -8,6 +8,7 @@
  *   tsx bench/step.ts --backend cpu|wasm|webgpu --task train|predict|memory
  *     [--model default|small] [--size 128] [--batch 4] [--steps 5] [--warmup 1] [--budget 60]
  *     [--levers all|none|batchnorm,optimizer,filter-grad]   (webgpu: which of our kernels to use)
+ *     [--recompute]   (train: the encoder's blocks recomputed in the backward pass, as training on wasm does when a step would not fit its heap)
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -26,6 +27,7 @@ import type { RgbImage } from '../src/core/io.ts';
 import { lossByName } from '../src/core/losses.ts';
 import { buildDeepLabV3, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
 import { setDropoutSeed } from '../src/core/model/dropout.ts';
+import { trainingForward } from '../src/core/model/recompute.ts';
 import { createOptimizer } from '../src/core/optim.ts';
 import { predictLogits } from '../src/core/predict.ts';
 import { deriveSeed, Rng } from '../src/core/random.ts';
@@ -50,6 +52,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '1' },
     budget: { type: 'string', default: '60' },
     levers: { type: 'string', default: 'all' },
+    recompute: { type: 'boolean', default: false },
   },
 });
 
@@ -135,7 +138,7 @@ async function timeTraining(): Promise<void> {
     counter?.take();
     setDropoutSeed(model, deriveSeed(SEED, `bench/${n++}`));
     const loss = tf.tidy(() => {
-      const { value, grads } = tf.variableGrads(() => lossFn(model.apply(xs, { training: true }) as tf.Tensor, ys), variables);
+      const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, xs, values.recompute!), ys), variables);
       optimizer.apply(params, variables.map((v) => grads[v.name]));
       return value;
     });

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { wasmBatchNorm } from '../backends/wasm-fused.ts';
 import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu-training.ts';
+import { RECOMPUTING } from './recompute.ts';
 
 /** Batch norm's training arithmetic as a backend's own kernels. */
 type FusedBatchNorm = typeof wasmBatchNorm;
@@ -67,13 +68,15 @@ export class BatchNorm extends tf.layers.Layer {
       const scale = tf.mul(gamma, tf.rsqrt(tf.add(this.movingVariance.read(), eps)));
       return tf.add(tf.mul(tf.sub(x, this.movingMean.read()), scale), beta);
     }
+    // A block re-run for its gradient sees the same batch: the step already counted it.
+    const updateMoving = !kwargs[RECOMPUTING];
     const fused = fusedBatchNorm();
-    if (fused) return this.fusedTraining(fused, x, gamma, beta);
+    if (fused) return this.fusedTraining(fused, x, gamma, beta, updateMoving);
     const axes = [0, 1, 2];
     const mean = tf.mean(x, axes);
     const centred = tf.sub(x, mean);
     const variance = tf.mean(tf.square(centred), axes);
-    this.updateMovingStatistics(mean, variance, x.size / mean.size);
+    if (updateMoving) this.updateMovingStatistics(mean, variance, x.size / mean.size);
     return tf.add(tf.mul(centred, tf.mul(gamma, tf.rsqrt(tf.add(variance, eps)))), beta);
   }
 
@@ -82,7 +85,7 @@ export class BatchNorm extends tf.layers.Layer {
    * the gradient sums and the input gradient) and one per running average,
    * instead of about forty element-wise kernels, transposes and reductions.
    */
-  private fusedTraining(k: FusedBatchNorm, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+  private fusedTraining(k: FusedBatchNorm, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, updateMoving: boolean): tf.Tensor {
     const eps = this.args.epsilon;
     let stats: tf.Tensor | undefined;
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -102,10 +105,12 @@ export class BatchNorm extends tf.layers.Layer {
     const y = op(x, gamma, beta);
     const n = x.size / gamma.size;
     const m = this.args.momentum;
-    tf.tidy(() => {
-      this.movingMean.write(k.movingAverage(this.movingMean.read(), stats!, 0, m, 1));
-      this.movingVariance.write(k.movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
-    });
+    if (updateMoving) {
+      tf.tidy(() => {
+        this.movingMean.write(k.movingAverage(this.movingMean.read(), stats!, 0, m, 1));
+        this.movingVariance.write(k.movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
+      });
+    }
     stats!.dispose();
     return y;
   }
