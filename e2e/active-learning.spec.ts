@@ -13,7 +13,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { presetCard, type RunCard } from '../src/core/config.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
-import { collectErrors, datasets, readStoredZip, snap } from './helpers.ts';
+import { collectErrors, datasets, readStoredZip, runCard, snap } from './helpers.ts';
 
 const ROOTS = ['isic2018', 'ph2'];
 
@@ -74,15 +74,6 @@ function tinyTeacher(name: string): RunCard {
     data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
     student: { ...card.student, rounds: 0 },
   };
-}
-
-async function startRun(page: Page, card: RunCard): Promise<void> {
-  await page.getByTestId('tab-configure').click();
-  await page.getByTestId('card-json').fill(JSON.stringify(card));
-  await page.getByTestId('card-import').click();
-  await expect(page.locator('#knob-name')).toHaveValue(card.name);
-  await page.getByTestId('start-run').click();
-  await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 300_000 });
 }
 
 async function reopen(page: Page): Promise<void> {
@@ -146,7 +137,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   await plantSharedFolders(page);
   await page.reload();
   await reopen(page);
-  await startRun(page, tinyTeacher('al-teacher'));
+  await runCard(page, tinyTeacher('al-teacher'));
 
   // The queue: every pool image ranked by entropy, highest first, each saying why.
   await page.getByTestId('tab-label').click();
@@ -269,7 +260,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   // The next run's split counts the label among the labeled images: 33 + 1.
   await page.getByTestId('tab-dataset').click();
   await expect(page.getByTestId('split-expert')).toContainText('Including 1 expert label');
-  await startRun(page, tinyTeacher('al-with-label'));
+  await runCard(page, tinyTeacher('al-with-label'));
   const splits = [...(await page.getByTestId('run-log').textContent())!.matchAll(/split: (\d+) train, (\d+) val, (\d+) test labeled images/g)];
   const split = splits[splits.length - 1];
   expect(Number(split[1]) + Number(split[2]) + Number(split[3])).toBe(34);

@@ -2,7 +2,8 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Page } from '@playwright/test';
+import { expect, type Page } from '@playwright/test';
+import type { RunCard } from '../src/core/config.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..');
@@ -62,4 +63,14 @@ export function readStoredZip(zip: Buffer): Map<string, Buffer> {
 export function printLongTasks(what: string, durationsMs: number[]): void {
   const longest = durationsMs.reduce((a, b) => Math.max(a, b), 0);
   console.log(`${what}: ${durationsMs.length} over 50 ms, longest ${longest} ms${durationsMs.length ? ` (${durationsMs.join(', ')} ms)` : ''}`);
+}
+
+/** Imports a run card in the Configure view, starts it, and waits until it has completed. */
+export async function runCard(page: Page, card: RunCard): Promise<void> {
+  await page.getByTestId('tab-configure').click();
+  await page.getByTestId('card-json').fill(JSON.stringify(card));
+  await page.getByTestId('card-import').click();
+  await expect(page.locator('#knob-name')).toHaveValue(card.name);
+  await page.getByTestId('start-run').click();
+  await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 300_000 });
 }

@@ -8,7 +8,7 @@
 import { expect, test, type Page } from '@playwright/test';
 import { presetCard, type RunCard } from '../src/core/config.ts';
 import type { StampedEvent } from '../src/worker/api.ts';
-import { collectErrors } from './helpers.ts';
+import { collectErrors, runCard } from './helpers.ts';
 
 /** A teacher only, just enough to see that it trains. */
 function tinyWasmCard(name: string): RunCard {
@@ -33,12 +33,7 @@ function smallWasmCard(name: string): RunCard {
 async function trainOnDemo(page: Page, card: RunCard): Promise<void> {
   await page.getByTestId('open-demo').click();
   await expect(page.getByTestId('summary-totals')).toContainText('24 labeled pairs');
-  await page.getByTestId('tab-configure').click();
-  await page.getByTestId('card-json').fill(JSON.stringify(card));
-  await page.getByTestId('card-import').click();
-  await expect(page.locator('#knob-name')).toHaveValue(card.name);
-  await page.getByTestId('start-run').click();
-  await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 300_000 });
+  await runCard(page, card);
 }
 
 /** The run's step events, from the history the worker keeps in IndexedDB. */
