@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { type Attrs, type KernelSpec, registerKernelFor } from './kernel-util.ts';
+import { type SimdKernels, simdKernels } from './wasm-simd.ts';
 
 /** A Float32Array over a tensor's bytes on the heap; take views only after the last allocation (the heap may grow and move). */
 function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {
@@ -25,22 +26,53 @@ function channels(info: tf.TensorInfo): number {
   return info.shape[info.shape.length - 1];
 }
 
-/** Per channel of x seen as [M, C]: row 0 the mean, row 1 the biased variance, in two passes as the cpu path. */
-function bnStats(x: Float32Array, c: number, out: Float32Array): void {
-  const m = x.length / c;
-  const acc = new Float64Array(c);
-  for (let i = 0; i < x.length; i += c) for (let k = 0; k < c; k++) acc[k] += x[i + k];
-  const mean = acc.map((s) => s / m);
-  acc.fill(0);
-  for (let i = 0; i < x.length; i += c) {
-    for (let k = 0; k < c; k++) {
-      const d = x[i + k] - mean[k];
-      acc[k] += d * d;
-    }
-  }
-  for (let k = 0; k < c; k++) {
-    out[k] = mean[k];
-    out[c + k] = acc[k] / m;
+interface EmscriptenHeap {
+  wasmMemory?: WebAssembly.Memory;
+  asm: { memory?: WebAssembly.Memory };
+  _malloc(bytes: number): number;
+  _free(pointer: number): void;
+}
+
+/**
+ * A kernel's access to the SIMD loops: tensors' addresses, and per-channel
+ * scratch vectors on the heap, freed when the kernel ends.
+ */
+function onHeap<T>(b: BackendWasm, body: (h: {
+  simd: SimdKernels;
+  at(info: tf.TensorInfo): number;
+  /** A zeroed float64 vector of `n` on the heap: its address. */
+  scratch64(n: number): number;
+  /** A float32 vector on the heap holding `values`: its address. */
+  scratch32(values: ArrayLike<number>): number;
+  f64(address: number, n: number): Float64Array;
+}) => T): T {
+  const module = b.wasm as unknown as EmscriptenHeap;
+  // The threaded build imports its memory (exported as wasmMemory); the others export it from the instance.
+  const memory = module.wasmMemory ?? module.asm.memory!;
+  const taken: number[] = [];
+  const take = (bytes: number) => {
+    const address = module._malloc(bytes);
+    taken.push(address);
+    return address;
+  };
+  try {
+    return body({
+      simd: simdKernels(memory),
+      at: (info) => b.getMemoryOffset(info.dataId),
+      scratch64: (n) => {
+        const address = take(8 * n);
+        new Float64Array(memory.buffer, address, n).fill(0);
+        return address;
+      },
+      scratch32: (values) => {
+        const address = take(4 * values.length);
+        new Float32Array(memory.buffer, address, values.length).set(values);
+        return address;
+      },
+      f64: (address, n) => new Float64Array(memory.buffer, address, n),
+    });
+  } finally {
+    for (const address of taken) module._free(address);
   }
 }
 
@@ -50,13 +82,24 @@ function rstd(stats: Float32Array, c: number, eps: number): Float64Array {
 
 const KERNELS: KernelSpec[] = [
   {
+    // Per channel of x seen as [M, C]: row 0 the mean, row 1 the biased variance, in two passes as the cpu path.
     kernelName: 'LesionBatchNormStats',
     kernelFunc: ({ inputs, backend }) => {
       const b = backend as BackendWasm;
       const { x } = inputs as { x: tf.TensorInfo };
       const c = channels(x);
+      const m = tf.util.sizeFromShape(x.shape) / c;
       const out = b.makeOutput([2, c], 'float32');
-      bnStats(heap(b, x), c, heap(b, out));
+      onHeap(b, (h) => {
+        const [sums, squares] = [h.scratch64(c), h.scratch64(c)];
+        h.simd.sumRows(m, c, h.at(x), sums);
+        const mean = h.f64(sums, c);
+        for (let k = 0; k < c; k++) mean[k] /= m;
+        h.simd.sumSquaredDeviations(m, c, h.at(x), sums, squares);
+        const stats = heap(b, out);
+        stats.set(mean);
+        stats.set(h.f64(squares, c).map((v) => v / m), c);
+      });
       return out;
     },
   },
@@ -68,10 +111,10 @@ const KERNELS: KernelSpec[] = [
       const { x, stats, gamma, beta } = inputs as Record<string, tf.TensorInfo>;
       const c = channels(x);
       const out = b.makeOutput(x.shape, 'float32');
-      const [xs, s, g, be, y] = [x, stats, gamma, beta, out].map((t) => heap(b, t));
+      const [s, g] = [stats, gamma].map((t) => heap(b, t));
       const r = rstd(s, c, (attrs as Attrs).epsilon as number);
       const scale = Float32Array.from({ length: c }, (_, k) => r[k] * g[k]);
-      for (let i = 0; i < xs.length; i += c) for (let k = 0; k < c; k++) y[i + k] = (xs[i + k] - s[k]) * scale[k] + be[k];
+      onHeap(b, (h) => h.simd.normalize(tf.util.sizeFromShape(x.shape) / c, c, h.at(x), h.at(out), h.at(stats), h.scratch32(scale), h.at(beta)));
       return out;
     },
   },
@@ -84,19 +127,16 @@ const KERNELS: KernelSpec[] = [
       const c = channels(x);
       const sumDy = b.makeOutput([c], 'float32');
       const sumDyXhat = b.makeOutput([c], 'float32');
-      const [d, xs, s] = [dy, x, stats].map((t) => heap(b, t));
-      const a0 = new Float64Array(c);
-      const a1 = new Float64Array(c);
-      for (let i = 0; i < xs.length; i += c) {
-        for (let k = 0; k < c; k++) {
-          const g = d[i + k];
-          a0[k] += g;
-          a1[k] += g * (xs[i + k] - s[k]);
-        }
-      }
-      const r = rstd(s, c, (attrs as Attrs).epsilon as number);
-      heap(b, sumDy).set(a0);
-      heap(b, sumDyXhat).set(a1.map((v, k) => v * r[k]));
+      onHeap(b, (h) => {
+        const mean = h.scratch64(c);
+        const [s0, s1] = [h.scratch64(c), h.scratch64(c)];
+        const s = heap(b, stats);
+        h.f64(mean, c).set(s.subarray(0, c));
+        h.simd.gradSums(tf.util.sizeFromShape(x.shape) / c, c, h.at(dy), h.at(x), mean, s0, s1);
+        const r = rstd(s, c, (attrs as Attrs).epsilon as number);
+        heap(b, sumDy).set(h.f64(s0, c));
+        heap(b, sumDyXhat).set(h.f64(s1, c).map((v, k) => v * r[k]));
+      });
       return [sumDy, sumDyXhat];
     },
   },
@@ -108,8 +148,8 @@ const KERNELS: KernelSpec[] = [
       const { dy, x, stats, gamma, sumDy, sumDyXhat } = inputs as Record<string, tf.TensorInfo>;
       const c = channels(x);
       const out = b.makeOutput(x.shape, 'float32');
-      const [d, xs, s, g, s0, s1, dx] = [dy, x, stats, gamma, sumDy, sumDyXhat, out].map((t) => heap(b, t));
-      const m = xs.length / c;
+      const [s, g, s0, s1] = [stats, gamma, sumDy, sumDyXhat].map((t) => heap(b, t));
+      const m = tf.util.sizeFromShape(x.shape) / c;
       const r = rstd(s, c, (attrs as Attrs).epsilon as number);
       // Per channel: dx = scale * dy - slope * (x - mean) - offset.
       const scale = new Float32Array(c);
@@ -120,9 +160,7 @@ const KERNELS: KernelSpec[] = [
         slope[k] = (g[k] * r[k] * r[k] * s1[k]) / m;
         offset[k] = (g[k] * r[k] * s0[k]) / m;
       }
-      for (let i = 0; i < xs.length; i += c) {
-        for (let k = 0; k < c; k++) dx[i + k] = scale[k] * d[i + k] - slope[k] * (xs[i + k] - s[k]) - offset[k];
-      }
+      onHeap(b, (h) => h.simd.gradInput(m, c, h.at(dy), h.at(x), h.at(out), h.at(stats), h.scratch32(scale), h.scratch32(slope), h.scratch32(offset)));
       return out;
     },
   },
@@ -148,15 +186,11 @@ const KERNELS: KernelSpec[] = [
       const { dy, x } = inputs as Record<string, tf.TensorInfo>;
       const { lo, hi } = attrs as { lo: number; hi: number };
       const out = b.makeOutput(x.shape, 'float32');
-      const [d, xs, dx] = [dy, x, out].map((t) => heap(b, t));
-      // Multiplying by the mask, not branching: signs are random, and a mispredicted branch per element doubled the time.
-      if (hi === Infinity) for (let i = 0; i < xs.length; i++) dx[i] = d[i] * +(xs[i] > lo);
-      else {
-        for (let i = 0; i < xs.length; i++) {
-          const v = xs[i];
-          dx[i] = d[i] * (+(v >= lo) & +(v <= hi));
-        }
-      }
+      const n = tf.util.sizeFromShape(x.shape);
+      onHeap(b, (h) => {
+        if (hi === Infinity) h.simd.reluGrad(1, n, h.at(dy), h.at(x), h.at(out), lo);
+        else h.simd.clipGrad(1, n, h.at(dy), h.at(x), h.at(out), lo, hi);
+      });
       return out;
     },
   },
