@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { autoSkipsAdapter } from '../core/backends/adapter.ts';
-import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import { ConfigError } from '../core/errors.ts';
 import { activateThreadedWasm } from './wasm-threads.ts';
@@ -73,7 +73,7 @@ async function initWasm(): Promise<ActiveBackend> {
     await activateThreadedWasm(threads);
   }
   if (tf.getBackend() !== 'wasm') await activate('wasm');
-  guardWasmHeap();
+  prepareWasmBackend();
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const count = wasm.getThreadsCount();
   return {

@@ -14,7 +14,7 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
-import { guardWasmHeap, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
+import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
 import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
@@ -102,7 +102,7 @@ async function tryBackend(name: BackendName): Promise<string | undefined> {
     const ok = await tf.setBackend(name);
     if (!ok) return 'it did not start';
     await tf.ready();
-    if (name === 'wasm') guardWasmHeap();
+    if (name === 'wasm') prepareWasmBackend();
     // A tiny op proves the kernels run (WebGL can register and still fail here).
     const probe = tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(1)));
     const value = (await probe.data())[0];

@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { type Attrs, type KernelSpec, registerKernelFor } from './kernel-util.ts';
-import { type SimdKernels, simdKernels } from './wasm-simd.ts';
+import { type EmscriptenHeap, heapMemory, type SimdKernels, simdKernels } from './wasm-simd.ts';
 
 /** A Float32Array over a tensor's bytes on the heap; take views only after the last allocation (the heap may grow and move). */
 function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {
@@ -24,13 +24,6 @@ function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {
 
 function channels(info: tf.TensorInfo): number {
   return info.shape[info.shape.length - 1];
-}
-
-interface EmscriptenHeap {
-  wasmMemory?: WebAssembly.Memory;
-  asm: { memory?: WebAssembly.Memory };
-  _malloc(bytes: number): number;
-  _free(pointer: number): void;
 }
 
 /**
@@ -47,8 +40,7 @@ function onHeap<T>(b: BackendWasm, body: (h: {
   f64(address: number, n: number): Float64Array;
 }) => T): T {
   const module = b.wasm as unknown as EmscriptenHeap;
-  // The threaded build imports its memory (exported as wasmMemory); the others export it from the instance.
-  const memory = module.wasmMemory ?? module.asm.memory!;
+  const memory = heapMemory(module);
   const taken: number[] = [];
   const take = (bytes: number) => {
     const address = module._malloc(bytes);

@@ -312,6 +312,19 @@ export interface SimdKernels {
 
 const instances = new WeakMap<WebAssembly.Memory, SimdKernels>();
 
+/** What the kernels need of tfjs-wasm's Emscripten module. */
+export interface EmscriptenHeap {
+  wasmMemory?: WebAssembly.Memory;
+  asm: { memory?: WebAssembly.Memory };
+  _malloc(bytes: number): number;
+  _free(pointer: number): void;
+}
+
+/** The module's heap: the threaded build imports its memory (and exports it as wasmMemory), the others export it from the instance. */
+export function heapMemory(module: EmscriptenHeap): WebAssembly.Memory {
+  return module.wasmMemory ?? module.asm.memory!;
+}
+
 /**
  * The kernels over `memory` (tfjs-wasm's heap), instantiated once. Throws
  * where the browser has no WebAssembly SIMD (Safari before 16.4): the wasm

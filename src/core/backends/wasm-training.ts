@@ -13,6 +13,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
 import { registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
+import { type EmscriptenHeap, heapMemory, simdKernels } from './wasm-simd.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
@@ -269,16 +270,21 @@ function releaseSavedTensorsEarly(): void {
 }
 
 /**
- * The wasm heap stops at 4 GiB, and tfjs-backend-wasm does not check its
+ * Call once the wasm backend is active. Starts the SIMD training kernels
+ * (wasm-simd.ts) on its heap now, so that a browser without WebAssembly SIMD
+ * is told before a run starts, not at its first batch norm.
+ *
+ * Guards the heap: it stops at 4 GiB, and tfjs-backend-wasm does not check its
  * allocations: a failed malloc returns address 0 and the kernel then writes
  * over the bottom of the heap. Failing loudly instead, before anything is
  * written, lets the training loop halve its batch and go on (train.ts treats
- * "out of memory" as curable). Call once the wasm backend is active.
+ * "out of memory" as curable).
  */
-export function guardWasmHeap(): void {
+export function prepareWasmBackend(): void {
   const backend = tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined;
   const wasm = backend?.wasm;
   if (!wasm || wasm.lesionGuarded) return;
+  simdKernels(heapMemory(wasm));
   // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
   const malloc = wasm.asm.malloc;
   wasm._malloc = (bytes: number): number => {
@@ -293,9 +299,8 @@ export function guardWasmHeap(): void {
   wasm.lesionGuarded = true;
 }
 
-interface GuardedModule {
-  _malloc(n: number): number;
-  asm: { malloc(n: number): number };
+interface GuardedModule extends EmscriptenHeap {
+  asm: { malloc(n: number): number; memory?: WebAssembly.Memory };
   lesionGuarded?: boolean;
 }
 
