@@ -36,6 +36,30 @@ describe('wasm fused training kernels against cpu', () => {
   });
 
   it.each([
+    { shape: [2, 9, 7, 5], begin: [0, 3, 1, 0], size: [2, 4, 5, 5], dtype: 'float32' },
+    { shape: [2, 9, 7, 5], begin: [1, 0, 0, 2], size: [1, -1, 7, 3], dtype: 'float32' },
+    { shape: [3, 3, 4, 6], begin: [1, 2, 0, 0], size: [1, 1, 4, 6], dtype: 'float32' },
+    { shape: [4, 6, 5], begin: [1, 1, 1], size: [2, 0, 3], dtype: 'float32' },
+    { shape: [5, 3, 2, 2, 3], begin: [1, 0, 1, 0, 1], size: [3, 2, 1, 2, 2], dtype: 'int32' },
+    { shape: [7, 4], begin: [2, 1], size: [4, 2], dtype: 'bool' },
+    { shape: [11], begin: [3], size: [6], dtype: 'float32' },
+  ] as const)('Slice of $shape from $begin, size $size ($dtype) cuts what cpu cuts', async ({ shape, begin, size, dtype }) => {
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const n = shape.reduce((a, b) => a * b, 1);
+      const values = tf.tensor(Float32Array.from({ length: n }, (_, i) => (i * 7) % 13), [...shape]);
+      // tfjs-wasm's cast to bool keeps the numbers: a comparison makes real booleans.
+      const x = dtype === 'bool' ? tf.greater(values, 6) : tf.cast(values, dtype);
+      values.dispose();
+      const y = tf.slice(x, [...begin], [...size]);
+      const out = { shape: y.shape, dtype: y.dtype, values: Array.from(await y.data()) };
+      tf.dispose([x, y]);
+      return out;
+    };
+    expect(await run('wasm')).toEqual(await run('cpu'));
+  });
+
+  it.each([
     { input: [2, 8, 6, 5], factor: 2 },
     { input: [8, 4, 4, 3], factor: 2, toSpace: true },
     { input: [1, 12, 12, 7], factor: 3 },

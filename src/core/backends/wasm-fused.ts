@@ -189,6 +189,44 @@ const KERNELS: KernelSpec[] = [
 ];
 
 /**
+ * Slice over heap views. tfjs-wasm's own first copies the whole input out of
+ * the heap (readSync), so cutting an atrous tap's window, or cropping a
+ * gradient, cost a copy of the entire feature map each time.
+ */
+function slice(fallback: KernelSpec['kernelFunc']): KernelSpec['kernelFunc'] {
+  return (params) => {
+    const { inputs, backend, attrs } = params;
+    const { x } = inputs as { x: tf.TensorInfo };
+    if (x.dtype === 'string') return fallback(params);
+    const b = backend as BackendWasm;
+    const a = attrs as Attrs;
+    const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin as number[], a.size as number[]);
+    const out = b.makeOutput(size, x.dtype);
+    const count = tf.util.sizeFromShape(size);
+    if (count === 0) return out;
+    const src = b.typedArrayFromHeap(x);
+    const dst = b.typedArrayFromHeap(out);
+    const strides = tf.util.computeStrides(x.shape);
+    if (tf.slice_util.isSliceContinous(x.shape, begin, size)) {
+      const start = tf.slice_util.computeFlatOffset(begin, strides);
+      dst.set(src.subarray(start, start + count));
+      return out;
+    }
+    // Copies each innermost run; the odometer walks the outer indices.
+    const rank = x.shape.length;
+    const run = size[rank - 1];
+    const index = new Array<number>(rank - 1).fill(0);
+    for (let o = 0; o < count; o += run) {
+      let start = begin[rank - 1];
+      for (let d = 0; d < rank - 1; d++) start += (begin[d] + index[d]) * strides[d];
+      dst.set(src.subarray(start, start + run), o);
+      for (let d = rank - 2; d >= 0 && ++index[d] === size[d]; d--) index[d] = 0;
+    }
+    return out;
+  };
+}
+
+/**
  * SpaceToBatchND and BatchToSpaceND for the regridding of dilated stages (4D,
  * no padding or crop): output batch (i * f + j) * B + n holds the input pixels
  * (y * f + i, x * f + j) of image n; each pixel's channels are one copy.
@@ -248,6 +286,7 @@ export function wasmActivationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: nu
 
 export function registerWasmFusedKernels(): void {
   for (const kernel of KERNELS) registerKernelFor('wasm', kernel);
+  registerKernelFor('wasm', { kernelName: 'Slice', kernelFunc: slice(tf.getKernel('Slice', 'wasm')!.kernelFunc as KernelSpec['kernelFunc']) });
   for (const [name, toBatch] of [['SpaceToBatchND', true], ['BatchToSpaceND', false]] as const) {
     const theirs = tf.getKernel(name, 'wasm')!.kernelFunc as KernelSpec['kernelFunc'];
     registerKernelFor('wasm', { kernelName: name, kernelFunc: regrid(toBatch, theirs) });
