@@ -4,6 +4,7 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
+import { wasmSgdStep } from './backends/wasm-fused.ts';
 import { adamStep, sgdStep, useLever } from './backends/webgpu-training.ts';
 import type { OptimizerConfig } from './config.ts';
 
@@ -77,6 +78,11 @@ export class Sgd extends SlottedOptimizer {
         params.forEach(({ key, variable: v }, i) =>
           sgdStep(v, grads[i], momentum > 0 ? this.slot(`${key}/momentum`, v) : undefined, { lr, momentum, weightDecay, first }),
         );
+        return;
+      }
+      if (momentum > 0 && tf.getBackend() === 'wasm') {
+        const first = this.iterations === 0;
+        params.forEach(({ key, variable: v }, i) => wasmSgdStep(v, grads[i], this.slot(`${key}/momentum`, v), { lr, momentum, weightDecay, first }));
         return;
       }
       params.forEach(({ key, variable: v }, i) => {

@@ -186,6 +186,19 @@ const KERNELS: KernelSpec[] = [
       return out;
     },
   },
+  {
+    // One pass per variable for torch.optim.SGD with momentum, where tfjs ran six element-wise kernels.
+    kernelName: 'LesionSgdMomentum',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as BackendWasm;
+      const { g, w, buf } = inputs as Record<string, tf.TensorInfo>;
+      const { lr, momentum, weightDecay } = attrs as { lr: number; momentum: number; weightDecay: number };
+      const [nextW, nextBuf] = [b.makeOutput(w.shape, 'float32'), b.makeOutput(w.shape, 'float32')];
+      const n = tf.util.sizeFromShape(w.shape);
+      onHeap(b, (h) => h.simd.sgdMomentum(1, n, h.at(g), h.at(w), h.at(buf), h.at(nextW), h.at(nextBuf), lr, momentum, weightDecay));
+      return [nextW, nextBuf];
+    },
+  },
 ];
 
 /**
@@ -278,6 +291,16 @@ export const wasmBatchNorm = {
   movingAverage: (moving: tf.Tensor, stats: tf.Tensor, row: 0 | 1, momentum: number, factor: number) =>
     run('LesionMovingAverage', { moving, stats }, { row, momentum, weight: factor * (1 - momentum) }) as tf.Tensor,
 };
+
+/**
+ * torch.optim.SGD's update of one variable and its momentum buffer; PyTorch's
+ * first step starts the buffer at the gradient (momentum 0 here).
+ */
+export function wasmSgdStep(w: tf.Variable, g: tf.Tensor, buf: tf.Variable, o: { lr: number; momentum: number; weightDecay: number; first: boolean }): void {
+  const [nextW, nextBuf] = run('LesionSgdMomentum', { g, w, buf }, { lr: o.lr, momentum: o.first ? 0 : o.momentum, weightDecay: o.weightDecay }) as tf.Tensor[];
+  buf.assign(nextBuf);
+  w.assign(nextW);
+}
 
 /** ReLU's (no range) or a clip's gradient. */
 export function wasmActivationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: number; hi: number }): tf.Tensor {

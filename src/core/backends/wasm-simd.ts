@@ -281,6 +281,17 @@ const KERNELS: Kernel[] = [
         ...w.sub,
       ]),
   },
+  {
+    // torch.optim.SGD with momentum: d = g + wd * w; b = momentum * buf + d; w -= lr * b.
+    // (rows, c, g, w, buf, outW, outBuf, lr, momentum, wd); momentum 0 starts the buffer at d.
+    name: 'sgdMomentum',
+    params: 7,
+    f32Params: 3,
+    step: (w, row) => {
+      const buffer = [...w.load(4, row), ...w.splat(8), ...w.mul, ...w.load(2, row), ...w.load(3, row), ...w.splat(9), ...w.mul, ...w.add, ...w.add];
+      return [...w.store(6, row, buffer), ...w.store(5, row, [...w.load(3, row), ...buffer, ...w.splat(7), ...w.mul, ...w.sub])];
+    },
+  },
 ];
 
 /** The module, importing a memory that is shared (tfjs-wasm's threaded build) or not. */
@@ -308,6 +319,7 @@ export interface SimdKernels {
   normalize(rows: number, c: number, x: number, out: number, mean: number, scale: number, beta: number): void;
   gradSums(rows: number, c: number, dy: number, x: number, mean64: number, s0: number, s1: number): void;
   gradInput(rows: number, c: number, dy: number, x: number, out: number, mean: number, scale: number, slope: number, offset: number): void;
+  sgdMomentum(rows: number, c: number, g: number, w: number, buf: number, outW: number, outBuf: number, lr: number, momentum: number, weightDecay: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdKernels>();
