@@ -8,7 +8,8 @@
  * or whose tape node it serves, backward (gradient functions return thunks
  * that the tape runs later: those carry the label too). The rest of the
  * step's wall time is JavaScript outside kernels. Prints the first step and
- * the median of the others, then the costliest (layer, kernel) pairs.
+ * the median of the others, the count of kernel calls, the forward
+ * convolutions' arithmetic rate, then the costliest (layer, kernel) pairs.
  */
 import * as tf from '@tensorflow/tfjs';
 import { trainableParams } from '../src/core/checkpoint.ts';
@@ -63,6 +64,8 @@ engine.addTapeNode = (...args: unknown[]) => {
 };
 
 const times = new Map<string, { ms: number; n: number }>();
+/** Multiply-adds x 2 of the forward pass's convolutions, from their filters and outputs. */
+let forwardFlops = 0;
 let depth = 0;
 for (const k of tf.getKernelsForBackend('wasm')) {
   const kernelFunc = k.kernelFunc;
@@ -74,7 +77,13 @@ for (const k of tf.getKernelsForBackend('wasm')) {
       depth++;
       const t = performance.now();
       try {
-        return kernelFunc(p);
+        const out = kernelFunc(p) as tf.TensorInfo;
+        const filter = (p.inputs as Record<string, tf.TensorInfo | undefined>).filter;
+        if (filter && label.startsWith('fwd') && /Conv2D|Depthwise/.test(k.kernelName)) {
+          const [kh, kw, ci] = filter.shape;
+          forwardFlops += 2 * tf.util.sizeFromShape(out.shape) * kh * kw * (/Depthwise/.test(k.kernelName) ? 1 : ci);
+        }
+        return out;
       } finally {
         depth--;
         const key = `${label}|${k.kernelName}`;
@@ -90,7 +99,8 @@ for (const k of tf.getKernelsForBackend('wasm')) {
 function kind(key: string): string {
   const [l, k] = key.split('|');
   if (l === 'optimizer') return 'optimiser';
-  if (/Backprop/.test(k)) return 'gradient convolutions';
+  // The atrous layers' input gradients are plain convolutions run backward.
+  if (/Backprop/.test(k) || (l.startsWith('bwd') && /Conv2D|Depthwise/.test(k))) return 'gradient convolutions';
   if (l.startsWith('fwd') && /Conv2D|Depthwise/.test(k)) return 'forward convolutions';
   if (/BatchNorm/.test(l)) return l.startsWith('fwd') ? 'batch norm, forward' : 'batch norm, backward';
   return `element-wise tail, ${l.startsWith('bwd') ? 'backward' : 'forward'}`;
@@ -100,6 +110,7 @@ process.stdout.write(`${backend.detail}; ${size} px batch ${batch}\n`);
 const perStep: Map<string, number>[] = [];
 for (let i = 0; i < steps; i++) {
   times.clear();
+  forwardFlops = 0;
   const t = performance.now();
   const loss = tf.tidy(() => {
     const { value, grads } = tf.variableGrads(() => lossFn(model.apply(xs, { training: true }) as tf.Tensor, ys), variables);
@@ -113,14 +124,18 @@ for (let i = 0; i < steps; i++) {
   for (const [key, v] of times) kinds.set(kind(key), (kinds.get(kind(key)) ?? 0) + v.ms);
   kinds.set('JavaScript outside kernels', wall - [...times.values()].reduce((a, v) => a + v.ms, 0));
   kinds.set('step', wall);
+  kinds.set('kernel calls (outermost)', [...times.values()].reduce((a, v) => a + v.n, 0));
   perStep.push(kinds);
 }
-const rows = [...perStep[0].keys()].sort((a, b) => (a === 'step' ? 1 : b === 'step' ? -1 : a.localeCompare(b)));
+const last = ['step', 'kernel calls (outermost)'];
+const rows = [...perStep[0].keys()].sort((a, b) => last.indexOf(a) - last.indexOf(b) || a.localeCompare(b));
 process.stdout.write(`${'ms'.padEnd(36)} ${'first step'.padStart(10)} ${'median of the rest'.padStart(18)}\n`);
 for (const k of rows) {
   const rest = perStep.slice(1).map((m) => m.get(k) ?? 0);
   process.stdout.write(`${k.padEnd(36)} ${perStep[0].get(k)!.toFixed(0).padStart(10)} ${(rest.length ? median(rest) : NaN).toFixed(0).padStart(18)}\n`);
 }
+const forwardMs = median(perStep.slice(1).map((m) => m.get('forward convolutions') ?? 0));
+process.stdout.write(`\nforward convolutions: ${(forwardFlops / 1e9).toFixed(2)} GFLOP a step, ${(forwardFlops / 1e6 / forwardMs).toFixed(1)} GFLOP/s\n`);
 process.stdout.write('\nlatest step, costliest (layer, kernel):\n');
 for (const [key, v] of [...times].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25)) {
   process.stdout.write(`${v.ms.toFixed(1).padStart(8)} ms ${String(v.n).padStart(4)} calls  ${key}\n`);

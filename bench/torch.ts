@@ -4,7 +4,8 @@
  * PyTorch (bench/torch_step.py: same architecture and parameter count, same
  * loss and SGD, as many threads as wasm uses), alternating the two (wasm,
  * PyTorch, wasm, PyTorch) so that both see the same load, and the ratio of
- * their medians; then the paper's own batch (256 px, batch 10) on wasm, with
+ * their medians, after the rate each reaches on one pointwise convolution
+ * (bench/conv-rate.ts: the most a whole step's ratio can approach); then the paper's own batch (256 px, batch 10) on wasm, with
  * the WebAssembly heap it needed (4 GiB at most), the encoder's blocks
  * recomputed in the backward pass as training on wasm does at that batch.
  *
@@ -36,7 +37,7 @@ interface Run {
 }
 
 /** The last JSON line a child printed (each holds all figures so far), or the error it died of. */
-function runChild(command: string, args: string[]): Promise<Run | { error: string }> {
+function runChild<T = Run>(command: string, args: string[]): Promise<T | { error: string }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -45,7 +46,7 @@ function runChild(command: string, args: string[]): Promise<Run | { error: strin
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('close', (code) => {
       const line = stdout.split('\n').reverse().find((l) => l.startsWith('{'));
-      if (code === 0 && line) return resolve(JSON.parse(line) as Run);
+      if (code === 0 && line) return resolve(JSON.parse(line) as T);
       const lines = stderr.split('\n').map((l) => l.trim());
       resolve({ error: lines.find((l) => /^[A-Za-z]*Error\b/.test(l)) ?? lines.filter(Boolean).at(-1) ?? `exit code ${code}` });
     });
@@ -79,6 +80,17 @@ out.push(`wasm (${threads} thread${threads === 1 ? '' : 's'}) against PyTorch, p
 out.push(`machine: ${os.cpus()[0]?.model ?? 'unknown'}, ${os.cpus().length} cores, load at start ${load()} (1/5/15 min)`);
 if ('reason' in torch) out.push(`PyTorch: not run, ${torch.reason}; wasm alone below`);
 else out.push(`PyTorch ${torch.version} (${torch.python}, ${threads} threads)`);
+
+// The arithmetic each side can do at best, on the convolution that holds most of the model's work.
+{
+  interface Rate { ms: number; gflops: number }
+  log('one pointwise convolution: wasm, then PyTorch');
+  const w = await runChild<Rate>(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'conv-rate.ts')]);
+  const t = 'reason' in torch ? undefined : await runChild<Rate>(torch.python, [path.join(import.meta.dirname, 'torch_step.py'), '--conv-rate', '--threads', String(threads)]);
+  const rate = (r: Rate | { error: string } | undefined): string => (!r ? '—' : 'error' in r ? `failed: ${r.error}` : `${r.gflops.toFixed(1)} GFLOP/s (${r.ms.toFixed(1)} ms)`);
+  const ratio = w && t && !('error' in w) && !('error' in t) ? `: PyTorch ${(t.gflops / w.gflops).toFixed(1)}x the rate` : '';
+  out.push(`  one 1x1 convolution, batch 4, 32x32, 256 -> 256 channels (0.54 GFLOP): wasm ${rate(w)}; PyTorch ${rate(t)}${ratio}`);
+}
 
 for (const [size, batch] of quick ? [[128, 4]] : [[128, 4], [256, 2]]) {
   const wasmTimes: number[] = [];

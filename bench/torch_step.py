@@ -1,6 +1,6 @@
 """One training step of the paper card's model in plain PyTorch, timed.
 
-The reference that bench/versus-torch.ts sets the wasm step beside: DeepLabV3
+The reference that bench/torch.ts sets the wasm step beside: DeepLabV3
 with a MobileNetV2 (width 1) encoder at output stride 8, as
 segmentation_models_pytorch builds it and as src/core/model/deeplab.ts does
 (Keras' stride-2 padding, the last two stages dilated 2 and 4, ASPP 256 with
@@ -13,7 +13,8 @@ torchvision, no smp). Weights are random: they do not change the arithmetic.
 
 Prints one JSON line after every step (the last holds all figures), as
 bench/step.ts does: parameters counts the running statistics too, as
-countParameters does for the tfjs model.
+countParameters does for the tfjs model. With --conv-rate it times instead
+the pointwise convolution of bench/conv-rate.ts and prints its rate.
 """
 import argparse
 import json
@@ -120,6 +121,22 @@ def dice_loss(logits, target, eps=1e-7):
     return (1 - score) * (target.sum() > 0).float()
 
 
+def conv_rate():
+    # bench/conv-rate.ts's shape: batch 4, 32x32, 256 -> 256 channels, 1x1.
+    x = torch.randn(4, 256, 32, 32)
+    w = torch.randn(256, 256, 1, 1)
+    times = []
+    with torch.no_grad():
+        for i in range(23):
+            t = time.perf_counter()
+            F.conv2d(x, w)
+            if i >= 3:
+                times.append((time.perf_counter() - t) * 1000)
+    ms = sorted(times)[len(times) // 2]
+    print(json.dumps({'ms': ms, 'gflops': 2 * 4 * 32 * 32 * 256 * 256 / 1e6 / ms}), flush=True)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--size', type=int, default=128)
@@ -127,9 +144,12 @@ def main():
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=0)
+    parser.add_argument('--conv-rate', action='store_true')
     a = parser.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+    if a.conv_rate:
+        return conv_rate()
     torch.manual_seed(2137)
     model = DeepLabV3().train()
     parameters = sum(p.numel() for p in model.parameters()) + sum(
