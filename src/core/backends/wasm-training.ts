@@ -6,60 +6,18 @@
  * naive loop ten times slower than its XNNPACK forward convolution. Every one of
  * these gradients is itself a convolution (or a matrix product, or a few
  * elementwise products), so we register kernels that rewrite them in terms of
- * the fast forward ops the backend does have. Registering at the kernel level,
- * not the gradient level, also covers the fused convolutions that tfjs-layers
- * uses, whose gradients call these kernels directly.
+ * the fast forward ops the backend does have, the data rearranged between
+ * them by small kernels over the heap; the depthwise filter gradient, little
+ * arithmetic per value, is a loop over the heap itself. Registering at the
+ * kernel level, not the gradient level, also covers the fused convolutions
+ * that tfjs-layers uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
 import { heap, registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
 
-type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
-
-/**
- * Pads (or crops, for a negative amount) the spatial dims of an NHWC tensor:
- * the rewritten gradients need both, depending on how the forward pass rounded.
- */
-function padOrCrop(x: tf.Tensor4D, top: number, bottom: number, left: number, right: number): tf.Tensor4D {
-  const [, h, w] = x.shape;
-  const cropTop = Math.max(0, -top);
-  const cropBottom = Math.max(0, -bottom);
-  const cropLeft = Math.max(0, -left);
-  const cropRight = Math.max(0, -right);
-  let y = x;
-  if (cropTop || cropBottom || cropLeft || cropRight) {
-    y = tf.slice(y, [0, cropTop, cropLeft, 0], [-1, h - cropTop - cropBottom, w - cropLeft - cropRight, -1]);
-  }
-  const padding: Pad4 = [[0, 0], [Math.max(0, top), Math.max(0, bottom)], [Math.max(0, left), Math.max(0, right)], [0, 0]];
-  return padding[1][0] || padding[1][1] || padding[2][0] || padding[2][1] ? (tf.pad(y, padding) as tf.Tensor4D) : y;
-}
-
-/** Inserts stride-1 zeros between rows and columns: the transpose of a strided read. */
-function dilateSpatial(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
-  if (sh === 1 && sw === 1) return x;
-  const [b, h, w, c] = x.shape;
-  const spread = tf.pad(tf.reshape(x, [b, h, 1, w, 1, c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
-  const full = tf.reshape(spread, [b, h * sh, w * sw, c]) as tf.Tensor4D;
-  return tf.slice(full, [0, 0, 0, 0], [b, (h - 1) * sh + 1, (w - 1) * sw + 1, c]);
-}
-
-/**
- * The output gradient laid out so that a 'valid', stride-1 convolution with
- * the flipped filter gives the input gradient: zero-dilated by the stride and
- * padded (or cropped) by what the forward padding leaves of the kernel.
- */
-function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
-  const [, h, w] = inputShape;
-  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
-  const top = g.kh - 1 - g.padTop;
-  const left = g.kw - 1 - g.padLeft;
-  const bottom = h + g.kh - 1 - top - dilated.shape[1];
-  const right = w + g.kw - 1 - left - dilated.shape[2];
-  return padOrCrop(dilated, top, bottom, left, right);
-}
-
-/** Places a transpose reads per pass: their rows and the columns written stay in cache, so that it costs about a copy. */
+/** Places a transpose reads per pass: the rows it reads and the columns it writes stay in cache. */
 const BLOCK = 64;
 
 /**
@@ -79,8 +37,8 @@ function gatherColumns(src: Float32Array, from: Int32Array, n: number, channels:
 /**
  * Layout kernels over the heap for the convolution gradients: tfjs-wasm's
  * Reverse took 30 ms for a 1x1x320x1280 filter (more than the convolution it
- * fed), its Transpose 10 ms for 1.5M values, its StridedSlice and 6-D Pad
- * similar, and each is a pass of its own.
+ * fed), its Transpose 10 ms for 1.5M values, its StridedSlice and the 6-D Pad
+ * that spread a strided gradient similar, and each is a pass of its own.
  */
 const LAYOUT_KERNELS: KernelSpec[] = [
   {
@@ -137,9 +95,53 @@ const LAYOUT_KERNELS: KernelSpec[] = [
       return out;
     },
   },
+  {
+    // The output gradient as a transposed convolution reads it: out[n, top + r * strideH, left + q * strideW] = x[n, r, q],
+    // zero between and around; a negative top or left, or a smaller out, crops.
+    kernelName: 'LesionSpread',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as BackendWasm;
+      const { x } = inputs as { x: tf.TensorInfo };
+      const { strideH, strideW, top, left, height, width } = attrs as Record<string, number>;
+      const [batch, h, w, c] = x.shape;
+      const out = b.makeOutput([batch, height, width, c], 'float32');
+      const [src, dst] = [x, out].map((t) => heap(b, t));
+      dst.fill(0);
+      // The columns that land inside.
+      const qLo = Math.max(0, Math.ceil(-left / strideW));
+      const qHi = Math.min(w, Math.floor((width - 1 - left) / strideW) + 1);
+      for (let n = 0; n < batch; n++) {
+        for (let r = 0; r < h; r++) {
+          const y = top + r * strideH;
+          if (y < 0 || y >= height || qLo >= qHi) continue;
+          const s = ((n * h + r) * w + qLo) * c;
+          const d = ((n * height + y) * width + left + qLo * strideW) * c;
+          if (strideW === 1) dst.set(src.subarray(s, s + (qHi - qLo) * c), d);
+          else {
+            for (let q = 0; q < qHi - qLo; q++) {
+              for (let k = 0; k < c; k++) dst[d + q * strideW * c + k] = src[s + q * c + k];
+            }
+          }
+        }
+      }
+      return out;
+    },
+  },
 ];
 
 const run = (name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
+
+/**
+ * The output gradient laid out so that a 'valid', stride-1 convolution with
+ * the flipped filter gives the input gradient: zero-dilated by the stride and
+ * padded (or cropped) by what the forward padding leaves of the kernel.
+ */
+function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
+  const [, h, w] = inputShape;
+  const attrs = { strideH: g.strideH, strideW: g.strideW, top: g.kh - 1 - g.padTop, left: g.kw - 1 - g.padLeft, height: h + g.kh - 1, width: w + g.kw - 1 };
+  const unchanged = attrs.strideH === 1 && attrs.strideW === 1 && attrs.top === 0 && attrs.left === 0 && attrs.height === dy.shape[1] && attrs.width === dy.shape[2];
+  return unchanged ? dy : (run('LesionSpread', { x: dy }, attrs) as tf.Tensor4D);
+}
 
 /**
  * dx of a convolution: a stride-1 convolution of the zero-dilated output gradient
@@ -175,26 +177,60 @@ export function convBackpropFilter(
 }
 
 /**
- * dW of a depthwise convolution (channel multiplier 1): with batch folded into
- * channels, a depthwise convolution of the input by the output gradient
- * (dilated by the stride) yields every tap at once; then sum over the batch.
+ * dW of a depthwise convolution (channel multiplier 1), x [b, h, w, c]:
+ * dW[i, j, c] = sum over n, oh, ow of x[n, oh * s + i - padTop, ow * s + j - padLeft, c] * dy[n, oh, ow, c],
+ * in double precision and a fixed order. A loop over the heap matched the
+ * batch-folded XNNPACK depthwise convolution with its transposes and pads on
+ * the model's largest shapes and took half its time on most others.
+ * Per tap and output row, four channels at a time are summed in registers:
+ * adding every product into memory took 1.6 times as long.
  */
-export function depthwiseBackpropFilter(
-  x: tf.Tensor4D,
-  dy: tf.Tensor4D,
-  filterShape: [number, number, number, number],
-  g: ConvGeometry,
-): tf.Tensor4D {
-  const [kh, kw, c] = filterShape;
-  const [b, h, w] = x.shape;
-  const bottom = (g.outH - 1) * g.strideH + kh - h - g.padTop;
-  const right = (g.outW - 1) * g.strideW + kw - w - g.padLeft;
-  const padded = padOrCrop(x, g.padTop, bottom, g.padLeft, right);
-  const [, ph, pw] = padded.shape;
-  const xFolded = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, ph, pw, b * c]) as tf.Tensor4D;
-  const dyFilter = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), [g.outH, g.outW, b * c, 1]) as tf.Tensor4D;
-  const taps = tf.depthwiseConv2d(xFolded, dyFilter, 1, 'valid', 'NHWC', [g.strideH, g.strideW]);
-  return tf.reshape(tf.sum(tf.reshape(taps, [kh, kw, b, c]), 2), filterShape);
+export function depthwiseFilterGrad(x: Float32Array, xShape: number[], dy: Float32Array, g: ConvGeometry, dw: Float32Array): void {
+  const [batch, h, w, c] = xShape;
+  const { kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = g;
+  const acc = new Float64Array(kh * kw * c);
+  const c4 = c - (c % 4);
+  const xStep = strideW * c;
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const a = (i * kw + j) * c;
+      // The output columns whose tap j reads inside the row.
+      const owLo = Math.max(0, Math.ceil((padLeft - j) / strideW));
+      const owHi = Math.min(outW, Math.floor((w - 1 + padLeft - j) / strideW) + 1);
+      for (let n = 0; n < batch; n++) {
+        for (let oh = 0; oh < outH; oh++) {
+          const y = oh * strideH + i - padTop;
+          if (y < 0 || y >= h) continue;
+          const d0 = (n * outH + oh) * outW * c;
+          const s0 = ((n * h + y) * w + j - padLeft) * c;
+          for (let k = 0; k < c4; k += 4) {
+            let a0 = 0;
+            let a1 = 0;
+            let a2 = 0;
+            let a3 = 0;
+            for (let ow = owLo; ow < owHi; ow++) {
+              const d = d0 + ow * c + k;
+              const s = s0 + ow * xStep + k;
+              a0 += x[s] * dy[d];
+              a1 += x[s + 1] * dy[d + 1];
+              a2 += x[s + 2] * dy[d + 2];
+              a3 += x[s + 3] * dy[d + 3];
+            }
+            acc[a + k] += a0;
+            acc[a + k + 1] += a1;
+            acc[a + k + 2] += a2;
+            acc[a + k + 3] += a3;
+          }
+          for (let k = c4; k < c; k++) {
+            let a0 = 0;
+            for (let ow = owLo; ow < owHi; ow++) a0 += x[s0 + ow * xStep + k] * dy[d0 + ow * c + k];
+            acc[a + k] += a0;
+          }
+        }
+      }
+    }
+  }
+  dw.set(acc);
 }
 
 /** dx of a depthwise convolution: the same transposition as for a full one. */
@@ -204,7 +240,9 @@ export function depthwiseBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
+  // With one output channel per input channel, [kh, kw, 1, c] lies in memory as [kh, kw, c, 1].
+  const flipped = tf.reshape(run('LesionFlipFilter', { filter }), filter.shape) as tf.Tensor4D;
+  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
 }
 
 function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
@@ -280,7 +318,10 @@ export function registerWasmTrainingKernels(): void {
       const filterShape = a.filterShape as [number, number, number, number];
       if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
       const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      return asKernel(backend, [x, dy], (xt, dyt) => depthwiseBackpropFilter(xt, dyt, filterShape, g));
+      const b = backend as BackendWasm;
+      const out = b.makeOutput(filterShape, 'float32');
+      depthwiseFilterGrad(heap(b, x), x.shape, heap(b, dy), g, heap(b, out));
+      return out;
     },
   });
 
