@@ -55,29 +55,26 @@ function gatherColumns(src: Float32Array, from: Int32Array, n: number, channels:
 }
 
 /**
- * Layout kernels over the heap for the convolution gradients: tfjs-wasm's
- * Reverse took 30 ms for a 1x1x320x1280 filter (more than the convolution it
- * fed), its Transpose 10 ms for 1.5M values, its StridedSlice and the 6-D Pad
- * that spread a strided gradient similar, and each is a pass of its own.
+ * Layout kernels over the heap for the convolution gradients, where
+ * tfjs-wasm's own are slow: its Reverse took 30 ms for a 1x1x320x1280 filter
+ * (more than the convolution it fed, and a no-op in space), and the per-tap
+ * StridedSlices of x and the 6-D Pad that spread a strided gradient were
+ * passes of their own. Its Transpose stays where it beat a loop in TypeScript.
  */
 const LAYOUT_KERNELS: KernelSpec[] = [
   {
-    // [kh, kw, ci, co] to [kh, kw, co, ci], flipped in space: tap (i, j) takes tap (kh - 1 - i, kw - 1 - j).
-    kernelName: 'LesionFlipFilter',
+    // A filter flipped in space: tap (i, j) takes tap (kh - 1 - i, kw - 1 - j), each tap's [ci, co] block one copy.
+    kernelName: 'LesionReverseTaps',
     kernelFunc: ({ inputs, backend }) => {
       const b = backend as BackendWasm;
       const { filter } = inputs as { filter: tf.TensorInfo };
       const [kh, kw, ci, co] = filter.shape;
-      const out = b.makeOutput([kh, kw, co, ci], 'float32');
+      const out = b.makeOutput(filter.shape, 'float32');
       const [src, dst] = [filter, out].map((t) => heap(b, t));
-      const from = new Int32Array(BLOCK);
+      const block = ci * co;
       for (let tap = 0; tap < kh * kw; tap++) {
         const mirror = kh * kw - 1 - tap;
-        for (let c0 = 0; c0 < ci; c0 += BLOCK) {
-          const n = Math.min(BLOCK, ci - c0);
-          for (let p = 0; p < n; p++) from[p] = (mirror * ci + c0 + p) * co;
-          gatherColumns(src, from, n, co, dst, tap * co * ci + c0, ci);
-        }
+        dst.set(src.subarray(mirror * block, (mirror + 1) * block), tap * block);
       }
       return out;
     },
@@ -136,11 +133,8 @@ const LAYOUT_KERNELS: KernelSpec[] = [
           if (y < 0 || y >= height || qLo >= qHi) continue;
           const s = ((n * h + r) * w + qLo) * c;
           const d = ((n * height + y) * width + left + qLo * strideW) * c;
-          if (strideW === 1) dst.set(src.subarray(s, s + (qHi - qLo) * c), d);
-          else {
-            for (let q = 0; q < qHi - qLo; q++) {
-              for (let k = 0; k < c; k++) dst[d + q * strideW * c + k] = src[s + q * c + k];
-            }
+          for (let q = 0; q < qHi - qLo; q++) {
+            for (let k = 0; k < c; k++) dst[d + q * strideW * c + k] = src[s + q * c + k];
           }
         }
       }
@@ -159,8 +153,9 @@ const run = (name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}) => tf.e
 function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
   const [, h, w] = inputShape;
   const attrs = { strideH: g.strideH, strideW: g.strideW, top: g.kh - 1 - g.padTop, left: g.kw - 1 - g.padLeft, height: h + g.kh - 1, width: w + g.kw - 1 };
-  const unchanged = attrs.strideH === 1 && attrs.strideW === 1 && attrs.top === 0 && attrs.left === 0 && attrs.height === dy.shape[1] && attrs.width === dy.shape[2];
-  return unchanged ? dy : (run('LesionSpread', { x: dy }, attrs) as tf.Tensor4D);
+  if (g.strideH > 1 || g.strideW > 1) return run('LesionSpread', { x: dy }, attrs) as tf.Tensor4D;
+  // Nothing to spread: the backend's Pad was faster than the loop.
+  return padOrCrop(dy, attrs.top, attrs.height - attrs.top - dy.shape[1], attrs.left, attrs.width - attrs.left - dy.shape[2]);
 }
 
 /**
@@ -173,7 +168,8 @@ export function convBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  return tf.conv2d(transposedInput(dy, inputShape, g), run('LesionFlipFilter', { filter }) as tf.Tensor4D, 1, 'valid');
+  const flipped = g.kh * g.kw === 1 ? filter : run('LesionReverseTaps', { filter });
+  return tf.conv2d(transposedInput(dy, inputShape, g), tf.transpose(flipped, [0, 1, 3, 2]) as tf.Tensor4D, 1, 'valid');
 }
 
 /**
@@ -189,7 +185,10 @@ export function convBackpropFilter(
 ): tf.Tensor4D {
   const [kh, kw, ci, co] = filterShape;
   const rows = dy.shape[0] * g.outH * g.outW;
-  const patches = tf.reshape(run('LesionPatches', { x }, { ...g }), [kh * kw * ci, 1, 1, rows]) as tf.Tensor4D;
+  // Where the patches are x itself, the backend's Transpose was faster than the gather.
+  const pointwise = kh === 1 && kw === 1 && g.strideH === 1 && g.strideW === 1 && g.outH === x.shape[1] && g.outW === x.shape[2];
+  const channelsFirst = pointwise ? tf.transpose(x, [3, 0, 1, 2]) : run('LesionPatches', { x }, { ...g });
+  const patches = tf.reshape(channelsFirst, [kh * kw * ci, 1, 1, rows]) as tf.Tensor4D;
   // A 1x1 convolution is the backend's fastest matrix product (XNNPACK), the
   // output gradient its filter as it lies; its BatchMatMul with a transposed
   // operand was twenty times slower.
@@ -290,8 +289,7 @@ export function depthwiseBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  // With one output channel per input channel, [kh, kw, 1, c] lies in memory as [kh, kw, c, 1].
-  const flipped = tf.reshape(run('LesionFlipFilter', { filter }), filter.shape) as tf.Tensor4D;
+  const flipped = g.kh * g.kw === 1 ? filter : (run('LesionReverseTaps', { filter }) as tf.Tensor4D);
   return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
 }
 
