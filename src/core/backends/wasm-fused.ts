@@ -18,7 +18,7 @@ import { type Attrs, type KernelSpec, registerKernelFor } from './kernel-util.ts
 import { type EmscriptenHeap, heapMemory, type SimdKernels, simdKernels } from './wasm-simd.ts';
 
 /** A Float32Array over a tensor's bytes on the heap; take views only after the last allocation (the heap may grow and move). */
-function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {
+export function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {
   return backend.typedArrayFromHeap(info) as Float32Array;
 }
 

@@ -6,13 +6,16 @@
  * naive loop ten times slower than its XNNPACK forward convolution. Every one of
  * these gradients is itself a convolution (or a matrix product, or a few
  * elementwise products), so we register kernels that rewrite them in terms of
- * the fast forward ops the backend does have. Registering at the kernel level,
- * not the gradient level, also covers the fused convolutions that tfjs-layers
+ * the fast forward ops the backend does have, the data rearranged between
+ * them by small kernels over the heap; the depthwise filter gradient on small
+ * maps is a loop over the heap itself. Registering at the kernel level, not
+ * the gradient level, also covers the fused convolutions that tfjs-layers
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
-import { registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
+import { heap, registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
 import { type EmscriptenHeap, heapMemory, simdKernels } from './wasm-simd.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
@@ -35,14 +38,113 @@ function padOrCrop(x: tf.Tensor4D, top: number, bottom: number, left: number, ri
   return padding[1][0] || padding[1][1] || padding[2][0] || padding[2][1] ? (tf.pad(y, padding) as tf.Tensor4D) : y;
 }
 
-/** Inserts stride-1 zeros between rows and columns: the transpose of a strided read. */
-function dilateSpatial(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
-  if (sh === 1 && sw === 1) return x;
-  const [b, h, w, c] = x.shape;
-  const spread = tf.pad(tf.reshape(x, [b, h, 1, w, 1, c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
-  const full = tf.reshape(spread, [b, h * sh, w * sw, c]) as tf.Tensor4D;
-  return tf.slice(full, [0, 0, 0, 0], [b, (h - 1) * sh + 1, (w - 1) * sw + 1, c]);
+/** Places a transpose reads per pass: the rows it reads and the columns it writes stay in cache. */
+const BLOCK = 64;
+
+/**
+ * dst[at + c * stride + p] = src[from[p] + c] for p < n, c < channels: n
+ * places of src, `channels` values each, become columns; from[p] < 0 is padding, zero.
+ */
+function gatherColumns(src: Float32Array, from: Int32Array, n: number, channels: number, dst: Float32Array, at: number, stride: number): void {
+  for (let c = 0; c < channels; c++) {
+    const o = at + c * stride;
+    for (let p = 0; p < n; p++) {
+      const f = from[p];
+      dst[o + p] = f < 0 ? 0 : src[f + c];
+    }
+  }
 }
+
+/**
+ * Layout kernels over the heap for the convolution gradients, where
+ * tfjs-wasm's own are slow: its Reverse took 30 ms for a 1x1x320x1280 filter
+ * (more than the convolution it fed, and a no-op in space), and the per-tap
+ * StridedSlices of x and the 6-D Pad that spread a strided gradient were
+ * passes of their own. Its Transpose stays where it beat a loop in TypeScript.
+ */
+const LAYOUT_KERNELS: KernelSpec[] = [
+  {
+    // A filter flipped in space: tap (i, j) takes tap (kh - 1 - i, kw - 1 - j), each tap's [ci, co] block one copy.
+    kernelName: 'LesionReverseTaps',
+    kernelFunc: ({ inputs, backend }) => {
+      const b = backend as BackendWasm;
+      const { filter } = inputs as { filter: tf.TensorInfo };
+      const [kh, kw, ci, co] = filter.shape;
+      const out = b.makeOutput(filter.shape, 'float32');
+      const [src, dst] = [filter, out].map((t) => heap(b, t));
+      const block = ci * co;
+      for (let tap = 0; tap < kh * kw; tap++) {
+        const mirror = kh * kw - 1 - tap;
+        dst.set(src.subarray(mirror * block, (mirror + 1) * block), tap * block);
+      }
+      return out;
+    },
+  },
+  {
+    // x's patches channels first, [kh * kw * ci, b * outH * outW]: row (i * kw + j) * ci + c
+    // holds, for each output pixel in turn, channel c of the pixel its tap (i, j) reads.
+    kernelName: 'LesionPatches',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as BackendWasm;
+      const { x } = inputs as { x: tf.TensorInfo };
+      const g = attrs as unknown as ConvGeometry;
+      const [batch, h, w, ci] = x.shape;
+      const pixels = g.outH * g.outW;
+      const rows = batch * pixels;
+      const out = b.makeOutput([g.kh * g.kw * ci, rows], 'float32');
+      const [src, dst] = [x, out].map((t) => heap(b, t));
+      const from = new Int32Array(BLOCK);
+      for (let i = 0; i < g.kh; i++) {
+        for (let j = 0; j < g.kw; j++) {
+          for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+            const n = Math.min(BLOCK, rows - r0);
+            for (let p = 0; p < n; p++) {
+              const r = r0 + p;
+              const img = Math.floor(r / pixels);
+              const oh = Math.floor((r - img * pixels) / g.outW);
+              const y = oh * g.strideH + i - g.padTop;
+              const xx = (r - img * pixels - oh * g.outW) * g.strideW + j - g.padLeft;
+              from[p] = y >= 0 && y < h && xx >= 0 && xx < w ? ((img * h + y) * w + xx) * ci : -1;
+            }
+            gatherColumns(src, from, n, ci, dst, (i * g.kw + j) * ci * rows + r0, rows);
+          }
+        }
+      }
+      return out;
+    },
+  },
+  {
+    // The output gradient as a transposed convolution reads it: out[n, top + r * strideH, left + q * strideW] = x[n, r, q],
+    // zero between and around; a negative top or left, or a smaller out, crops.
+    kernelName: 'LesionSpread',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as BackendWasm;
+      const { x } = inputs as { x: tf.TensorInfo };
+      const { strideH, strideW, top, left, height, width } = attrs as Record<string, number>;
+      const [batch, h, w, c] = x.shape;
+      const out = b.makeOutput([batch, height, width, c], 'float32');
+      const [src, dst] = [x, out].map((t) => heap(b, t));
+      dst.fill(0);
+      // The columns that land inside.
+      const qLo = Math.max(0, Math.ceil(-left / strideW));
+      const qHi = Math.min(w, Math.floor((width - 1 - left) / strideW) + 1);
+      for (let n = 0; n < batch; n++) {
+        for (let r = 0; r < h; r++) {
+          const y = top + r * strideH;
+          if (y < 0 || y >= height || qLo >= qHi) continue;
+          const s = ((n * h + r) * w + qLo) * c;
+          const d = ((n * height + y) * width + left + qLo * strideW) * c;
+          for (let q = 0; q < qHi - qLo; q++) {
+            for (let k = 0; k < c; k++) dst[d + q * strideW * c + k] = src[s + q * c + k];
+          }
+        }
+      }
+      return out;
+    },
+  },
+];
+
+const run = (name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
 
 /**
  * The output gradient laid out so that a 'valid', stride-1 convolution with
@@ -51,12 +153,10 @@ function dilateSpatial(x: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
  */
 function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
   const [, h, w] = inputShape;
-  const dilated = dilateSpatial(dy, g.strideH, g.strideW);
-  const top = g.kh - 1 - g.padTop;
-  const left = g.kw - 1 - g.padLeft;
-  const bottom = h + g.kh - 1 - top - dilated.shape[1];
-  const right = w + g.kw - 1 - left - dilated.shape[2];
-  return padOrCrop(dilated, top, bottom, left, right);
+  const attrs = { strideH: g.strideH, strideW: g.strideW, top: g.kh - 1 - g.padTop, left: g.kw - 1 - g.padLeft, height: h + g.kh - 1, width: w + g.kw - 1 };
+  if (g.strideH > 1 || g.strideW > 1) return run('LesionSpread', { x: dy }, attrs) as tf.Tensor4D;
+  // Nothing to spread: the backend's Pad was faster than the loop.
+  return padOrCrop(dy, attrs.top, attrs.height - attrs.top - dy.shape[1], attrs.left, attrs.width - attrs.left - dy.shape[2]);
 }
 
 /**
@@ -69,13 +169,14 @@ export function convBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
-  return tf.conv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
+  const flipped = g.kh * g.kw === 1 ? filter : run('LesionReverseTaps', { filter });
+  return tf.conv2d(transposedInput(dy, inputShape, g), tf.transpose(flipped, [0, 1, 3, 2]) as tf.Tensor4D, 1, 'valid');
 }
 
 /**
- * dW of a convolution: the input (batch and channels swapped) convolved with
- * the output gradient used as the filter, dilated by the forward stride.
+ * dW of a convolution: one matrix product of x's patches, channels first,
+ * with the output gradient, [kh * kw * ci, rows] x [rows, co]. The patches
+ * are kh * kw times x, as many values as the per-tap windows they replace.
  */
 export function convBackpropFilter(
   x: tf.Tensor4D,
@@ -84,37 +185,24 @@ export function convBackpropFilter(
   g: ConvGeometry,
 ): tf.Tensor4D {
   const [kh, kw, ci, co] = filterShape;
-  const [b, h, w] = x.shape;
-  const rows = b * g.outH * g.outW;
-  const bottom = (g.outH - 1) * g.strideH + kh - h - g.padTop;
-  const right = (g.outW - 1) * g.strideW + kw - w - g.padLeft;
-  // Channels first, so that each tap's window is a [ci, rows] matrix.
-  const xT = tf.transpose(padOrCrop(x, g.padTop, bottom, g.padLeft, right), [3, 0, 1, 2]);
-  // As a filter, the output gradient needs no transpose at all.
-  const dyFilter = tf.reshape(dy, [1, 1, rows, co]) as tf.Tensor4D;
-  const taps: tf.Tensor[] = [];
-  for (let i = 0; i < kh; i++) {
-    for (let j = 0; j < kw; j++) {
-      const window = g.strideH === 1 && g.strideW === 1
-        ? tf.slice(xT, [0, 0, i, j], [ci, b, g.outH, g.outW])
-        : tf.stridedSlice(
-            xT,
-            [0, 0, i, j],
-            [ci, b, i + (g.outH - 1) * g.strideH + 1, j + (g.outW - 1) * g.strideW + 1],
-            [1, 1, g.strideH, g.strideW],
-          );
-      // A 1x1 convolution is the backend's fastest matrix product (XNNPACK);
-      // its BatchMatMul with a transposed operand is several times slower.
-      taps.push(tf.conv2d(tf.reshape(window, [ci, 1, 1, rows]) as tf.Tensor4D, dyFilter, 1, 'valid'));
-    }
-  }
-  return tf.reshape(tf.stack(taps), filterShape);
+  const rows = dy.shape[0] * g.outH * g.outW;
+  // Where the patches are x itself, the backend's Transpose was faster than the gather.
+  const pointwise = kh === 1 && kw === 1 && g.strideH === 1 && g.strideW === 1 && g.outH === x.shape[1] && g.outW === x.shape[2];
+  const channelsFirst = pointwise ? tf.transpose(x, [3, 0, 1, 2]) : run('LesionPatches', { x }, { ...g });
+  const patches = tf.reshape(channelsFirst, [kh * kw * ci, 1, 1, rows]) as tf.Tensor4D;
+  // A 1x1 convolution is the backend's fastest matrix product (XNNPACK), the
+  // output gradient its filter as it lies; its BatchMatMul with a transposed
+  // operand was twenty times slower.
+  return tf.reshape(tf.conv2d(patches, tf.reshape(dy, [1, 1, rows, co]) as tf.Tensor4D, 1, 'valid'), filterShape);
 }
 
 /**
  * dW of a depthwise convolution (channel multiplier 1): with batch folded into
  * channels, a depthwise convolution of the input by the output gradient
  * (dilated by the stride) yields every tap at once; then sum over the batch.
+ * From 8x8 maps up it was as fast as depthwiseFilterGrad on two threads,
+ * and it scales with them (on one it took 1.3 to 1.7 times as long); the
+ * loop runs on one.
  */
 export function depthwiseBackpropFilter(
   x: tf.Tensor4D,
@@ -134,6 +222,67 @@ export function depthwiseBackpropFilter(
   return tf.reshape(tf.sum(tf.reshape(taps, [kh, kw, b, c]), 2), filterShape);
 }
 
+/** The output pixels up to which the depthwise filter gradient is depthwiseFilterGrad's loop. */
+const SMALL_MAP = 16;
+
+/**
+ * dW of a depthwise convolution (channel multiplier 1), x [b, h, w, c]:
+ * dW[i, j, c] = sum over n, oh, ow of x[n, oh * s + i - padTop, ow * s + j - padLeft, c] * dy[n, oh, ow, c],
+ * in double precision and a fixed order. For maps of at most SMALL_MAP
+ * output pixels (the regridded 4x4 stages at 128 px), where the folded
+ * convolution is a 4x4 filter over tens of thousands of channels, this loop
+ * over the heap takes 0.6 to 0.75 of its time on two threads. Per tap and
+ * output row, four channels at a time are summed in registers: adding every
+ * product into memory took 1.6 times as long.
+ */
+export function depthwiseFilterGrad(x: Float32Array, xShape: number[], dy: Float32Array, g: ConvGeometry, dw: Float32Array): void {
+  const [batch, h, w, c] = xShape;
+  const { kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = g;
+  const acc = new Float64Array(kh * kw * c);
+  const c4 = c - (c % 4);
+  const xStep = strideW * c;
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) {
+      const a = (i * kw + j) * c;
+      // The output columns whose tap j reads inside the row.
+      const owLo = Math.max(0, Math.ceil((padLeft - j) / strideW));
+      const owHi = Math.min(outW, Math.floor((w - 1 + padLeft - j) / strideW) + 1);
+      for (let n = 0; n < batch; n++) {
+        for (let oh = 0; oh < outH; oh++) {
+          const y = oh * strideH + i - padTop;
+          if (y < 0 || y >= h) continue;
+          const d0 = (n * outH + oh) * outW * c;
+          const s0 = ((n * h + y) * w + j - padLeft) * c;
+          for (let k = 0; k < c4; k += 4) {
+            let a0 = 0;
+            let a1 = 0;
+            let a2 = 0;
+            let a3 = 0;
+            for (let ow = owLo; ow < owHi; ow++) {
+              const d = d0 + ow * c + k;
+              const s = s0 + ow * xStep + k;
+              a0 += x[s] * dy[d];
+              a1 += x[s + 1] * dy[d + 1];
+              a2 += x[s + 2] * dy[d + 2];
+              a3 += x[s + 3] * dy[d + 3];
+            }
+            acc[a + k] += a0;
+            acc[a + k + 1] += a1;
+            acc[a + k + 2] += a2;
+            acc[a + k + 3] += a3;
+          }
+          for (let k = c4; k < c; k++) {
+            let a0 = 0;
+            for (let ow = owLo; ow < owHi; ow++) a0 += x[s0 + ow * xStep + k] * dy[d0 + ow * c + k];
+            acc[a + k] += a0;
+          }
+        }
+      }
+    }
+  }
+  dw.set(acc);
+}
+
 /** dx of a depthwise convolution: the same transposition as for a full one. */
 export function depthwiseBackpropInput(
   dy: tf.Tensor4D,
@@ -141,7 +290,8 @@ export function depthwiseBackpropInput(
   inputShape: [number, number, number, number],
   g: ConvGeometry,
 ): tf.Tensor4D {
-  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), tf.reverse(filter, [0, 1]) as tf.Tensor4D, 1, 'valid');
+  const flipped = g.kh * g.kw === 1 ? filter : (run('LesionReverseTaps', { filter }) as tf.Tensor4D);
+  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
 }
 
 function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
@@ -181,6 +331,7 @@ export function registerWasmTrainingKernels(): void {
   });
 
   releaseSavedTensorsEarly();
+  for (const kernel of LAYOUT_KERNELS) register(kernel);
 
   register({
     kernelName: 'Conv2DBackpropFilter',
@@ -216,7 +367,11 @@ export function registerWasmTrainingKernels(): void {
       const filterShape = a.filterShape as [number, number, number, number];
       if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
       const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      return asKernel(backend, [x, dy], (xt, dyt) => depthwiseBackpropFilter(xt, dyt, filterShape, g));
+      if (g.outH * g.outW > SMALL_MAP) return asKernel(backend, [x, dy], (xt, dyt) => depthwiseBackpropFilter(xt, dyt, filterShape, g));
+      const b = backend as BackendWasm;
+      const out = b.makeOutput(filterShape, 'float32');
+      depthwiseFilterGrad(heap(b, x), x.shape, heap(b, dy), g, heap(b, out));
+      return out;
     },
   });
 
