@@ -27,6 +27,7 @@ export const convCases: ConvCase[] = [
   { kind: 'conv', input: [1, 9, 9, 3], kernel: [3, 3, 3, 4], stride: 2, pad: keras },
   { kind: 'conv', input: [1, 7, 8, 2], kernel: [3, 3, 2, 3], stride: 1, pad: [[0, 0], [1, 0], [0, 1], [0, 0]] },
   { kind: 'conv', input: [2, 8, 8, 4], kernel: [1, 1, 4, 6], stride: 1, pad: 'same' },
+  { kind: 'conv', input: [2, 8, 8, 6], kernel: [1, 1, 6, 4], stride: 1, pad: 'same' },
   { kind: 'conv', input: [2, 8, 8, 4], kernel: [1, 1, 4, 6], stride: 2, pad: 'valid' },
   { kind: 'conv', input: [2, 16, 16, 3], kernel: [7, 7, 3, 4], stride: 2, pad: 'same' },
   { kind: 'conv', input: [1, 11, 11, 2], kernel: [7, 7, 2, 3], stride: 1, pad: 'valid' },
