@@ -32,6 +32,7 @@ export const convCases: ConvCase[] = [
   { kind: 'conv', input: [2, 16, 16, 3], kernel: [7, 7, 3, 4], stride: 2, pad: 'same' },
   { kind: 'conv', input: [1, 11, 11, 2], kernel: [7, 7, 2, 3], stride: 1, pad: 'valid' },
   { kind: 'depthwise', input: [2, 9, 9, 3], kernel: [3, 3, 3, 1], stride: 1, pad: 'same' },
+  { kind: 'depthwise', input: [2, 7, 9, 6], kernel: [3, 3, 6, 1], stride: 2, pad: keras },
   { kind: 'depthwise', input: [2, 9, 9, 3], kernel: [3, 3, 3, 1], stride: 2, pad: 'same' },
   { kind: 'depthwise', input: [2, 9, 9, 3], kernel: [3, 3, 3, 1], stride: 2, pad: 'valid' },
   { kind: 'depthwise', input: [2, 8, 8, 3], kernel: [3, 3, 3, 1], stride: 2, pad: keras },

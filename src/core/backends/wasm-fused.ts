@@ -30,7 +30,7 @@ function channels(info: tf.TensorInfo): number {
  * A kernel's access to the SIMD loops: tensors' addresses, and per-channel
  * scratch vectors on the heap, freed when the kernel ends.
  */
-function onHeap<T>(b: BackendWasm, body: (h: {
+export function onHeap<T>(b: BackendWasm, body: (h: {
   simd: SimdKernels;
   at(info: tf.TensorInfo): number;
   /** A zeroed float64 vector of `n` on the heap: its address. */

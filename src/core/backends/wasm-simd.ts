@@ -113,11 +113,10 @@ interface Width {
   le: Bytes;
 }
 
+/** base + offset (scaled by 2 for float64 arrays indexed by a float32 offset) + extra; an offset of -1 is none. */
 const address = (base: number, offset: number, scale = 1, extra = 0): Bytes => [
   ...get(base),
-  ...get(offset),
-  ...(scale === 2 ? [...i32(1), OP.shl] : []),
-  OP.add,
+  ...(offset < 0 ? [] : [...get(offset), ...(scale === 2 ? [...i32(1), OP.shl] : []), OP.add]),
   ...(extra ? [...i32(extra), OP.add] : []),
 ];
 
@@ -192,7 +191,13 @@ interface Kernel {
  * and of channels; the body walks every row, four channels at a time, then
  * the rest one at a time.
  */
-function rowsByChannels(kernel: Kernel): { type: Bytes; body: Bytes } {
+interface Assembled {
+  name: string;
+  type: Bytes;
+  body: Bytes;
+}
+
+function rowsByChannels(kernel: Kernel): Assembled {
   const [rows, c] = [0, 1];
   const nParams = kernel.params + (kernel.f32Params ?? 0);
   const [row, ch, end, vecEnd, chEnd] = [0, 1, 2, 3, 4].map((i) => nParams + i);
@@ -212,7 +217,47 @@ function rowsByChannels(kernel: Kernel): { type: Bytes; body: Bytes } {
     ]),
     OP.end,
   ];
-  return { type, body };
+  return { name: kernel.name, type, body };
+}
+
+const V128 = 0x7b;
+
+/**
+ * channelDots(n, c, x, xStride, dy, dyStride, acc64): for every channel k,
+ * acc64[k] += sum over t < n of x[t * xStride + k] * dy[t * dyStride + k]
+ * (strides in bytes). The n products of a channel are summed in a register
+ * (float32), then added to the double-precision accumulator: a depthwise
+ * filter gradient calls it once per tap and row of output pixels.
+ */
+function channelDots(): Assembled {
+  const [n, c, x, xStride, dy, dyStride, acc] = [0, 1, 2, 3, 4, 5, 6];
+  const [ch, t, px, pd, vecEnd, chEnd, sumV, sumS] = [7, 8, 9, 10, 11, 12, 13, 14];
+  const ZERO = [0x43, 0, 0, 0, 0];
+  const advance = (local: number, by: number): Bytes => [...get(local), ...get(by), OP.add, ...set(local)];
+  const step = (local: number, by: number): Bytes => [...get(local), ...i32(by), OP.add, ...set(local)];
+  const width = (w: Width, sum: number, zero: Bytes, limit: number): Bytes =>
+    whileBelow(ch, limit, [
+      ...zero, ...set(sum),
+      ...get(x), ...get(ch), OP.add, ...set(px),
+      ...get(dy), ...get(ch), OP.add, ...set(pd),
+      ...i32(0), ...set(t),
+      ...whileBelow(t, n, [
+        ...get(sum), ...w.load(px, -1), ...w.load(pd, -1), ...w.mul, ...w.add, ...set(sum),
+        ...advance(px, xStride), ...advance(pd, dyStride), ...step(t, 1),
+      ]),
+      ...w.lanes.flatMap((lane) => w.accumulate64(acc, ch, lane, w.promote(get(sum), lane))),
+      ...step(ch, w.bytes),
+    ]);
+  const body = [
+    ...list([[6, I32], [1, V128], [1, F32]]),
+    ...get(c), ...i32(-4), 0x71, ...i32(2), OP.shl, ...set(vecEnd),
+    ...get(c), ...i32(2), OP.shl, ...set(chEnd),
+    ...i32(0), ...set(ch),
+    ...width(SIMD, sumV, [...ZERO, ...simd(V.f32Splat)], vecEnd),
+    ...width(SCALAR, sumS, ZERO, chEnd),
+    OP.end,
+  ];
+  return { name: 'channelDots', type: [0x60, ...list(Array(7).fill([I32])), 0], body };
 }
 
 // Parameter indices: 0 rows, 1 c, then each kernel's pointers (byte offsets), then its f32 constants.
@@ -296,14 +341,14 @@ const KERNELS: Kernel[] = [
 
 /** The module, importing a memory that is shared (tfjs-wasm's threaded build) or not. */
 function assemble(shared: boolean): Uint8Array<ArrayBuffer> {
-  const functions = KERNELS.map(rowsByChannels);
+  const functions = [...KERNELS.map(rowsByChannels), channelDots()];
   const limits = shared ? [0x03, 0, ...uleb(65536)] : [0x00, 0];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
     ...section(1, list(functions.map((f) => f.type))),
     ...section(2, list([[...vec('env'), ...vec('memory'), 0x02, ...limits]])),
     ...section(3, list(functions.map((_, i) => uleb(i)))),
-    ...section(7, list(KERNELS.map((k, i) => [...vec(k.name), 0x00, ...uleb(i)]))),
+    ...section(7, list(functions.map((f, i) => [...vec(f.name), 0x00, ...uleb(i)]))),
     ...section(10, list(functions.map((f) => [...uleb(f.body.length), ...f.body]))),
   ]);
 }
@@ -320,6 +365,7 @@ export interface SimdKernels {
   gradSums(rows: number, c: number, dy: number, x: number, mean64: number, s0: number, s1: number): void;
   gradInput(rows: number, c: number, dy: number, x: number, out: number, mean: number, scale: number, slope: number, offset: number): void;
   sgdMomentum(rows: number, c: number, g: number, w: number, buf: number, outW: number, outBuf: number, lr: number, momentum: number, weightDecay: number): void;
+  channelDots(n: number, c: number, x: number, xStride: number, dy: number, dyStride: number, acc64: number): void;
 }
 
 const instances = new WeakMap<WebAssembly.Memory, SimdKernels>();

@@ -7,15 +7,15 @@
  * these gradients is itself a convolution (or a matrix product, or a few
  * elementwise products), so we register kernels that rewrite them in terms of
  * the fast forward ops the backend does have, the data rearranged between
- * them by small kernels over the heap; the depthwise filter gradient on small
- * maps is a loop over the heap itself. Registering at the kernel level, not
+ * them by small kernels over the heap; the depthwise filter gradient is a
+ * SIMD loop over the heap itself (wasm-simd.ts). Registering at the kernel level, not
  * the gradient level, also covers the fused convolutions that tfjs-layers
  * uses, whose gradients call these kernels directly.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
-import { heap, registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
+import { heap, onHeap, registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
 import { type EmscriptenHeap, heapMemory, simdKernels } from './wasm-simd.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
@@ -201,90 +201,40 @@ export function convBackpropFilter(
 }
 
 /**
- * dW of a depthwise convolution (channel multiplier 1): with batch folded into
- * channels, a depthwise convolution of the input by the output gradient
- * (dilated by the stride) yields every tap at once; then sum over the batch.
- * From 8x8 maps up it was as fast as depthwiseFilterGrad on two threads,
- * and it scales with them (on one it took 1.3 to 1.7 times as long); the
- * loop runs on one.
+ * dW of a depthwise convolution (channel multiplier 1) over the heap, x [b, h, w, c]:
+ * dW[i, j, c] = sum over n, oh, ow of x[n, oh * s + i - padTop, ow * s + j - padLeft, c] * dy[n, oh, ow, c].
+ * Per tap and row of output pixels, the SIMD loop sums each channel's
+ * products in a register and adds them to a double-precision total, in a
+ * fixed order. It took a sixth to a tenth of the time of a depthwise
+ * convolution of the input by the output gradient with batch folded into
+ * channels (XNNPACK, two threads, after two transposes) on the model's maps.
  */
-export function depthwiseBackpropFilter(
-  x: tf.Tensor4D,
-  dy: tf.Tensor4D,
-  filterShape: [number, number, number, number],
-  g: ConvGeometry,
-): tf.Tensor4D {
-  const [kh, kw, c] = filterShape;
-  const [b, h, w] = x.shape;
-  const bottom = (g.outH - 1) * g.strideH + kh - h - g.padTop;
-  const right = (g.outW - 1) * g.strideW + kw - w - g.padLeft;
-  const padded = padOrCrop(x, g.padTop, bottom, g.padLeft, right);
-  const [, ph, pw] = padded.shape;
-  const xFolded = tf.reshape(tf.transpose(padded, [1, 2, 0, 3]), [1, ph, pw, b * c]) as tf.Tensor4D;
-  const dyFilter = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), [g.outH, g.outW, b * c, 1]) as tf.Tensor4D;
-  const taps = tf.depthwiseConv2d(xFolded, dyFilter, 1, 'valid', 'NHWC', [g.strideH, g.strideW]);
-  return tf.reshape(tf.sum(tf.reshape(taps, [kh, kw, b, c]), 2), filterShape);
-}
-
-/** The output pixels up to which the depthwise filter gradient is depthwiseFilterGrad's loop. */
-const SMALL_MAP = 16;
-
-/**
- * dW of a depthwise convolution (channel multiplier 1), x [b, h, w, c]:
- * dW[i, j, c] = sum over n, oh, ow of x[n, oh * s + i - padTop, ow * s + j - padLeft, c] * dy[n, oh, ow, c],
- * in double precision and a fixed order. For maps of at most SMALL_MAP
- * output pixels (the regridded 4x4 stages at 128 px), where the folded
- * convolution is a 4x4 filter over tens of thousands of channels, this loop
- * over the heap takes 0.6 to 0.75 of its time on two threads. Per tap and
- * output row, four channels at a time are summed in registers: adding every
- * product into memory took 1.6 times as long.
- */
-export function depthwiseFilterGrad(x: Float32Array, xShape: number[], dy: Float32Array, g: ConvGeometry, dw: Float32Array): void {
-  const [batch, h, w, c] = xShape;
+export function depthwiseBackpropFilter(b: BackendWasm, x: tf.TensorInfo, dy: tf.TensorInfo, g: ConvGeometry, out: tf.TensorInfo): void {
+  const [batch, h, w, c] = x.shape;
   const { kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = g;
-  const acc = new Float64Array(kh * kw * c);
-  const c4 = c - (c % 4);
-  const xStep = strideW * c;
-  for (let i = 0; i < kh; i++) {
-    for (let j = 0; j < kw; j++) {
-      const a = (i * kw + j) * c;
-      // The output columns whose tap j reads inside the row.
-      const owLo = Math.max(0, Math.ceil((padLeft - j) / strideW));
-      const owHi = Math.min(outW, Math.floor((w - 1 + padLeft - j) / strideW) + 1);
-      for (let n = 0; n < batch; n++) {
-        for (let oh = 0; oh < outH; oh++) {
-          const y = oh * strideH + i - padTop;
-          if (y < 0 || y >= h) continue;
-          const d0 = (n * outH + oh) * outW * c;
-          const s0 = ((n * h + y) * w + j - padLeft) * c;
-          for (let k = 0; k < c4; k += 4) {
-            let a0 = 0;
-            let a1 = 0;
-            let a2 = 0;
-            let a3 = 0;
-            for (let ow = owLo; ow < owHi; ow++) {
-              const d = d0 + ow * c + k;
-              const s = s0 + ow * xStep + k;
-              a0 += x[s] * dy[d];
-              a1 += x[s + 1] * dy[d + 1];
-              a2 += x[s + 2] * dy[d + 2];
-              a3 += x[s + 3] * dy[d + 3];
-            }
-            acc[a + k] += a0;
-            acc[a + k + 1] += a1;
-            acc[a + k + 2] += a2;
-            acc[a + k + 3] += a3;
-          }
-          for (let k = c4; k < c; k++) {
-            let a0 = 0;
-            for (let ow = owLo; ow < owHi; ow++) a0 += x[s0 + ow * xStep + k] * dy[d0 + ow * c + k];
-            acc[a + k] += a0;
+  onHeap(b, (m) => {
+    const acc = m.scratch64(kh * kw * c);
+    const [xAt, dyAt] = [m.at(x), m.at(dy)];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const tapAcc = acc + (i * kw + j) * c * 8;
+        // The output columns whose tap j reads inside the row.
+        const owLo = Math.max(0, Math.ceil((padLeft - j) / strideW));
+        const owHi = Math.min(outW, Math.floor((w - 1 + padLeft - j) / strideW) + 1);
+        if (owLo >= owHi) continue;
+        for (let n = 0; n < batch; n++) {
+          for (let oh = 0; oh < outH; oh++) {
+            const y = oh * strideH + i - padTop;
+            if (y < 0 || y >= h) continue;
+            const xRow = xAt + ((n * h + y) * w + owLo * strideW + j - padLeft) * c * 4;
+            const dyRow = dyAt + ((n * outH + oh) * outW + owLo) * c * 4;
+            m.simd.channelDots(owHi - owLo, c, xRow, strideW * c * 4, dyRow, c * 4, tapAcc);
           }
         }
       }
     }
-  }
-  dw.set(acc);
+    heap(b, out).set(m.f64(acc, kh * kw * c));
+  });
 }
 
 /** dx of a depthwise convolution: the same transposition as for a full one. */
@@ -371,10 +321,9 @@ export function registerWasmTrainingKernels(): void {
       const filterShape = a.filterShape as [number, number, number, number];
       if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
       const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      if (g.outH * g.outW > SMALL_MAP) return asKernel(backend, [x, dy], (xt, dyt) => depthwiseBackpropFilter(xt, dyt, filterShape, g));
       const b = backend as BackendWasm;
       const out = b.makeOutput(filterShape, 'float32');
-      depthwiseFilterGrad(heap(b, x), x.shape, heap(b, dy), g, heap(b, out));
+      depthwiseBackpropFilter(b, x, dy, g, out);
       return out;
     },
   });
