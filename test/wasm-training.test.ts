@@ -60,6 +60,22 @@ describe('wasm fused training kernels against cpu', () => {
   });
 
   it.each([
+    { shape: [2, 5, 4, 9], sizes: [2, 3, 4], axis: 3 },
+    { shape: [6, 4], sizes: 3, axis: 0 },
+    { shape: [3, 7, 2], sizes: [1, -1, 2], axis: 1 },
+  ])('SplitV of $shape into $sizes along axis $axis (a concatenation\'s gradient) gives the parts cpu gives', async ({ shape, sizes, axis }) => {
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const x = tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => i), shape);
+      const parts = tf.split(x, sizes, axis);
+      const out = await Promise.all(parts.map(async (p) => ({ shape: p.shape, values: Array.from(await p.data()) })));
+      tf.dispose([x, ...parts]);
+      return out;
+    };
+    expect(await run('wasm')).toEqual(await run('cpu'));
+  });
+
+  it.each([
     { input: [2, 8, 6, 5], factor: 2 },
     { input: [8, 4, 4, 3], factor: 2, toSpace: true },
     { input: [1, 12, 12, 7], factor: 3 },

@@ -239,6 +239,24 @@ function slice(fallback: KernelSpec['kernelFunc']): KernelSpec['kernelFunc'] {
   };
 }
 
+/** SplitV (the gradient of a concatenation) through the Slice above: tfjs-wasm's calls its own. */
+function splitV(slicer: KernelSpec['kernelFunc']): KernelSpec['kernelFunc'] {
+  return ({ inputs, backend, attrs }) => {
+    const { x } = inputs as { x: tf.TensorInfo };
+    const a = attrs as Attrs;
+    const axis = tf.util.parseAxisParam(a.axis as number, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, a.numOrSizeSplits as number | number[], axis);
+    const begin = new Array<number>(x.shape.length).fill(0);
+    return sizes.map((s) => {
+      const size = [...x.shape];
+      size[axis] = s;
+      const part = slicer({ inputs: { x }, backend, attrs: { begin: [...begin], size } }) as tf.TensorInfo;
+      begin[axis] += s;
+      return part;
+    });
+  };
+}
+
 /**
  * SpaceToBatchND and BatchToSpaceND for the regridding of dilated stages (4D,
  * no padding or crop): output batch (i * f + j) * B + n holds the input pixels
@@ -309,7 +327,9 @@ export function wasmActivationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: nu
 
 export function registerWasmFusedKernels(): void {
   for (const kernel of KERNELS) registerKernelFor('wasm', kernel);
-  registerKernelFor('wasm', { kernelName: 'Slice', kernelFunc: slice(tf.getKernel('Slice', 'wasm')!.kernelFunc as KernelSpec['kernelFunc']) });
+  const ourSlice = slice(tf.getKernel('Slice', 'wasm')!.kernelFunc as KernelSpec['kernelFunc']);
+  registerKernelFor('wasm', { kernelName: 'Slice', kernelFunc: ourSlice });
+  registerKernelFor('wasm', { kernelName: 'SplitV', kernelFunc: splitV(ourSlice) });
   for (const [name, toBatch] of [['SpaceToBatchND', true], ['BatchToSpaceND', false]] as const) {
     const theirs = tf.getKernel(name, 'wasm')!.kernelFunc as KernelSpec['kernelFunc'];
     registerKernelFor('wasm', { kernelName: name, kernelFunc: regrid(toBatch, theirs) });
