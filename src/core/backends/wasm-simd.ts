@@ -1,15 +1,15 @@
 /**
- * Batch norm's and the activations' training loops as WebAssembly SIMD,
- * running on tfjs-wasm's own heap. The same loops written in TypeScript over
+ * The training loops tfjs-wasm runs slowly (batch norm, activation
+ * gradients, the optimiser) or not at all (the depthwise filter gradient) as
+ * WebAssembly SIMD, running on tfjs-wasm's own heap. The same loops written in TypeScript over
  * the heap ran at 7-15 ms per 1.5 M values, against 0.5-1 ms for tfjs-wasm's
  * own element-wise kernels: a typed-array loop gets neither vector lanes nor
  * freedom from bounds checks. No compiler is involved: the module is a few
  * hundred bytes assembled here, so it needs no build step and no binary in
  * the repository, and it imports the backend's memory instead of copying.
  *
- * Every loop walks rows of `c` channels: four channels at a time, then the
- * last `c % 4` one by one, with one description of the arithmetic for both
- * widths. Sums go into double-precision accumulators in a fixed order, so a
+ * Every loop walks channels four at a time, then the last `c % 4` one by
+ * one, with one description of the arithmetic for both widths. Sums go into double-precision accumulators in a fixed order, so a
  * resumed run repeats its steps bit for bit.
  */
 
@@ -353,8 +353,6 @@ function assemble(shared: boolean): Uint8Array<ArrayBuffer> {
   ]);
 }
 
-type Fn = (...args: number[]) => void;
-
 /** Pointers are byte offsets into the heap; every array is float32 except the ones named 64 (float64). */
 export interface SimdKernels {
   reluGrad(rows: number, c: number, dy: number, x: number, out: number, lo: number): void;
@@ -396,7 +394,7 @@ export function simdKernels(memory: WebAssembly.Memory): SimdKernels {
       throw new Error('training on WebAssembly needs WebAssembly SIMD, which this browser lacks (Chrome 91+, Firefox 89+, Safari 16.4+ have it)');
     }
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } });
-    kernels = instance.exports as unknown as SimdKernels & Record<string, Fn>;
+    kernels = instance.exports as unknown as SimdKernels;
     instances.set(memory, kernels);
   }
   return kernels;
