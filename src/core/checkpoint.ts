@@ -8,6 +8,7 @@
  * A torn or corrupted buffer fails its checksum on load and is reported.
  */
 import * as tf from '@tensorflow/tfjs';
+import { concatBytes } from './bytes.ts';
 import { LesionError } from './errors.ts';
 import type { MetricSummary } from './events.ts';
 import type { KeyValueStore } from './io.ts';
@@ -125,17 +126,6 @@ async function pack(tensors: NamedTensor[]): Promise<{ specs: TensorSpec[]; part
   return { specs: tensors.map((t) => ({ name: t.name, shape: t.tensor.shape })), parts };
 }
 
-function concat(parts: Float32Array[]): ArrayBuffer {
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Float32Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out.buffer;
-}
-
 function unpack(specs: TensorSpec[], buffer: ArrayBuffer, offset: number): { tensors: Map<string, tf.Tensor>; end: number } {
   const tensors = new Map<string, tf.Tensor>();
   let at = offset;
@@ -161,7 +151,7 @@ export class CheckpointStore {
   async save(kind: CheckpointKind, model: tf.LayersModel, optimizer: NamedTensor[], position: LoopPosition): Promise<number> {
     const w = await pack(modelWeights(model));
     const o = await pack(optimizer);
-    const buffer = concat([...w.parts, ...o.parts]);
+    const buffer = concatBytes([...w.parts, ...o.parts].map((p) => new Uint8Array(p.buffer, p.byteOffset, p.byteLength))).buffer;
     const sum = checksum(buffer);
     const stored: StoredCheckpoint = {
       meta: { format: 1, position, savedAt: new Date().toISOString(), checksum: sum, byteLength: buffer.byteLength },

@@ -12,6 +12,7 @@
  * 6000x4000 mask of one lesion takes some 150 KB; a general-purpose deflate
  * with dynamic codes would take less, and is not worth its size here.
  */
+import { concatBytes } from './bytes.ts';
 import { crc32 } from './crc32.ts';
 import type { BinaryMask } from './io.ts';
 
@@ -165,12 +166,5 @@ export function maskPng(mask: BinaryMask): Uint8Array {
   h.setUint32(4, height);
   header[8] = 8; // bits per sample
   header[9] = 0; // greyscale
-  const parts = [Uint8Array.from(SIGNATURE), chunk('IHDR', header), chunk('IDAT', zlib), chunk('IEND', new Uint8Array(0))];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes([Uint8Array.from(SIGNATURE), chunk('IHDR', header), chunk('IDAT', zlib), chunk('IEND', new Uint8Array(0))]);
 }

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { Jimp, ResizeStrategy } from 'jimp';
 import JPEG from 'jpeg-js';
+import { concatBytes } from '../../src/core/bytes.ts';
 import { Rng } from '../../src/core/random.ts';
 import { bmpRows, encodeBmp, indexRows, quantise332, type Rgb } from './bmp.ts';
 
@@ -385,15 +386,15 @@ function orientationTiff(orientation: number): Uint8Array {
 
 /** The same JPEG with an APP1 "Exif" segment saying `orientation`, first after SOI as cameras write it. */
 export function withExifOrientation(jpeg: Uint8Array, orientation: number): Uint8Array {
-  const body = concat([new TextEncoder().encode('Exif\0\0'), orientationTiff(orientation)]);
-  const segment = concat([new Uint8Array([0xff, 0xe1, (body.length + 2) >> 8, (body.length + 2) & 0xff]), body]);
-  return concat([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
+  const body = concatBytes([new TextEncoder().encode('Exif\0\0'), orientationTiff(orientation)]);
+  const segment = concatBytes([new Uint8Array([0xff, 0xe1, (body.length + 2) >> 8, (body.length + 2) & 0xff]), body]);
+  return concatBytes([jpeg.subarray(0, 2), segment, jpeg.subarray(2)]);
 }
 
 /** The same PNG with an eXIf chunk saying `orientation`, right after IHDR. */
 export function withPngExifOrientation(png: Uint8Array, orientation: number): Uint8Array {
   const afterHeader = 8 + 12 + 13;
-  return concat([png.subarray(0, afterHeader), pngChunk('eXIf', orientationTiff(orientation)), png.subarray(afterHeader)]);
+  return concatBytes([png.subarray(0, afterHeader), pngChunk('eXIf', orientationTiff(orientation)), png.subarray(afterHeader)]);
 }
 
 function encodeRgbJpeg(pixels: Rgb, quality: number): Uint8Array {
@@ -453,7 +454,7 @@ function pngFile(width: number, height: number, bitDepth: 8 | 16, colourType: 0 
   hv.setUint32(0, width);
   hv.setUint32(4, height);
   header.set([bitDepth, colourType, 0, 0, 0], 8);
-  return concat([
+  return concatBytes([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     pngChunk('IHDR', header),
     pngChunk('IDAT', new Uint8Array(compressed)),
@@ -595,12 +596,3 @@ function encodeJpeg(planes: Uint8Array[], width: number, height: number, { adobe
   return new Uint8Array([...headers, ...out, 0xff, 0xd9]);
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
