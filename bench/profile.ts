@@ -12,11 +12,11 @@
  * convolutions' arithmetic rate, then the costliest (layer, kernel) pairs.
  */
 import * as tf from '@tensorflow/tfjs';
-import { trainableParams } from '../src/core/checkpoint.ts';
+import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard } from '../src/core/config.ts';
-import { lossByName } from '../src/core/losses.ts';
+import { lossByName } from '../src/core/training/losses.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
-import { createOptimizer } from '../src/core/optim.ts';
+import { createOptimizer } from '../src/core/training/optim.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { median } from './report.ts';
 

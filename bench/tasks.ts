@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
-import type { DispatchCount } from '../src/core/backends/webgpu-dispatches.ts';
+import type { DispatchCount } from '../src/core/backends/webgpu/dispatches.ts';
 import type { ModelConfig } from '../src/core/model/deeplab.ts';
 import { datasetsRoot } from '../test/helpers/datasets.ts';
 

@@ -115,7 +115,7 @@ class DeepLabV3(nn.Module):
 
 
 def dice_loss(logits, target, eps=1e-7):
-    """smp 0.2.1's binary DiceLoss, pooled over the batch (src/core/losses.ts)."""
+    """smp 0.2.1's binary DiceLoss, pooled over the batch (src/core/training/losses.ts)."""
     p = torch.sigmoid(logits)
     score = 2 * (p * target).sum() / torch.clamp(p.sum() + target.sum(), min=eps)
     return (1 - score) * (target.sum() > 0).float()

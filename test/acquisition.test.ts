@@ -4,9 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { explainRank, flipDisagreement, mcDropoutVariance, median, mirror, randomScore, rankBy, scoreImages } from '../src/core/acquisition.ts';
+import { explainRank, flipDisagreement, mcDropoutVariance, median, mirror, randomScore, rankBy, scoreImages } from '../src/core/active/acquisition.ts';
 import { SeededDropout } from '../src/core/model/dropout.ts';
-import { meanEntropy } from '../src/core/predict.ts';
+import { meanEntropy } from '../src/core/scoring/predict.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { tinyConfig } from './helpers/tf-node.ts';
 

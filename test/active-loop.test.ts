@@ -5,9 +5,9 @@
  */
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { randomScore } from '../src/core/acquisition.ts';
-import { simulateActiveLearning, type SimulationResult } from '../src/core/active-loop.ts';
-import { simulationTable } from '../src/core/simulation-summary.ts';
+import { randomScore } from '../src/core/active/acquisition.ts';
+import { simulateActiveLearning, type SimulationResult } from '../src/core/active/active-loop.ts';
+import { simulationTable } from '../src/core/active/simulation-summary.ts';
 import { paperCard, parseRunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { deriveSeed } from '../src/core/random.ts';

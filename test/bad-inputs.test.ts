@@ -14,7 +14,7 @@ import { loadSample } from '../src/core/dataset/loader.ts';
 import { LesionError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
 import type { RgbaPixels } from '../src/core/io.ts';
-import { itemFromSample, PixelCache } from '../src/core/samples.ts';
+import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
 import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { loadLayersModel, saveLayersModel } from '../src/node/model-files.ts';

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointStore, modelWeights, type LoopPosition } from '../src/core/checkpoint.ts';
+import { CheckpointStore, modelWeights, type LoopPosition } from '../src/core/training/checkpoint.ts';
 import { LesionError } from '../src/core/errors.ts';
 import { buildDeepLabV3, type ModelConfig } from '../src/core/model/deeplab.ts';
-import type { NamedTensor } from '../src/core/optim.ts';
+import type { NamedTensor } from '../src/core/training/optim.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
 
 const TINY: ModelConfig = {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { bceWithLogitsLoss, lossByName, softDiceLoss } from '../src/core/losses.ts';
+import { bceWithLogitsLoss, lossByName, softDiceLoss } from '../src/core/training/losses.ts';
 import { ConfigError } from '../src/core/errors.ts';
 import { Rng } from '../src/core/random.ts';
 

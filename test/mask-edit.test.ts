@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { BinaryMask } from '../src/core/io.ts';
-import { emptyMask, fillHoles, fillPolygon, lesionPixels, MaskHistory, strokePath, strokeSegment } from '../src/core/mask-edit.ts';
+import { emptyMask, fillHoles, fillPolygon, lesionPixels, MaskHistory, strokePath, strokeSegment } from '../src/core/active/mask-edit.ts';
 
 function parse(rows: string[]): BinaryMask {
   const width = rows[0].length;

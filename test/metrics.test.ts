@@ -9,7 +9,7 @@ import {
   lesionJaccard,
   macroIoU,
   thresholdJaccard,
-} from '../src/core/metrics.ts';
+} from '../src/core/scoring/metrics.ts';
 import { LesionError } from '../src/core/errors.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 

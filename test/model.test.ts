@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSample, type LoadedSample } from '../src/core/dataset/loader.ts';
 import { paperCard } from '../src/core/config.ts';
 import { ConfigError, LesionError } from '../src/core/errors.ts';
-import { softDiceLoss } from '../src/core/losses.ts';
+import { softDiceLoss } from '../src/core/training/losses.ts';
 import { buildDeepLabV3, copyWeights, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
 import {
   applyEncoderWeights,
@@ -17,7 +17,7 @@ import {
   weightsByLayerName,
   type NamedWeights,
 } from '../src/core/model/pretrained.ts';
-import { imagesToBatch, masksToBatch } from '../src/core/samples.ts';
+import { imagesToBatch, masksToBatch } from '../src/core/dataset/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';

@@ -31,7 +31,7 @@ import {
   type ImageAndMask,
   type NoiseConfig,
   type NoiseStep,
-} from '../src/core/noise.ts';
+} from '../src/core/noise/chain.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 
 const isic2018 = path.join(datasetsRoot, 'isic2018');

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Adam, createOptimizer, Sgd, type Optimizer, type Param } from '../src/core/optim.ts';
+import { Adam, createOptimizer, Sgd, type Optimizer, type Param } from '../src/core/training/optim.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 
 const W0 = [1, -2];

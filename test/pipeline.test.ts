@@ -7,13 +7,13 @@
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CheckpointStore } from '../src/core/checkpoint.ts';
+import { CheckpointStore } from '../src/core/training/checkpoint.ts';
 import { paperCard, parseRunCard, type RunCard } from '../src/core/config.ts';
 import { recogniseDatasets, type Sample } from '../src/core/dataset/layouts.ts';
 import { loadSample } from '../src/core/dataset/loader.ts';
 import type { PseudoLabelRecord, TrainerEvent } from '../src/core/events.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
-import { plannedStages } from '../src/core/display.ts';
+import { plannedStages } from '../src/core/run/display.ts';
 import {
   loadStageModel,
   RunControl,
@@ -22,10 +22,10 @@ import {
   type RunInputs,
   type RunResults,
   type RunState,
-} from '../src/core/pipeline.ts';
-import { predictLogits } from '../src/core/predict.ts';
-import { RunStore } from '../src/core/run-store.ts';
-import type { StoredMask } from '../src/core/samples.ts';
+} from '../src/core/run/pipeline.ts';
+import { predictLogits } from '../src/core/scoring/predict.ts';
+import { RunStore } from '../src/core/run/run-store.ts';
+import type { StoredMask } from '../src/core/dataset/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';

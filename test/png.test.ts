@@ -9,7 +9,7 @@ import { inflateSync } from 'node:zlib';
 import { Jimp } from 'jimp';
 import { describe, expect, it } from 'vitest';
 import type { BinaryMask } from '../src/core/io.ts';
-import { maskPng } from '../src/core/png.ts';
+import { maskPng } from '../src/core/image/png.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 
 async function decoded(png: Uint8Array): Promise<BinaryMask & { colourType: number }> {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { paperCard, quickCard } from '../src/core/config.ts';
-import { softDiceLoss } from '../src/core/losses.ts';
+import { softDiceLoss } from '../src/core/training/losses.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { setDropoutSeed } from '../src/core/model/dropout.ts';
 import { canRecompute, outgrowsWasmHeap, trainingForward } from '../src/core/model/recompute.ts';

@@ -10,7 +10,7 @@ import { quickCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { ConfigError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
-import { planSplit } from '../src/core/pipeline.ts';
+import { planSplit } from '../src/core/run/pipeline.ts';
 import { Rng } from '../src/core/random.ts';
 
 const samples = Array.from({ length: 100 }, (_, i) => ({ id: `ISIC_${String(i).padStart(7, '0')}`, image: `${i}.jpg` }));

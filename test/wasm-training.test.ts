@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { isResourceExhausted } from '../src/core/train.ts';
+import { isResourceExhausted } from '../src/core/training/train.ts';
 import type { EncoderName } from '../src/core/model/deeplab.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { convCases, convGradients } from './helpers/conv-cases.ts';

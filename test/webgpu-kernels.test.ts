@@ -1,5 +1,5 @@
 /**
- * The WebGPU kernels of src/core/backends/webgpu-training.ts against the cpu
+ * The WebGPU kernels of src/core/backends/webgpu/training.ts against the cpu
  * backend's arithmetic: batch norm forward (output and running statistics)
  * and backward, the optimisers' updates and the convolution gradients, on
  * shapes that leave partial workgroups; and the dispatch count of a whole training step of the paper
@@ -7,12 +7,12 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { DispatchCounter } from '../src/core/backends/webgpu-dispatches.ts';
-import { trainableParams } from '../src/core/checkpoint.ts';
+import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
+import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
-import { lossByName } from '../src/core/losses.ts';
+import { lossByName } from '../src/core/training/losses.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
-import { createOptimizer } from '../src/core/optim.ts';
+import { createOptimizer } from '../src/core/training/optim.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { activationGrads, batchNorm, type BatchNormResult, batchNormCases, optimiserRun } from './helpers/training-kernels.ts';
 import { convCases, convGradients } from './helpers/conv-cases.ts';

@@ -6,7 +6,7 @@
  */
 import { ConfigError } from './errors.ts';
 import type { ModelConfig } from './model/deeplab.ts';
-import { DISTORTION_KINDS, NOISE_STEPS, type NoiseConfig } from './noise.ts';
+import { DISTORTION_KINDS, NOISE_STEPS, type NoiseConfig } from './noise/chain.ts';
 
 export const RUN_CARD_VERSION = 1;
 

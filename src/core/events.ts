@@ -4,7 +4,7 @@
  * collect them. Plain data only (structured-clonable).
  */
 import type { FailureCode } from './errors.ts';
-import type { MetricReport } from './metrics.ts';
+import type { MetricReport } from './scoring/metrics.ts';
 
 export type StageName = 'teacher' | 'pseudo-teacher' | 'student' | 'pseudo-student' | 'student-star';
 

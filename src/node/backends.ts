@@ -1,6 +1,6 @@
 /**
  * Backends for the Node host. wasm gets the training kernels tfjs lacks
- * (src/core/backends/wasm-training.ts); WebGPU comes from Dawn (the `webgpu`
+ * (src/core/backends/wasm/training.ts); WebGPU comes from Dawn (the `webgpu`
  * npm package), which on a machine without a GPU runs on Mesa's lavapipe:
  * auto then takes wasm, which is faster, and webgpu still gets lavapipe.
  */
@@ -10,8 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { autoSkipsAdapter } from '../core/backends/adapter.ts';
-import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
-import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
+import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
+import { registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import { ConfigError } from '../core/errors.ts';
 import { activateThreadedWasm } from './wasm-threads.ts';
 

@@ -6,9 +6,9 @@
  * 4288x2848 original never exists as floats.
  */
 import { Jimp } from 'jimp';
-import { decodeBmp } from '../core/bmp.ts';
+import { decodeBmp } from '../core/image/bmp.ts';
 import { ConfigError, DecodeError } from '../core/errors.ts';
-import { type ImageFormat, inspectImage, MAX_MEGAPIXELS, withoutExif } from '../core/image-header.ts';
+import { type ImageFormat, inspectImage, MAX_MEGAPIXELS, withoutExif } from '../core/image/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder, ResizeFilter, RgbaPixels } from '../core/io.ts';
 
 export class JimpDecoder implements PixelDecoder {

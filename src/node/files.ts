@@ -8,7 +8,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'nod
 import { compareText, recogniseDatasets, type DatasetIndex, type Stray } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
-import type { ProductFile } from '../core/products.ts';
+import type { ProductFile } from '../core/run/products.ts';
 
 export class FsFileSource implements FileSource {
   private readonly roots = new Map<string, string>();
@@ -87,7 +87,7 @@ async function realPathOf(path: string): Promise<string> {
   }
 }
 
-/** A run's product files (src/core/products.ts) under `dir`, by their relative names. */
+/** A run's product files (src/core/run/products.ts) under `dir`, by their relative names. */
 export async function writeProducts(dir: string, files: ProductFile[]): Promise<void> {
   for (const file of files) {
     const target = join(dir, ...file.name.split('/'));

@@ -2,15 +2,15 @@
  * A model on disk, in the tfjs layers format that plain tfjs (and the
  * studio's browser side) loads: model.json and weights.bin, plus the
  * caller's metadata.json beside them. The files are the core's model
- * product (src/core/products.ts), the bytes the studio exports.
+ * product (src/core/run/products.ts), the bytes the studio exports.
  */
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { LesionError } from '../core/errors.ts';
-import type { ExportMetadata } from '../core/pipeline.ts';
-import { METADATA_FILE, MODEL_FILE, modelFiles } from '../core/products.ts';
+import type { ExportMetadata } from '../core/run/pipeline.ts';
+import { METADATA_FILE, MODEL_FILE, modelFiles } from '../core/run/products.ts';
 import type { CliIo } from './command.ts';
 import { writeProducts } from './files.ts';
 
@@ -21,7 +21,7 @@ export async function saveLayersModel(model: tf.LayersModel, dir: string, metada
 }
 
 /**
- * The metadata format loadStageModel (core/pipeline.ts) writes; metadata of a
+ * The metadata format loadStageModel (core/run/pipeline.ts) writes; metadata of a
  * later version comes from a newer studio and may mean something else.
  */
 const METADATA_FORMAT = /^lesion-studio-model\/(\d+)$/;

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { bindTfjsEntryPoints } from '../core/backends/wasm-training.ts';
+import { bindTfjsEntryPoints } from '../core/backends/wasm/training.ts';
 
 const require = createRequire(import.meta.url);
 

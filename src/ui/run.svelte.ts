@@ -5,7 +5,7 @@
  * change so the charts redraw once per animation frame at most.
  */
 import type { RunCard } from '../core/config.ts';
-import { plannedStages } from '../core/display.ts';
+import { plannedStages } from '../core/run/display.ts';
 import type { FailureCode } from '../core/errors.ts';
 import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import { STAGE_TITLES } from '../core/events.ts';

@@ -5,7 +5,7 @@
  * storing keeps this small and fast. No ZIP64: each entry and the whole
  * archive must stay under 4 GiB.
  */
-import { crc32 } from '../core/crc32.ts';
+import { crc32 } from '../core/image/crc32.ts';
 
 /** MS-DOS date and time fields of a Date. */
 function dosTime(date: Date): { time: number; date: number } {

@@ -4,14 +4,14 @@
  * main thread. Everything crossing here is structured-clonable; images come
  * back as transferred ImageBitmaps and files as transferred ArrayBuffers.
  */
-import type { AcquisitionScore, ImageScores } from '../core/acquisition.ts';
+import type { AcquisitionScore, ImageScores } from '../core/active/acquisition.ts';
 import type { BackendChoice, DataConfig, RunCard } from '../core/config.ts';
 import type { LayoutName, Split, SplitCounts, Stray } from '../core/dataset/layouts.ts';
 import type { StageName, TrainerEvent } from '../core/events.ts';
-import type { NoiseConfig, NoiseStep } from '../core/noise.ts';
-import type { ExpertLabel, ExpertLabelInfo } from '../core/labels.ts';
-import type { FineTuneResult, StageResult, TrainingStage } from '../core/pipeline.ts';
-export type { FineTuneResult } from '../core/pipeline.ts';
+import type { NoiseConfig, NoiseStep } from '../core/noise/chain.ts';
+import type { ExpertLabel, ExpertLabelInfo } from '../core/active/labels.ts';
+import type { FineTuneResult, StageResult, TrainingStage } from '../core/run/pipeline.ts';
+export type { FineTuneResult } from '../core/run/pipeline.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 

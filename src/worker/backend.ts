@@ -14,8 +14,8 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
-import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm-training.ts';
-import { registerWebGpuTrainingKernels } from '../core/backends/webgpu-training.ts';
+import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
+import { registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';

@@ -8,7 +8,7 @@ import { binariseMask } from '../core/dataset/loader.ts';
 import { inputsByRole, LAYOUT_TITLES, recogniseDatasets, rootOf, type DatasetIndex, type Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
-import { withExpertLabels } from '../core/labels.ts';
+import { withExpertLabels } from '../core/active/labels.ts';
 import type { DatasetOrigin, DatasetSummary, RootRole, Thumbnail, ThumbnailPage, ThumbnailRequest } from './api.ts';
 import { bitmapPixels, decodeBitmap } from './decode.ts';
 import { fitWithin, maskOverlay } from './imaging.ts';
@@ -50,7 +50,7 @@ export class OpenDataset {
 
   /**
    * The same folders with the user's expert labels: `source` serves their
-   * masks (core/labels.ts). Runs and split previews use this one.
+   * masks (core/active/labels.ts). Runs and split previews use this one.
    */
   withLabels(source: FileSource, images: ReadonlySet<string>): OpenDataset {
     const labeled = new OpenDataset(this.origin, source, this.index, this.files, Object.fromEntries(this.roles));

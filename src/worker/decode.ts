@@ -6,7 +6,7 @@
  * are the file's own, as the Node host's decoder gives them.
  */
 import { DecodeError } from '../core/errors.ts';
-import { type ImageFormat, inspectImage, withoutExif } from '../core/image-header.ts';
+import { type ImageFormat, inspectImage, withoutExif } from '../core/image/image-header.ts';
 import type { DecodeRequest, Decoded, PixelDecoder } from '../core/io.ts';
 
 const MIME_TYPES: Record<ImageFormat, string> = { JPEG: 'image/jpeg', PNG: 'image/png', BMP: 'image/bmp' };

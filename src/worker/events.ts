@@ -4,7 +4,7 @@
  * chartable part of them in storage so a resumed run shows its whole history.
  */
 import type { TrainerEvent } from '../core/events.ts';
-import type { RunStore } from '../core/run-store.ts';
+import type { RunStore } from '../core/run/run-store.ts';
 import type { EventBatchSink, StampedEvent } from './api.ts';
 
 const BATCH_MS = 100;

@@ -1,12 +1,12 @@
 /**
  * A run's exports for the page, which writes them to a folder or downloads:
- * the files come from the core's products (src/core/products.ts), the same
+ * the files come from the core's products (src/core/run/products.ts), the same
  * bytes the CLI writes, here only placed under the names the studio gives
  * them and moved into transferable buffers.
  */
-import { loadStageModel, type TrainingStage } from '../core/pipeline.ts';
-import { metricsFiles, modelFiles, pseudoLabelFiles, type ProductFile } from '../core/products.ts';
-import type { PseudoStage, RunStore } from '../core/run-store.ts';
+import { loadStageModel, type TrainingStage } from '../core/run/pipeline.ts';
+import { metricsFiles, modelFiles, pseudoLabelFiles, type ProductFile } from '../core/run/products.ts';
+import type { PseudoStage, RunStore } from '../core/run/run-store.ts';
 import type { ExportedFile } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
 

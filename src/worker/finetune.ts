@@ -9,21 +9,21 @@
  * and stage: the run's own records stay as the run left them.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { CheckpointStore } from '../core/checkpoint.ts';
+import { CheckpointStore } from '../core/training/checkpoint.ts';
 import type { RunCard } from '../core/config.ts';
-import { RunControl } from '../core/control.ts';
+import { RunControl } from '../core/training/control.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
-import { evaluate, summary } from '../core/evaluate.ts';
+import { evaluate, summary } from '../core/scoring/evaluate.ts';
 import type { MetricSummary } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { hasExpertLabel } from '../core/labels.ts';
+import { hasExpertLabel } from '../core/active/labels.ts';
 import { buildDeepLabV3, copyWeights } from '../core/model/deeplab.ts';
-import { RunStore, type RunState, type TrainingStage } from '../core/run-store.ts';
-import { itemFromSample, PixelCache, type TrainItem } from '../core/samples.ts';
-import { trainStage } from '../core/train.ts';
-import { exportBuild, exportMetadata, type FineTuneResult } from '../core/pipeline.ts';
-import { modelFiles } from '../core/products.ts';
+import { RunStore, type RunState, type TrainingStage } from '../core/run/run-store.ts';
+import { itemFromSample, PixelCache, type TrainItem } from '../core/dataset/samples.ts';
+import { trainStage } from '../core/training/train.ts';
+import { exportBuild, exportMetadata, type FineTuneResult } from '../core/run/pipeline.ts';
+import { modelFiles } from '../core/run/products.ts';
 import type { ExportedFile, TaskProgressSink } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
 import { BitmapDecoder } from './decode.ts';

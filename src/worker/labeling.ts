@@ -4,19 +4,19 @@
  * its own resolution with the model's mask or the saved label), saving expert
  * labels, and exporting them in the ISIC layout.
  */
-import { explainRank, median, rankBy, scoreImages, scoreOf, type ImageScores } from '../core/acquisition.ts';
+import { explainRank, median, rankBy, scoreImages, scoreOf, type ImageScores } from '../core/active/acquisition.ts';
 import type { RunCard } from '../core/config.ts';
 import { loadSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { BinaryMask, KeyValueStore, RgbImage } from '../core/io.ts';
-import { ExpertLabelSource, type ExpertLabel, type LabelStore } from '../core/labels.ts';
-import { binariseLogits } from '../core/metrics.ts';
+import { ExpertLabelSource, type ExpertLabel, type LabelStore } from '../core/active/labels.ts';
+import { binariseLogits } from '../core/scoring/metrics.ts';
 import { buildDeepLabV3, copyWeights } from '../core/model/deeplab.ts';
-import { predictLogits } from '../core/predict.ts';
-import { resizeMask } from '../core/resize.ts';
-import { expertLabelFiles, predictionMask } from '../core/products.ts';
-import { RunStore } from '../core/run-store.ts';
+import { predictLogits } from '../core/scoring/predict.ts';
+import { resizeMask } from '../core/image/resize.ts';
+import { expertLabelFiles, predictionMask } from '../core/run/products.ts';
+import { RunStore } from '../core/run/run-store.ts';
 import type { ExportedFile, LabelSave, LabelTask, QueueItem, QueueRequest, TaskProgressSink, TrainingStage } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
 import { BitmapDecoder, decodeBitmap } from './decode.ts';
@@ -160,7 +160,7 @@ export async function saveLabel(labels: LabelStore, dataset: OpenDataset, save: 
   await labels.save(label);
 }
 
-/** The core's expert-label files (core/products.ts) under `expert-labels/`. */
+/** The core's expert-label files (core/run/products.ts) under `expert-labels/`. */
 export async function exportExpertLabels(labels: LabelStore): Promise<ExportedFile[]> {
   const all = await labels.all();
   if (all.length === 0) throw new LesionError('storage', 'no expert label is saved in this browser yet');

@@ -11,8 +11,8 @@
 import { createStore, del, get, promisifyRequest, set, type UseStore } from 'idb-keyval';
 import { LesionError } from '../core/errors.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { describeKey, payloadBytes } from '../core/run-store.ts';
-import { formatBytes } from '../core/display.ts';
+import { describeKey, payloadBytes } from '../core/run/run-store.ts';
+import { formatBytes } from '../core/run/display.ts';
 
 export type StoreConcern = 'runs' | 'folders' | 'studio' | 'labels' | 'finetunes';
 

@@ -7,8 +7,8 @@ import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
-import { LabelStore } from '../core/labels.ts';
-import { RunStore } from '../core/run-store.ts';
+import { LabelStore } from '../core/active/labels.ts';
+import { RunStore } from '../core/run/run-store.ts';
 import {
   FAULT_TEST_MARK,
   type DatasetSummary,

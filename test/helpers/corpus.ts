@@ -15,7 +15,7 @@ import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { Jimp, ResizeStrategy } from 'jimp';
 import JPEG from 'jpeg-js';
-import { concatBytes } from '../../src/core/bytes.ts';
+import { concatBytes } from '../../src/core/image/bytes.ts';
 import { Rng } from '../../src/core/random.ts';
 import { bmpRows, encodeBmp, indexRows, quantise332, type Rgb } from './bmp.ts';
 

@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { expect } from 'vitest';
-import { softDiceLoss } from '../../src/core/losses.ts';
+import { softDiceLoss } from '../../src/core/training/losses.ts';
 import { buildDeepLabV3, type EncoderName, type ModelConfig } from '../../src/core/model/deeplab.ts';
 import { Rng } from '../../src/core/random.ts';
 

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OptimizerConfig } from '../../src/core/config.ts';
 import { BatchNorm } from '../../src/core/model/batchnorm.ts';
-import { createOptimizer } from '../../src/core/optim.ts';
+import { createOptimizer } from '../../src/core/training/optim.ts';
 import { Rng } from '../../src/core/random.ts';
 
 export const batchNormCases = [

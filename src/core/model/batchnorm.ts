@@ -6,8 +6,8 @@
  * export build uses that layer and plain tfjs loads the result.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmBatchNorm } from '../backends/wasm-fused.ts';
-import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu-training.ts';
+import { wasmBatchNorm } from '../backends/wasm/fused.ts';
+import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu/training.ts';
 import { RECOMPUTING } from './recompute.ts';
 
 /** Batch norm's training arithmetic as a backend's own kernels. */

@@ -17,7 +17,7 @@ export class SeededDropout extends tf.layers.Layer {
   static readonly className = 'SeededDropout';
   /** Set by the training loop before each step. */
   stepSeed = 0;
-  /** Drops units at inference too: Monte Carlo dropout's passes (core/acquisition.ts). */
+  /** Drops units at inference too: Monte Carlo dropout's passes (core/active/acquisition.ts). */
   atInference = false;
 
   constructor(private readonly args: SeededDropoutArgs) {

@@ -2,7 +2,7 @@
  * `lesion-studio eval (--model <dir> | --pred <dir>) --data <dir>... [--json]
  *  [--backend auto|cpu|wasm|webgpu] [--batch <n>]`
  *
- * Scores with every metric (src/core/metrics.ts), per set and overall, the
+ * Scores with every metric (src/core/scoring/metrics.ts), per set and overall, the
  * labeled images (image + mask pairs) found in the --data folders:
  * - --model: an exported model predicts at its input size and is scored
  *   there, against masks resized to it, as the paper and training do;
@@ -23,11 +23,11 @@ import { stat } from 'node:fs/promises';
 import type { DatasetIndex, Sample } from '../../core/dataset/layouts.ts';
 import { readMask, type ReadMask, type Size } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
-import { evaluate, type Evaluation } from '../../core/evaluate.ts';
+import { evaluate, type Evaluation } from '../../core/scoring/evaluate.ts';
 import type { FileSource, KeyValueStore } from '../../core/io.ts';
-import { MetricAccumulator, type MetricReport } from '../../core/metrics.ts';
-import { maskFileName } from '../../core/products.ts';
-import { itemFromSample, PixelCache } from '../../core/samples.ts';
+import { MetricAccumulator, type MetricReport } from '../../core/scoring/metrics.ts';
+import { maskFileName } from '../../core/run/products.ts';
+import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';

@@ -8,7 +8,7 @@
  * The model runs at its input size; its logits are resized bilinearly to the
  * original size and thresholded row by row, so no full-size float copy of a
  * photograph is ever made: the core's prediction product
- * (src/core/products.ts), which the studio's Predict view uses too. An image that cannot be
+ * (src/core/run/products.ts), which the studio's Predict view uses too. An image that cannot be
  * read is skipped with a warning naming it; the others go on.
  */
 import { mkdir, stat, writeFile } from 'node:fs/promises';
@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
-import { maskFileName, predictions, type PredictionInput } from '../../core/products.ts';
+import { maskFileName, predictions, type PredictionInput } from '../../core/run/products.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';

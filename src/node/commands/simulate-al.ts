@@ -3,7 +3,7 @@
  *  [--per-round 6] [--rounds 3] [--test 20] [--epochs 30] [--fine-tune-epochs 8]
  *  [--strategies entropy,flip,random] [--seeds 1,2] [--backend wasm] [--json out.json]`
  *
- * The simulated active-learning loop of src/core/active-loop.ts on labeled
+ * The simulated active-learning loop of src/core/active/active-loop.ts on labeled
  * folders: prints the card, the seeds and a table of lesion IoU on the test
  * split per round and strategy; --json writes every row (what the studio's
  * Results view plots when the file is opened there).
@@ -11,9 +11,9 @@
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/acquisition.ts';
-import { simulateActiveLearning, type SimulationResult } from '../../core/active-loop.ts';
-import { simulationTable, type SimulationRow } from '../../core/simulation-summary.ts';
+import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/active/acquisition.ts';
+import { simulateActiveLearning, type SimulationResult } from '../../core/active/active-loop.ts';
+import { simulationTable, type SimulationRow } from '../../core/active/simulation-summary.ts';
 import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';

@@ -18,15 +18,15 @@ import { constants as osConstants } from 'node:os';
 import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
-import { CancelledError, RunControl } from '../../core/control.ts';
+import { CancelledError, RunControl } from '../../core/training/control.ts';
 import { ConfigError, LesionError } from '../../core/errors.ts';
 import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
-import { plannedStages } from '../../core/display.ts';
+import { plannedStages } from '../../core/run/display.ts';
 import type { FileSource } from '../../core/io.ts';
-import { loadStageModel, runNoisyStudent } from '../../core/pipeline.ts';
-import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/products.ts';
-import { RunStore } from '../../core/run-store.ts';
+import { loadStageModel, runNoisyStudent } from '../../core/run/pipeline.ts';
+import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/run/products.ts';
+import { RunStore } from '../../core/run/run-store.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
@@ -232,7 +232,7 @@ async function readCard(configPath: string | undefined, preset: string | undefin
 }
 
 /**
- * The run's products (src/core/products.ts), the files the studio exports:
+ * The run's products (src/core/run/products.ts), the files the studio exports:
  * per stage its model and results, or its pseudo-labels at their images' own
  * size; and the run's metrics beside the stage folders.
  */

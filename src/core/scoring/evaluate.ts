@@ -5,7 +5,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { binariseLogits, MetricAccumulator, type MetricReport } from './metrics.ts';
 import { predictLogits } from './predict.ts';
-import type { PixelCache, Pixels, TrainItem } from './samples.ts';
+import type { PixelCache, Pixels, TrainItem } from '../dataset/samples.ts';
 
 export interface Evaluation {
   overall: MetricReport;

@@ -4,9 +4,9 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmSgdStep } from './backends/wasm-fused.ts';
-import { adamStep, sgdStep, useLever } from './backends/webgpu-training.ts';
-import type { OptimizerConfig } from './config.ts';
+import { wasmSgdStep } from '../backends/wasm/fused.ts';
+import { adamStep, sgdStep, useLever } from '../backends/webgpu/training.ts';
+import type { OptimizerConfig } from '../config.ts';
 
 export interface NamedTensor {
   name: string;

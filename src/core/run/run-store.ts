@@ -17,12 +17,12 @@
  * prefix whatever list refers to them; they still start with the run's id,
  * which is what delete() and bytes() rely on.
  */
-import { CheckpointStore } from './checkpoint.ts';
-import type { RunCard } from './config.ts';
-import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName } from './events.ts';
-import type { BinaryMask, KeyValueStore } from './io.ts';
-import type { ImageScore } from './metrics.ts';
-import type { StoredMask } from './samples.ts';
+import { CheckpointStore } from '../training/checkpoint.ts';
+import type { RunCard } from '../config.ts';
+import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName } from '../events.ts';
+import type { BinaryMask, KeyValueStore } from '../io.ts';
+import type { ImageScore } from '../scoring/metrics.ts';
+import type { StoredMask } from '../dataset/samples.ts';
 
 export type TrainingStage = 'teacher' | 'student' | 'student-star';
 export type PseudoStage = 'pseudo-teacher' | 'pseudo-student';

@@ -11,19 +11,19 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
 import { trainableParams, weightsAreFinite } from './checkpoint.ts';
-import { batchTooLarge, type RunCard } from './config.ts';
+import { batchTooLarge, type RunCard } from '../config.ts';
 import { CancelledError, type RunControl } from './control.ts';
-import { LesionError } from './errors.ts';
-import { evaluate, summary } from './evaluate.ts';
-import type { EventSink, MetricSummary, StageName } from './events.ts';
-import type { BinaryMask, RgbImage } from './io.ts';
+import { LesionError } from '../errors.ts';
+import { evaluate, summary } from '../scoring/evaluate.ts';
+import type { EventSink, MetricSummary, StageName } from '../events.ts';
+import type { BinaryMask, RgbImage } from '../io.ts';
 import { lossByName } from './losses.ts';
-import { setDropoutSeed } from './model/dropout.ts';
-import { canRecompute, outgrowsWasmHeap, trainingForward } from './model/recompute.ts';
-import { applyNoise } from './noise.ts';
+import { setDropoutSeed } from '../model/dropout.ts';
+import { canRecompute, outgrowsWasmHeap, trainingForward } from '../model/recompute.ts';
+import { applyNoise } from '../noise/chain.ts';
 import { createOptimizer } from './optim.ts';
-import { deriveSeed, Rng } from './random.ts';
-import { imagesToBatch, masksToBatch, type PixelCache, type TrainItem } from './samples.ts';
+import { deriveSeed, Rng } from '../random.ts';
+import { imagesToBatch, masksToBatch, type PixelCache, type TrainItem } from '../dataset/samples.ts';
 
 export interface StageSpec {
   stage: StageName;

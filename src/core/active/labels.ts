@@ -9,9 +9,9 @@
  * 8-bit BMP (black/white palette), so the pipeline reads, resizes and
  * binarises it exactly like a mask file from a folder, on either host.
  */
-import type { Sample } from './dataset/layouts.ts';
-import { LesionError } from './errors.ts';
-import type { BinaryMask, FileSource, KeyValueStore } from './io.ts';
+import type { Sample } from '../dataset/layouts.ts';
+import { LesionError } from '../errors.ts';
+import type { BinaryMask, FileSource, KeyValueStore } from '../io.ts';
 
 export interface ExpertLabel {
   /** The image's path, as the open data set lists it: the label's identity. */

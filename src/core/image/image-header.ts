@@ -6,7 +6,7 @@
  * and so that both hand their decoder the same bytes.
  */
 import { readBmpHeader } from './bmp.ts';
-import { DecodeError } from './errors.ts';
+import { DecodeError } from '../errors.ts';
 
 export type ImageFormat = 'JPEG' | 'PNG' | 'BMP';
 

@@ -14,7 +14,7 @@
  */
 import { concatBytes } from './bytes.ts';
 import { crc32 } from './crc32.ts';
-import type { BinaryMask } from './io.ts';
+import type { BinaryMask } from '../io.ts';
 
 /** Appends bits least significant first, as deflate packs them. */
 class BitWriter {

@@ -8,14 +8,14 @@
  * hash and size, so a rerun or a resumed run reuses them instead of predicting again.
  */
 import type * as tf from '@tensorflow/tfjs';
-import type { RunCard } from './config.ts';
-import type { RunControl } from './control.ts';
-import type { Sample } from './dataset/layouts.ts';
-import type { EventSink, PseudoLabelRecord, StageName } from './events.ts';
-import type { FileSource, RgbImage } from './io.ts';
-import { meanEntropy, predictLogits } from './predict.ts';
+import type { RunCard } from '../config.ts';
+import type { RunControl } from '../training/control.ts';
+import type { Sample } from '../dataset/layouts.ts';
+import type { EventSink, PseudoLabelRecord, StageName } from '../events.ts';
+import type { FileSource, RgbImage } from '../io.ts';
+import { meanEntropy, predictLogits } from '../scoring/predict.ts';
 import type { MaskStats, RunStore, TrainingStage } from './run-store.ts';
-import type { PixelCache } from './samples.ts';
+import type { PixelCache } from '../dataset/samples.ts';
 
 export async function contentHash(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);

@@ -15,11 +15,11 @@
  * Higher is "label this first" for every score.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { LesionError } from './errors.ts';
-import type { RgbImage } from './io.ts';
-import { setDropoutAtInference, setDropoutSeed } from './model/dropout.ts';
-import { meanEntropy, predictLogits, sigmoid } from './predict.ts';
-import { deriveSeed, Rng } from './random.ts';
+import { LesionError } from '../errors.ts';
+import type { RgbImage } from '../io.ts';
+import { setDropoutAtInference, setDropoutSeed } from '../model/dropout.ts';
+import { meanEntropy, predictLogits, sigmoid } from '../scoring/predict.ts';
+import { deriveSeed, Rng } from '../random.ts';
 
 export type AcquisitionScore = 'entropy' | 'flip' | 'mc-dropout' | 'random';
 

@@ -7,7 +7,7 @@
  * pixel by its centre, so a brush of radius r at any zoom paints the pixels a
  * person sees under the disc, and the tests can state expected masks exactly.
  */
-import type { BinaryMask } from './io.ts';
+import type { BinaryMask } from '../io.ts';
 
 export interface Point {
   x: number;

@@ -14,8 +14,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { type Attrs, type KernelSpec, registerKernelFor } from './kernel-util.ts';
-import { type EmscriptenHeap, heapMemory, type SimdKernels, simdKernels } from './wasm-simd.ts';
+import { type Attrs, type KernelSpec, registerKernelFor } from '../kernel-util.ts';
+import { type EmscriptenHeap, heapMemory, type SimdKernels, simdKernels } from './simd.ts';
 
 /** A Float32Array over a tensor's bytes on the heap; take views only after the last allocation (the heap may grow and move). */
 export function heap(backend: BackendWasm, info: tf.TensorInfo): Float32Array {

@@ -10,7 +10,7 @@
  * - lesion IoU (Jaccard) and Dice, pooled over the set;
  * - ISIC 2018 thresholded Jaccard: per-image lesion Jaccard, zeroed below 0.65.
  */
-import { LesionError } from './errors.ts';
+import { LesionError } from '../errors.ts';
 
 /** 2x2 confusion counts, lesion = positive class. */
 export interface Confusion {

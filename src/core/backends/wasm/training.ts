@@ -14,9 +14,9 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
-import { heap, onHeap, registerWasmFusedKernels, wasmActivationGrad } from './wasm-fused.ts';
-import { type EmscriptenHeap, heapMemory, simdKernels } from './wasm-simd.ts';
+import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
+import { heap, onHeap, registerWasmFusedKernels, wasmActivationGrad } from './fused.ts';
+import { type EmscriptenHeap, heapMemory, simdKernels } from './simd.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 

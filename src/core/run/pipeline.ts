@@ -5,23 +5,23 @@
  * store; a run stopped anywhere resumes at its last saved step.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { CheckpointStore } from './checkpoint.ts';
-import type { RunCard } from './config.ts';
-import { RunControl } from './control.ts';
-import type { Sample } from './dataset/layouts.ts';
-import { labeledUnlabeledRatio, paperSplit, splitSamples } from './dataset/splits.ts';
+import type { CheckpointStore } from '../training/checkpoint.ts';
+import type { RunCard } from '../config.ts';
+import { RunControl } from '../training/control.ts';
+import type { Sample } from '../dataset/layouts.ts';
+import { labeledUnlabeledRatio, paperSplit, splitSamples } from '../dataset/splits.ts';
 import { plannedStages } from './display.ts';
-import { failureCode, LesionError } from './errors.ts';
-import { evaluate, summary } from './evaluate.ts';
-import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from './events.ts';
-import type { FileSource, KeyValueStore, PixelDecoder } from './io.ts';
-import { buildDeepLabV3 } from './model/deeplab.ts';
-import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from './model/pretrained.ts';
+import { failureCode, LesionError } from '../errors.ts';
+import { evaluate, summary } from '../scoring/evaluate.ts';
+import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
+import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
+import { buildDeepLabV3 } from '../model/deeplab.ts';
+import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from '../model/pretrained.ts';
 import { generatePseudoLabels } from './pseudo.ts';
-import { deriveSeed } from './random.ts';
+import { deriveSeed } from '../random.ts';
 import { RunStore, type PseudoStage, type RunState, type StageResult, type TrainingStage } from './run-store.ts';
-import { itemFromSample, PixelCache, type TrainItem } from './samples.ts';
-import { trainStage } from './train.ts';
+import { itemFromSample, PixelCache, type TrainItem } from '../dataset/samples.ts';
+import { trainStage } from '../training/train.ts';
 
 export { RunControl };
 

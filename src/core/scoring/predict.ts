@@ -3,8 +3,8 @@
  * pool reuses only exact sizes), read back asynchronously once per batch.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { RgbImage } from './io.ts';
-import { imagesToBatch } from './samples.ts';
+import type { RgbImage } from '../io.ts';
+import { imagesToBatch } from '../dataset/samples.ts';
 
 export interface PredictOptions {
   batchSize: number;

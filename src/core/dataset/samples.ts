@@ -6,11 +6,11 @@
  * budget (a 256 px RGB image is 192 KiB), so epochs after the first decode
  * nothing; a file that cannot be read is reported once, named, and skipped.
  */
-import type { Sample } from './dataset/layouts.ts';
-import { loadSample, type SampleWarning, type Size } from './dataset/loader.ts';
-import { LesionError } from './errors.ts';
-import type { EventSink } from './events.ts';
-import type { BinaryMask, FileSource, KeyValueStore, PixelDecoder, RgbImage } from './io.ts';
+import type { Sample } from './layouts.ts';
+import { loadSample, type SampleWarning, type Size } from './loader.ts';
+import { LesionError } from '../errors.ts';
+import type { EventSink } from '../events.ts';
+import type { BinaryMask, FileSource, KeyValueStore, PixelDecoder, RgbImage } from '../io.ts';
 
 export interface TrainItem {
   id: string;

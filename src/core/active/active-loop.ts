@@ -13,20 +13,20 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import { randomScore, rankBy, scoreImages, scoreOf, type AcquisitionScore } from './acquisition.ts';
-import { CheckpointStore } from './checkpoint.ts';
-import type { RunCard } from './config.ts';
-import { RunControl } from './control.ts';
-import type { Sample } from './dataset/layouts.ts';
-import { LesionError } from './errors.ts';
-import { evaluate, summary } from './evaluate.ts';
-import type { EventSink } from './events.ts';
-import type { FileSource, KeyValueStore, PixelDecoder, RgbImage } from './io.ts';
-import { buildDeepLabV3 } from './model/deeplab.ts';
-import { applyEncoderWeights, loadMobileNetV2ImageNet } from './model/pretrained.ts';
-import { deriveSeed, Rng } from './random.ts';
-import { itemFromSample, PixelCache } from './samples.ts';
+import { CheckpointStore } from '../training/checkpoint.ts';
+import type { RunCard } from '../config.ts';
+import { RunControl } from '../training/control.ts';
+import type { Sample } from '../dataset/layouts.ts';
+import { LesionError } from '../errors.ts';
+import { evaluate, summary } from '../scoring/evaluate.ts';
+import type { EventSink } from '../events.ts';
+import type { FileSource, KeyValueStore, PixelDecoder, RgbImage } from '../io.ts';
+import { buildDeepLabV3 } from '../model/deeplab.ts';
+import { applyEncoderWeights, loadMobileNetV2ImageNet } from '../model/pretrained.ts';
+import { deriveSeed, Rng } from '../random.ts';
+import { itemFromSample, PixelCache } from '../dataset/samples.ts';
 import type { SimulationRow } from './simulation-summary.ts';
-import { trainStage } from './train.ts';
+import { trainStage } from '../training/train.ts';
 
 export type { SimulationRow };
 

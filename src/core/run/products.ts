@@ -7,14 +7,14 @@
  * Neither computes them, so both write the same bytes.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { MetricSummary } from './events.ts';
-import type { ExpertLabel } from './labels.ts';
-import { inspectImage } from './image-header.ts';
-import type { BinaryMask, FileSource, RgbImage } from './io.ts';
-import { binariseLogits } from './metrics.ts';
-import { maskPng } from './png.ts';
-import { predictLogits } from './predict.ts';
-import { resizeAndThreshold, resizeMask } from './resize.ts';
+import type { MetricSummary } from '../events.ts';
+import type { ExpertLabel } from '../active/labels.ts';
+import { inspectImage } from '../image/image-header.ts';
+import type { BinaryMask, FileSource, RgbImage } from '../io.ts';
+import { binariseLogits } from '../scoring/metrics.ts';
+import { maskPng } from '../image/png.ts';
+import { predictLogits } from '../scoring/predict.ts';
+import { resizeAndThreshold, resizeMask } from '../image/resize.ts';
 import type { PseudoStage, RunStore } from './run-store.ts';
 
 export interface ProductFile {

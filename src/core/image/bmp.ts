@@ -9,8 +9,8 @@
  * The header is read on its own too: both hosts check it before decoding,
  * so a variant no host decodes gets the same message in both.
  */
-import { DecodeError } from './errors.ts';
-import type { RgbaPixels } from './io.ts';
+import { DecodeError } from '../errors.ts';
+import type { RgbaPixels } from '../io.ts';
 
 type Compression = 'none' | 'rle8' | 'rle4' | 'bitfields';
 

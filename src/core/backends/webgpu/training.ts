@@ -21,7 +21,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
-import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor, replaceGradient } from './kernel-util.ts';
+import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
 /** The label names our programs in dispatch counts (tfjs's are named by class). */

@@ -3,8 +3,8 @@
  * a card plans and how sizes are worded. Free of TensorFlow.js, so the page
  * (which never loads tfjs) and the worker share one definition.
  */
-import type { RunCard } from './config.ts';
-import type { StageName } from './events.ts';
+import type { RunCard } from '../config.ts';
+import type { StageName } from '../events.ts';
 
 /** The stages a card asks for, in order. */
 export function plannedStages(card: Pick<RunCard, 'student'>): StageName[] {

@@ -8,18 +8,18 @@
  * the resolution handed in, as albumentations' do; the official code ran
  * them on the full-size photographs, before its final resize.
  */
-import { ConfigError } from './errors.ts';
-import type { BinaryMask, RgbImage } from './io.ts';
-import type { Rng } from './random.ts';
-import { gaussianBlur, medianBlur, motionBlur } from './noise/blur.ts';
-import { clahe } from './noise/clahe.ts';
-import { coarseDropout, elasticTransform, gridDistortion, opticalDistortion, type Hole } from './noise/distortions.ts';
-import { flipHorizontal, flipVertical, resize, shiftScaleRotate, transpose } from './noise/geometric.ts';
-import { brightnessContrast, gaussianNoise, hueSaturationValue } from './noise/photometric.ts';
-import type { ImageAndMask } from './noise/sampling.ts';
+import { ConfigError } from '../errors.ts';
+import type { BinaryMask, RgbImage } from '../io.ts';
+import type { Rng } from '../random.ts';
+import { gaussianBlur, medianBlur, motionBlur } from './blur.ts';
+import { clahe } from './clahe.ts';
+import { coarseDropout, elasticTransform, gridDistortion, opticalDistortion, type Hole } from './distortions.ts';
+import { flipHorizontal, flipVertical, resize, shiftScaleRotate, transpose } from './geometric.ts';
+import { brightnessContrast, gaussianNoise, hueSaturationValue } from './photometric.ts';
+import type { ImageAndMask } from './sampling.ts';
 
-export { gaussianBlur, medianBlur, motionBlur, type MotionBlurParams } from './noise/blur.ts';
-export { clahe, claheChannel } from './noise/clahe.ts';
+export { gaussianBlur, medianBlur, motionBlur, type MotionBlurParams } from './blur.ts';
+export { clahe, claheChannel } from './clahe.ts';
 export {
   coarseDropout,
   elasticTransform,
@@ -29,7 +29,7 @@ export {
   type GridDistortionParams,
   type Hole,
   type OpticalDistortionParams,
-} from './noise/distortions.ts';
+} from './distortions.ts';
 export {
   flipHorizontal,
   flipVertical,
@@ -38,9 +38,9 @@ export {
   shiftScaleRotateMatrix,
   transpose,
   type ShiftScaleRotateParams,
-} from './noise/geometric.ts';
-export { brightnessContrast, gaussianNoise, hueSaturationValue } from './noise/photometric.ts';
-export type { ImageAndMask } from './noise/sampling.ts';
+} from './geometric.ts';
+export { brightnessContrast, gaussianNoise, hueSaturationValue } from './photometric.ts';
+export type { ImageAndMask } from './sampling.ts';
 
 export type DistortionKind = 'optical' | 'grid' | 'elastic' | 'coarse-dropout';
 

@@ -7,7 +7,7 @@
  * Sampling follows tf.image.resizeBilinear with halfPixelCenters (PyTorch's
  * align_corners=False): pixel centres at half-integers, edges clamped.
  */
-import type { BinaryMask } from './io.ts';
+import type { BinaryMask } from '../io.ts';
 
 export interface FloatMap {
   width: number;

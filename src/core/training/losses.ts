@@ -4,7 +4,7 @@
  * targets [B,H,W,1] float32 in {0,1}. Each returns a differentiable scalar.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError } from './errors.ts';
+import { ConfigError } from '../errors.ts';
 
 export type LossName = 'dice' | 'bce';
 export type LossFn = (logits: tf.Tensor, targets: tf.Tensor) => tf.Scalar;

@@ -8,10 +8,10 @@
  * A torn or corrupted buffer fails its checksum on load and is reported.
  */
 import * as tf from '@tensorflow/tfjs';
-import { concatBytes } from './bytes.ts';
-import { LesionError } from './errors.ts';
-import type { MetricSummary } from './events.ts';
-import type { KeyValueStore } from './io.ts';
+import { concatBytes } from '../image/bytes.ts';
+import { LesionError } from '../errors.ts';
+import type { MetricSummary } from '../events.ts';
+import type { KeyValueStore } from '../io.ts';
 import type { NamedTensor, Param } from './optim.ts';
 
 export interface TensorSpec {
