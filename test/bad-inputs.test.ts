@@ -31,17 +31,10 @@ const source = new FsFileSource([dir]);
 /** The path a FileSource (and so every message) gives a corpus file. */
 const named = (relative: string) => `${root}/${relative}`;
 
-let started = performance.now();
 const corpus = await writeBadInputCorpus(datasetsRoot, dir);
-const writeMs = performance.now() - started;
-started = performance.now();
 const listed = await source.list();
-const listMs = performance.now() - started;
-started = performance.now();
 const index = recogniseDatasets(listed);
-const indexMs = performance.now() - started;
 await mutateAfterIndexing(datasetsRoot, dir);
-console.info(`bad-input corpus: ${listed.length} files written in ${writeMs.toFixed(0)} ms, listed in ${listMs.toFixed(0)} ms, indexed in ${indexMs.toFixed(0)} ms`);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -91,10 +84,6 @@ describe('the layouts on the corpus', () => {
       expect(used.has(named(file))).toBe(false);
     }
     expect(corpus.ignored.length + corpus.strays.length).toBeGreaterThan(10_000);
-  });
-
-  it('stay fast with 10,000 unrelated files among the images', () => {
-    expect(indexMs).toBeLessThan(1000);
   });
 });
 
@@ -159,9 +148,7 @@ describe('a 30-megapixel JPEG', () => {
     const events: TrainerEvent[] = [];
     const cache = new PixelCache(source, decoder, new MemoryStore(), SIZE, (e) => events.push(e));
     const sample = index.sets.flatMap((set) => set.unlabeled)[0];
-    const start = performance.now();
     const result = await cache.image(sample);
-    console.info(`${LARGE_WIDTH}x${LARGE_HEIGHT} JPEG decoded and resized to ${SIZE.width}x${SIZE.height} in ${(performance.now() - start).toFixed(0)} ms`);
     expect(events).toEqual([]);
     expect([result!.sourceWidth, result!.sourceHeight]).toEqual([LARGE_WIDTH, LARGE_HEIGHT]);
     expect([result!.image.width, result!.image.height]).toEqual([SIZE.width, SIZE.height]);

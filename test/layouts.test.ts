@@ -305,7 +305,8 @@ describe('ids that differ only in case', () => {
 });
 
 describe('scale', () => {
-  it('indexes 30,000 paths in well under a second, whatever their order', () => {
+  // How long indexing takes is measured by bench/scale.ts, not asserted here: a busy CI machine is no stopwatch.
+  it('indexes 30,000 paths the same whatever their order', () => {
     const paths: string[] = [];
     for (let i = 0; i < 10_000; i++) {
       const id = `ISIC_${String(i).padStart(7, '0')}`;
@@ -313,10 +314,7 @@ describe('scale', () => {
       paths.push(`isic/ISIC2018_Task1_Training_GroundTruth/${id}_segmentation.png`);
       paths.push(`isic2019/ISIC2019_Training_Input/ISIC_${String(i + 50_000).padStart(7, '0')}.jpg`);
     }
-    const start = performance.now();
     const index = recogniseDatasets(paths);
-    const elapsed = performance.now() - start;
-    expect(elapsed).toBeLessThan(1000);
     expect(index.sets.map((set) => [set.name, set.labeled.length, set.unlabeled.length])).toEqual([
       ['ISIC2019_Training_Input', 0, 10_000],
       ['isic2018', 10_000, 0],

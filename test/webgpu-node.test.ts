@@ -13,6 +13,11 @@ const unavailable = await initNodeBackend('webgpu').then(
   (error: unknown) => (error instanceof Error ? error.message : String(error)),
 );
 
+// A skip must not pass unseen on a developer's machine (CI fails outright below).
+if (unavailable !== undefined) {
+  console.warn(`\n!!! WebGPU in Node is unavailable, so its training-step tests are SKIPPED: ${unavailable}\n!!! Run .ci/install-system-deps.sh (Mesa's lavapipe) to run them.\n`);
+}
+
 describe('WebGPU in Node', () => {
   it.runIf(unavailable !== undefined && process.env.CI)('is available in CI', () => {
     throw new Error(`no WebGPU adapter in CI: ${unavailable}`);
