@@ -4,7 +4,16 @@
  * it, and the Configure view checks it before a run starts.
  */
 import type { SplitPreview, SplitPreviewRequest } from '../worker/api.ts';
-import type { Studio } from './studio.svelte.ts';
+import type { Trainer } from './client.ts';
+import type { CardState } from './card.svelte.ts';
+
+/** What the plan reads of the studio; named here so that this module does not import the studio that holds it. */
+export interface SplitPlanHost {
+  readonly card: CardState;
+  readonly trainer: Pick<Trainer, 'previewSplit'>;
+  /** Bumped whenever the open data set changes. */
+  readonly datasetVersion: number;
+}
 
 export class SplitPlan {
   /** k for the cross-validation preview; below 2, none. */
@@ -28,7 +37,7 @@ export class SplitPlan {
   });
   private readonly key = $derived.by(() => JSON.stringify([this.request, this.studio.datasetVersion]));
 
-  constructor(private readonly studio: Studio) {
+  constructor(private readonly studio: SplitPlanHost) {
     $effect.root(() => {
       $effect(() => {
         const [request, key] = [this.request, this.key];
