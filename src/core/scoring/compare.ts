@@ -239,7 +239,7 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
   const permutations = options.permutations ?? DEFAULT_PERMUTATIONS;
   const aligned = align(arms);
   const n = aligned[0][0].length;
-  if (n === 0) throw new LesionError('dataset', 'no scored images to compare');
+  if (n === 0) throw new LesionError('dataset', 'no image was scored (none could be read): nothing to compare');
 
   const perRun = aligned.map((runs) => runs.map((images) => metricsOf(images)));
   const values = perRun.map(meanValues);

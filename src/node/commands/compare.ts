@@ -17,7 +17,6 @@
  * without masks, are refused (exit 2).
  */
 import { stat } from 'node:fs/promises';
-import { LesionError } from '../../core/errors.ts';
 import { evaluate } from '../../core/scoring/evaluate.ts';
 import { METRIC_KEYS, METRIC_TITLES, type Interval } from '../../core/scoring/bootstrap.ts';
 import { compareArms, type CompareArm, type Comparison } from '../../core/scoring/compare.ts';
@@ -115,7 +114,6 @@ const compare: Command = {
       compared.push({ name: arm.name, runs });
     }
     const comparison = compareArms(compared, { resamples });
-    if (comparison.images === 0) throw new LesionError('dataset', `none of the ${labeled.length} labeled images could be read`);
     const scoredAt = `model input ${inputSize}x${inputSize}`;
     io.out(values.json ? JSON.stringify({ scoredAt, ...comparison }, null, 2) : comparisonText(comparison, scoredAt));
     return 0;
