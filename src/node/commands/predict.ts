@@ -11,7 +11,7 @@
  * (src/core/run/products.ts), which the studio's Predict view uses too. An image that cannot be
  * read is skipped with a warning naming it; the others go on.
  */
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
@@ -32,6 +32,7 @@ const predict: Command = {
     backend: { type: 'string' },
     batch: { type: 'string' },
   },
+  paths: { model: 'folder', images: 'folder', out: 'out-folder' },
   async run({ values }, io) {
     const modelDir = values.model as string | undefined;
     const imageDirs = (values.images as string[] | undefined) ?? [];
@@ -40,12 +41,6 @@ const predict: Command = {
     if (!modelDir || imageDirs.length === 0 || !out || !Number.isInteger(batchSize) || batchSize < 1) {
       io.err(`usage: lesion-studio predict ${predict.usage}`);
       return EXIT_USAGE;
-    }
-    for (const dir of imageDirs) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio predict: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
     }
     const inside = await outInsideData(out, [{ flag: 'images', dirs: imageDirs }]);
     if (inside) {

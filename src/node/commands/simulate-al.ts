@@ -8,7 +8,7 @@
  * split per round and strategy; --json writes every row (what the studio's
  * Results view plots when the file is opened there).
  */
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/active/acquisition.ts';
@@ -90,17 +90,12 @@ const simulate: Command = {
     backend: { type: 'string' },
     json: { type: 'string' },
   },
+  paths: { data: 'folder', json: 'out-file' },
   async run({ values }, io) {
     const dirs = (values.data as string[] | undefined) ?? [];
     if (dirs.length === 0) {
       io.err(`usage: lesion-studio simulate-al ${simulate.usage}`);
       return EXIT_USAGE;
-    }
-    for (const dir of dirs) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio simulate-al: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
     }
     let parsed: ReturnType<typeof settings>;
     try {

@@ -15,7 +15,7 @@
  * Ctrl-C saves a checkpoint and exits 130.
  */
 import { constants as osConstants } from 'node:os';
-import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
 import { CancelledError, RunControl } from '../../core/training/control.ts';
@@ -49,6 +49,7 @@ const train: Command = {
     replace: { type: 'boolean' },
     'run-id': { type: 'string' },
   },
+  paths: { config: 'file', labeled: 'folder', unlabeled: 'folder', out: 'out-folder' },
   async run({ values }, io) {
     const labeledDirs = list(values.labeled);
     const unlabeledDirs = list(values.unlabeled);
@@ -61,12 +62,6 @@ const train: Command = {
     if (resume && values.replace) {
       io.err(`lesion-studio train: --resume continues the run in --out and --replace deletes it; give one\nusage: lesion-studio train ${train.usage}`);
       return EXIT_USAGE;
-    }
-    for (const dir of [...labeledDirs, ...unlabeledDirs]) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio train: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
     }
     const inside = await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }]);
     if (inside) {
@@ -228,7 +223,13 @@ async function readCard(configPath: string | undefined, preset: string | undefin
   } catch (error) {
     throw new ConfigError(configPath!, `not valid JSON (${(error as Error).message})`);
   }
-  return parseRunCard(json);
+  try {
+    return parseRunCard(json);
+  } catch (error) {
+    // The field alone does not say which file holds it.
+    if (error instanceof ConfigError) throw new LesionError('config', error.message, configPath);
+    throw error;
+  }
 }
 
 /**
