@@ -62,16 +62,17 @@ export class FsFileSource implements FileSource {
 }
 
 /**
- * The usage error for an --out at or below one of the data folders: what is
- * written there would be listed as data (strays, or worse, images) next time.
+ * The usage error for an --out (or another flag naming what a command
+ * writes) at or below one of the folders the command reads: what is written
+ * there would be listed as data (strays, or worse, images) next time.
  */
-export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[]): Promise<string | undefined> {
+export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[], outFlag = '--out'): Promise<string | undefined> {
   const realOut = await realPathOf(out);
   for (const { flag, dirs } of data) {
     for (const dir of dirs) {
       const below = relative(await realPathOf(dir), realOut);
       if (below === '' || !(below === '..' || below.startsWith(`..${sep}`) || isAbsolute(below))) {
-        return `--out ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an --out outside the data folders`;
+        return `${outFlag} ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an ${outFlag} outside the data folders`;
       }
     }
   }
@@ -84,6 +85,7 @@ export async function outInsideData(out: string, data: { flag: string; dirs: str
  */
 export async function pathProblem(path: string, role: PathRole): Promise<string | undefined> {
   const info = await stat(path).catch((error: NodeJS.ErrnoException) => error);
+  if (info instanceof Error && info.code === 'ENOTDIR') return `${await fileAbove(path)} is a file, not a folder`;
   if (info instanceof Error && info.code !== 'ENOENT') return describeFsError(info);
   const exists = !(info instanceof Error);
   const isFolder = exists && info.isDirectory();
@@ -103,6 +105,13 @@ export async function pathProblem(path: string, role: PathRole): Promise<string 
     () => undefined,
     () => `cannot write in ${holder} (permission denied)`,
   );
+}
+
+/** The file that stands where `path` needs a folder above it (stat said ENOTDIR). */
+async function fileAbove(path: string): Promise<string> {
+  let above = dirname(resolve(path));
+  while (!(await stat(above).catch(() => undefined))?.isFile() && dirname(above) !== above) above = dirname(above);
+  return above;
 }
 
 /** Through symbolic links, for a path that may not exist yet (an --out about to be made). */

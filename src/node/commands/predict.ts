@@ -22,13 +22,15 @@ import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
+import { outHoldsData, overwriteRefusal, WrittenFiles } from '../outputs.ts';
 
 const predict: Command = {
-  usage: '--model <dir> --images <dir>... --out <dir> [--backend auto|cpu|wasm|webgpu] [--batch <n>]',
+  usage: '--model <dir> --images <dir>... --out <dir> [--overwrite] [--backend auto|cpu|wasm|webgpu] [--batch <n>]',
   options: {
     model: { type: 'string' },
     images: { type: 'string', multiple: true },
     out: { type: 'string' },
+    overwrite: { type: 'boolean' },
     backend: { type: 'string' },
     batch: { type: 'string' },
   },
@@ -42,9 +44,10 @@ const predict: Command = {
       io.err(`usage: lesion-studio predict ${predict.usage}`);
       return EXIT_USAGE;
     }
-    const inside = await outInsideData(out, [{ flag: 'images', dirs: imageDirs }]);
-    if (inside) {
-      io.err(`lesion-studio predict: ${inside}`);
+    const written = await WrittenFiles.open(out, 'lesion-studio predict');
+    const misplaced = (await outInsideData(out, [{ flag: 'images', dirs: imageDirs }, { flag: 'model', dirs: [modelDir] }])) ?? (await outHoldsData(out, (name) => written.has(name)));
+    if (misplaced) {
+      io.err(`lesion-studio predict: ${misplaced}`);
       return EXIT_USAGE;
     }
     const source = new FsFileSource(imageDirs);
@@ -55,7 +58,12 @@ const predict: Command = {
     const ids = new Set(samples.map((s) => s.id.toLowerCase()));
     // Ids repeat across sets (ISIC 2017 and 2018 share images): then one folder per set.
     const perSet = ids.size < samples.length;
-    const target = (s: Sample): string => path.join(out, ...(perSet ? [setFolderName(s.set)] : []), maskFileName(s.id));
+    const target = (s: Sample): string => [...(perSet ? [setFolderName(s.set)] : []), maskFileName(s.id)].join('/');
+    const refusal = overwriteRefusal('--out', out, 'predict', (await written.foreign(samples.map(target))).map((name) => path.join(out, name)), Boolean(values.overwrite));
+    if (refusal) {
+      io.err(`lesion-studio predict: ${refusal}`);
+      return EXIT_USAGE;
+    }
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
     io.err(`backend: ${backend.name} (${backend.detail})`);
@@ -65,16 +73,17 @@ const predict: Command = {
 
     const decoder = new JimpDecoder();
     const progress = new Progress(io, samples.length);
-    let written = 0;
+    let count = 0;
     let skipped = 0;
     let queue: { sample: Sample; input: PredictionInput }[] = [];
     const flush = async (): Promise<void> => {
       const made = await predictions(model, queue.map((q) => q.input), { inputSize, logitThreshold, batchSize });
+      await written.add(queue.map((q) => target(q.sample)));
       for (let i = 0; i < queue.length; i++) {
-        const file = target(queue[i].sample);
+        const file = path.join(out, ...target(queue[i].sample).split('/'));
         await mkdir(path.dirname(file), { recursive: true });
         await writeFile(file, made[i].file.bytes);
-        written++;
+        count++;
       }
       queue = [];
     };
@@ -97,8 +106,8 @@ const predict: Command = {
     } finally {
       model.dispose();
     }
-    io.err(`wrote ${written} masks to ${out}${skipped > 0 ? `; ${skipped} images skipped (see the warnings above)` : ''}`);
-    return written > 0 ? 0 : 1;
+    io.err(`wrote ${count} masks to ${out}${skipped > 0 ? `; ${skipped} images skipped (see the warnings above)` : ''}`);
+    return count > 0 ? 0 : 1;
   },
 };
 

@@ -15,7 +15,7 @@
  * Ctrl-C saves a checkpoint and exits 130.
  */
 import { constants as osConstants } from 'node:os';
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
 import { CancelledError, RunControl } from '../../core/training/control.ts';
@@ -31,13 +31,14 @@ import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
+import { outHoldsData, overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const train: Command = {
-  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--run-id <id>]',
+  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--overwrite] [--run-id <id>]',
   options: {
     config: { type: 'string' },
     preset: { type: 'string' },
@@ -47,6 +48,7 @@ const train: Command = {
     backend: { type: 'string' },
     resume: { type: 'boolean' },
     replace: { type: 'boolean' },
+    overwrite: { type: 'boolean' },
     'run-id': { type: 'string' },
   },
   paths: { config: 'file', labeled: 'folder', unlabeled: 'folder', out: 'out-folder' },
@@ -63,9 +65,9 @@ const train: Command = {
       io.err(`lesion-studio train: --resume continues the run in --out and --replace deletes it; give one\nusage: lesion-studio train ${train.usage}`);
       return EXIT_USAGE;
     }
-    const inside = await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }]);
-    if (inside) {
-      io.err(`lesion-studio train: ${inside}`);
+    const misplaced = (await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }])) ?? (await outHoldsData(out));
+    if (misplaced) {
+      io.err(`lesion-studio train: ${misplaced}`);
       return EXIT_USAGE;
     }
     const card = await readCard(values.config as string | undefined, values.preset as string | undefined);
@@ -75,7 +77,9 @@ const train: Command = {
     const unlock = await lockOut(out, io);
     try {
       const store = new FsKeyValueStore(path.join(out, 'store'));
-      const refusal = resume ? await resumeRefusal(store, runId, card, cardFlag, out) : await freshRefusal(store, out, Boolean(values.replace), io);
+      const refusal = resume
+        ? await resumeRefusal(store, runId, card, cardFlag, out)
+        : await freshRefusal(store, out, { replace: Boolean(values.replace), overwrite: Boolean(values.overwrite) }, io);
       if (refusal) {
         io.err(`lesion-studio train: ${refusal}`);
         return EXIT_USAGE;
@@ -156,15 +160,24 @@ async function resumeRefusal(store: FsKeyValueStore, runId: string, card: RunCar
   ].join('\n');
 }
 
+/** What a run writes directly under its --out (train.lock aside). */
+const RUN_OUTPUTS = ['store', 'run-card.json', 'metrics.json', 'metrics.csv', ...Object.keys(STAGE_TITLES)];
+
 /**
  * A fresh run into an --out that holds one would reuse its stored
  * initialisation and checkpoints: refused unless --replace, which deletes
- * the old run (store, run card and stage outputs) first.
+ * the old run (store, run card and stage outputs) first. Into an --out that
+ * holds no run, the files a run writes there can only be someone else's:
+ * refused unless --overwrite.
  */
-async function freshRefusal(store: FsKeyValueStore, out: string, replace: boolean, io: CliIo): Promise<string | undefined> {
-  if ((await store.keys()).length === 0) return undefined;
+async function freshRefusal(store: FsKeyValueStore, out: string, { replace, overwrite }: { replace: boolean; overwrite: boolean }, io: CliIo): Promise<string | undefined> {
+  if ((await store.keys()).length === 0) {
+    const present = [];
+    for (const name of RUN_OUTPUTS) if (await stat(path.join(out, name)).catch(() => undefined)) present.push(path.join(out, name));
+    return overwriteRefusal('--out', out, 'train', present, overwrite);
+  }
   if (!replace) return `${out} already holds a run (${store.root}); continue it with --resume, or give --replace to delete it and start afresh`;
-  for (const name of ['store', 'run-card.json', 'metrics.json', 'metrics.csv', ...Object.keys(STAGE_TITLES)]) await rm(path.join(out, name), { recursive: true, force: true });
+  for (const name of RUN_OUTPUTS) await rm(path.join(out, name), { recursive: true, force: true });
   io.err(`note: --replace: deleted the run in ${out} (its store, run card and stage outputs)`);
   return undefined;
 }
