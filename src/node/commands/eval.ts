@@ -1,5 +1,5 @@
 /**
- * `lesion-studio eval (--model <dir> | --pred <dir>) --data <dir>... [--json]
+ * `lesion-studio eval (--model <dir> | --pred <dir> [--min-matched 1]) --data <dir>... [--json]
  *  [--backend auto|cpu|wasm|webgpu] [--batch <n>]`
  *
  * Scores with every metric (src/core/scoring/metrics.ts), per set and overall, the

@@ -1,6 +1,6 @@
 /**
  * `lesion-studio predict --model <dir> --images <dir>... --out <dir>
- *  [--backend auto|cpu|wasm|webgpu] [--batch 8]`
+ *  [--overwrite] [--backend auto|cpu|wasm|webgpu] [--batch 8]`
  *
  * Segments every image of the folders (any recognised layout, or plain
  * folders of images) and writes `<id>_segmentation.png` at the image's
@@ -10,6 +10,11 @@
  * photograph is ever made: the core's prediction product
  * (src/core/run/products.ts), which the studio's Predict view uses too. An image that cannot be
  * read is skipped with a warning naming it; the others go on.
+ *
+ * Masks look the same whoever drew them: --out may not hold a data set's
+ * images nor lie inside a folder predict reads, and a file there that
+ * predict did not write (its WRITTEN_LIST says which it did) is replaced
+ * only with --overwrite.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';

@@ -12,6 +12,8 @@
  * One --out holds one run and has one writer: train.lock holds the pid of the
  * train writing there. A fresh run refuses an --out that holds a run unless
  * --replace deletes it; --resume refuses a card that differs from the run's.
+ * An --out that holds no run but files of a run's names is someone else's:
+ * refused unless --overwrite.
  * Ctrl-C saves a checkpoint and exits 130.
  */
 import { constants as osConstants } from 'node:os';
