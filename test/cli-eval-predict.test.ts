@@ -119,7 +119,8 @@ describe('lesion-studio predict', () => {
     expect(outcome.stderr).toMatch(/wrote 34 masks/);
     const cases = readdirSync(path.join(PH2, 'PH2 Dataset images'));
     expect(cases).toHaveLength(32);
-    expect(readdirSync(out).sort()).toEqual(['loose', 'ph2']);
+    // Beside the masks, the list of what predict wrote: a later predict replaces those, and nothing else, without --overwrite.
+    expect(readdirSync(out).sort()).toEqual(['lesion-studio-written.json', 'loose', 'ph2']);
     expect(readdirSync(path.join(out, 'ph2')).sort()).toEqual(cases.map((id) => `${id}_segmentation.png`).sort());
     expect(readdirSync(path.join(out, 'loose')).sort()).toEqual([`${CALIBRATION.id}_segmentation.png`, 'big_segmentation.png']);
 
