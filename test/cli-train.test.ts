@@ -92,7 +92,7 @@ describe('lesion-studio train', () => {
     expect(trained.stderr).toContain(`lesion-studio train: --out ${inside} is inside the data folder ${data} (--labeled); what is written there would be read as data next time. Choose an --out outside the data folders`);
     expect(existsSync(path.join(data, 'runs'))).toBe(false);
 
-    const predicted = await cli('predict', '--model', path.join(work, 'no-model'), '--images', PH2, '--out', path.join(PH2, 'masks'));
+    const predicted = await cli('predict', '--model', work, '--images', PH2, '--out', path.join(PH2, 'masks'));
     expect(predicted.code, predicted.stderr).toBe(2);
     expect(predicted.stderr).toContain(`lesion-studio predict: --out ${path.join(PH2, 'masks')} is inside the data folder ${PH2} (--images)`);
   });

@@ -110,12 +110,35 @@ describe('bad cards are rejected with the field named', () => {
   });
 
   it('rejects unknown choices', () => {
-    expectRejected(edited((c) => (c.noise.probabilities = { transpose: 0.2, sharpen: 0.5 })), 'noise.probabilities.sharpen', /unknown step/);
+    expectRejected(edited((c) => (c.noise.probabilities = { transpose: 0.2, sharpen: 0.5 })), 'noise.probabilities.sharpen', /unknown key; the keys here are transpose, /);
     expectRejected(edited((c) => (c.noise.probabilities = { clahe: 2 })), 'noise.probabilities.clahe');
     expectRejected(edited((c) => (c.noise.distortion = 'swirl')), 'noise.distortion');
     expectRejected(edited((c) => (c.train.optimizer.kind = 'rmsprop')), 'train.optimizer.kind');
     expectRejected(edited((c) => (c.train.loss = 'focal')), 'train.loss');
     expectRejected(edited((c) => (c.backend = 'cuda')), 'card.backend');
+  });
+
+  it('refuses an unknown key anywhere, naming its path and the known key it most likely meant', () => {
+    const misspelt = expectRejected(edited((c) => {
+      c.data.labelledFraction = 0.5;
+    }), 'data.labelledFraction');
+    expect(misspelt.message).toBe('data.labelledFraction: unknown key; did you mean data.labeledFraction?');
+    expectRejected(edited((c) => (c.seeed = 1)), 'card.seeed', /did you mean card\.seed\?$/);
+    expectRejected(edited((c) => (c.model.inputsize = 128)), 'model.inputsize', /did you mean model\.inputSize\?$/);
+    expectRejected(edited((c) => (c.train.optimizer.momentun = 0.9)), 'train.optimizer.momentun', /did you mean train\.optimizer\.momentum\?$/);
+    expectRejected(edited((c) => (c.data.split.valFolds = 1)), 'data.split.valFolds', /did you mean data\.split\.valFold\?$/);
+    expectRejected(edited((c) => (c.pseudo.treshold = 0.4)), 'pseudo.treshold', /did you mean pseudo\.threshold\?$/);
+    expectRejected(edited((c) => (c.noise.probabilities = { transpos: 0.2 })), 'noise.probabilities.transpos', /did you mean noise\.probabilities\.transpose\?$/);
+    // Nothing near it: the keys that exist are listed instead.
+    expectRejected(edited((c) => (c.eval.comment = 'x')), 'eval.comment', /unknown key; the keys here are logitThreshold$/);
+    // A key of the other kind would be ignored just the same.
+    expectRejected(edited((c) => (c.train.optimizer.beta1 = 0.9)), 'train.optimizer.beta1', /belongs to kind "adam"/);
+    expectRejected(edited((c) => (c.data.split.val = 0.2)), 'data.split.val', /belongs to kind "fractions"/);
+  });
+
+  it('refuses data.unlabeledPerLabeled 0 at validation, naming the field', () => {
+    expectRejected(edited((c) => (c.data.unlabeledPerLabeled = 0)), 'data.unlabeledPerLabeled', /must be above 0/);
+    expect(parseRunCard(edited((c) => (c.data.unlabeledPerLabeled = 0.25))).data.unlabeledPerLabeled).toBe(0.25);
   });
 
   it('accepts known noise steps with valid probabilities', () => {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Jimp, ResizeStrategy } from 'jimp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadSample } from '../src/core/dataset/loader.ts';
+import { binariseMask, loadSample, sameAspect } from '../src/core/dataset/loader.ts';
+import { PixelCache } from '../src/core/dataset/samples.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { DecodeError, LesionError } from '../src/core/errors.ts';
 import type { FileSource, RgbaPixels } from '../src/core/io.ts';
@@ -11,6 +12,7 @@ import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { withExifOrientation } from './helpers/corpus.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
+import { MemoryStore } from './helpers/memory-store.ts';
 
 const datasets = datasetsRoot;
 const decoder = new JimpDecoder();
@@ -262,15 +264,60 @@ describe('loadSample', () => {
     expect(agree / loaded.mask!.data.length).toBeGreaterThan(0.98);
   });
 
-  it('binarises a grey mask at >127 and warns', async () => {
+  it('binarises a grey mask at >128, as the ISIC scorer does, and warns', async () => {
     // Lesion at 200, background at 0 with every 7th pixel at 60.
-    const grey = await maskVariant((v, i) => (v > 127 ? 200 : i % 7 === 0 ? 60 : 0));
+    const grey = await maskVariant((v, i) => (v > 128 ? 200 : i % 7 === 0 ? 60 : 0));
     const files = new Map([[isicImage, bytesOf(isicImage)], ['grey.png', grey], [isicMask, bytesOf(isicMask)]]);
     const loaded = await loadSample({ ...pair, mask: 'grey.png' }, new MemorySource(files), decoder, size);
     const exact = await loadSample(pair, new MemorySource(files), decoder, size);
     expect(loaded.warnings).toHaveLength(1);
-    expect(loaded.warnings[0].message).toMatch(/^grey\.png: mask is not binary \(\d+ of 16384 pixels are neither 0 nor 255\); binarised at >127$/);
+    expect(loaded.warnings[0].message).toMatch(/^grey\.png: mask is not binary \(\d+ of 16384 pixels are neither 0 nor 255\); binarised at >128$/);
     expect(loaded.mask!.data).toEqual(exact.mask!.data);
+  });
+
+  it('counts 129 as lesion and 127 and 128 as background, the ISIC scorer\'s `> 128` (128 is where two binary masks averaged tie)', async () => {
+    expect(binariseMask({ width: 3, height: 1, data: Uint8Array.from([127, 127, 127, 255, 128, 128, 128, 255, 129, 129, 129, 255]) }).mask.data).toEqual(Uint8Array.from([0, 0, 1]));
+    // The real mask with its lesion at 129 and its background at 127 and 128, read as training and eval read masks.
+    const ties = await maskVariant((v, i) => (v > 128 ? 129 : i % 2 === 0 ? 128 : 127));
+    const files = new Map([[isicImage, bytesOf(isicImage)], ['ties.png', ties], [isicMask, bytesOf(isicMask)]]);
+    const loaded = await loadSample({ ...pair, mask: 'ties.png' }, new MemorySource(files), decoder, size);
+    const exact = await loadSample(pair, new MemorySource(files), decoder, size);
+    expect(loaded.mask!.data).toEqual(exact.mask!.data);
+    expect(loaded.mask!.data.some((v) => v === 1)).toBe(true);
+    // All at 128: nothing is lesion.
+    const flat128 = await maskVariant(() => 128);
+    const none = await loadSample({ ...pair, mask: 'flat.png' }, new MemorySource(new Map([[isicImage, bytesOf(isicImage)], ['flat.png', flat128]])), decoder, size);
+    expect(none.mask!.data.every((v) => v === 0)).toBe(true);
+  });
+
+  it('leaves out, naming both sizes, a pair whose mask is stored rotated by 90°, for training and scoring alike', async () => {
+    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const turned = await Jimp.fromBuffer(Buffer.from(bytesOf(isicMask)));
+    turned.rotate(90);
+    const files = new Map([[isicImage, bytesOf(isicImage)], ['turned.png', new Uint8Array(await turned.getBuffer('image/png'))]]);
+    const problem = `turned.png: mask is ${image.sourceHeight}x${image.sourceWidth} but its image is ${image.sourceWidth}x${image.sourceHeight}, another aspect ratio (rotated, transposed or cropped?); the pair is left out`;
+    await expect(loadSample({ ...pair, mask: 'turned.png' }, new MemorySource(files), decoder, size)).rejects.toThrow(problem);
+    // The cache training and eval --model read through: skipped, said once, naming the image and the mask.
+    const warnings: string[] = [];
+    const cache = new PixelCache(new MemorySource(files), decoder, new MemoryStore(), size, (e) => {
+      if (e.type === 'warning') warnings.push(e.message);
+    });
+    expect(await cache.get({ id: pair.id, set: pair.set, image: isicImage, mask: { kind: 'file', path: 'turned.png' } })).toBeUndefined();
+    expect(warnings).toEqual([`skipped ${isicImage}: ${problem}`]);
+  });
+
+  it('keeps, with a warning, a mask of the same aspect at another size, however its sides were rounded', async () => {
+    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const [w, h] = [image.sourceWidth / 3, image.sourceHeight / 3];
+    expect(Number.isInteger(w) && Number.isInteger(h)).toBe(false);
+    for (const [mw, mh] of [[Math.round(w), Math.round(h)], [Math.ceil(w), Math.floor(h)], [Math.floor(w), Math.ceil(h)]]) {
+      const files = new Map([[isicImage, bytesOf(isicImage)], ['small.png', await maskVariant((v) => v, { w: mw, h: mh })]]);
+      const loaded = await loadSample({ ...pair, mask: 'small.png' }, new MemorySource(files), decoder, size);
+      expect(loaded.warnings.map((x) => x.message)).toEqual([`small.png: mask is ${mw}x${mh} but its image is ${image.sourceWidth}x${image.sourceHeight}; resized to 128x128 with nearest neighbour`]);
+    }
+    expect(sameAspect(Math.floor(w), Math.ceil(h), image.sourceWidth, image.sourceHeight)).toBe(true);
+    // Ten rows cropped off at full size is not rounding.
+    expect(sameAspect(image.sourceWidth, image.sourceHeight - 10, image.sourceWidth, image.sourceHeight)).toBe(false);
   });
 
   it('reads a 0/1 mask as lesion = 1, with a warning', async () => {

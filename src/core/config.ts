@@ -147,9 +147,43 @@ export function presetCard(name: PresetName): RunCard {
 
 type Obj = Record<string, unknown>;
 
-function obj(v: unknown, field: string): Obj {
+/**
+ * `v` as an object holding only the keys given: a misspelt key would
+ * otherwise be dropped and its knob left at a value nobody chose (a
+ * `labelledFraction` of 0.5 training on every label). `others` are keys
+ * that belong to another kind of this object (an SGD card's `beta1`).
+ */
+function obj(v: unknown, field: string, keys: readonly string[], others: { kind: string; keys: readonly string[] }[] = []): Obj {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(field, 'must be an object');
+  for (const key of Object.keys(v)) {
+    if (keys.includes(key)) continue;
+    const where = `${field}.${key}`;
+    const owner = others.find((other) => other.keys.includes(key));
+    if (owner) throw new ConfigError(where, `belongs to kind "${owner.kind}", not to this one; its keys are ${keys.join(', ')}`);
+    const nearest = nearestKey(key, keys);
+    throw new ConfigError(where, nearest === undefined ? `unknown key; the keys here are ${keys.join(', ')}` : `unknown key; did you mean ${field}.${nearest}?`);
+  }
   return v as Obj;
+}
+
+/** The known key a typo most likely meant: fewest single-letter edits, ignoring case, within a third of its length. */
+function nearestKey(key: string, keys: readonly string[]): string | undefined {
+  let best: { key: string; distance: number } | undefined;
+  for (const known of keys) {
+    const distance = editDistance(key.toLowerCase(), known.toLowerCase());
+    if (distance <= Math.max(2, Math.floor(known.length / 3)) && (!best || distance < best.distance)) best = { key: known, distance };
+  }
+  return best?.key;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 function num(o: Obj, key: string, field: string, min: number, max: number, integer = false): number {
@@ -174,6 +208,9 @@ function str(o: Obj, key: string, field: string): string {
   if (typeof v !== 'string' || v.length === 0 || v.length > 200) throw new ConfigError(`${field}.${key}`, 'must be a non-empty string of at most 200 characters');
   return v;
 }
+
+const MODEL_KEYS = ['encoder', 'width', 'outputStride', 'atrousRates', 'asppChannels', 'dropout', 'inputSize', 'init', 'inputRange'] as const;
+const TRAIN_KEYS = ['epochs', 'batchSize', 'optimizer', 'loss', 'posWeight', 'readEverySteps', 'checkpointEverySteps', 'emaSmoothing'] as const;
 
 function model(o: Obj): ModelConfig {
   const f = 'model';
@@ -203,9 +240,13 @@ function model(o: Obj): ModelConfig {
   };
 }
 
-function optimizer(o: Obj): OptimizerConfig {
+const OPTIMIZER_KEYS = { sgd: ['kind', 'lr', 'momentum', 'weightDecay'], adam: ['kind', 'lr', 'beta1', 'beta2', 'epsilon', 'weightDecay'] } as const;
+
+function optimizer(v: unknown): OptimizerConfig {
   const f = 'train.optimizer';
-  const kind = oneOf(o, 'kind', f, ['sgd', 'adam'] as const);
+  const kind = oneOf(obj(v, f, [...OPTIMIZER_KEYS.sgd, ...OPTIMIZER_KEYS.adam]), 'kind', f, ['sgd', 'adam'] as const);
+  const other = kind === 'sgd' ? 'adam' : 'sgd';
+  const o = obj(v, f, OPTIMIZER_KEYS[kind], [{ kind: other, keys: OPTIMIZER_KEYS[other] }]);
   const lr = num(o, 'lr', f, 1e-7, 10);
   const weightDecay = num(o, 'weightDecay', f, 0, 1);
   if (kind === 'sgd') return { kind, lr, momentum: num(o, 'momentum', f, 0, 0.999), weightDecay };
@@ -224,7 +265,7 @@ function train(o: Obj): TrainConfig {
   return {
     epochs: num(o, 'epochs', f, 1, 10000, true),
     batchSize: num(o, 'batchSize', f, 1, 512, true),
-    optimizer: optimizer(obj(o.optimizer, 'train.optimizer')),
+    optimizer: optimizer(o.optimizer),
     loss: oneOf(o, 'loss', f, ['dice', 'bce'] as const),
     posWeight: num(o, 'posWeight', f, 0.01, 100),
     readEverySteps: num(o, 'readEverySteps', f, 1, 1000, true),
@@ -240,21 +281,20 @@ function noise(o: Obj): NoiseConfig {
     distortion: oneOf(o, 'distortion', f, DISTORTION_KINDS),
   };
   if (o.probabilities !== undefined) {
-    const p = obj(o.probabilities, 'noise.probabilities');
-    for (const key of Object.keys(p)) {
-      if (!(NOISE_STEPS as readonly string[]).includes(key)) {
-        throw new ConfigError(`noise.probabilities.${key}`, `unknown step; steps are ${NOISE_STEPS.join(', ')}`);
-      }
-      num(p, key, 'noise.probabilities', 0, 1);
-    }
+    const p = obj(o.probabilities, 'noise.probabilities', NOISE_STEPS);
+    for (const key of Object.keys(p)) num(p, key, 'noise.probabilities', 0, 1);
     config.probabilities = p as NoiseConfig['probabilities'];
   }
   return config;
 }
 
+const SPLIT_KEYS = { fractions: ['kind', 'val', 'test'], 'paper-fold': ['kind', 'valFold', 'test'] } as const;
+
 function data(o: Obj): DataConfig {
-  const split = obj(o.split, 'data.split');
-  const kind = oneOf(split, 'kind', 'data.split', ['fractions', 'paper-fold'] as const);
+  const f = 'data.split';
+  const kind = oneOf(obj(o.split, f, [...SPLIT_KEYS.fractions, 'valFold']), 'kind', f, ['fractions', 'paper-fold'] as const);
+  const other = kind === 'fractions' ? 'paper-fold' : 'fractions';
+  const split = obj(o.split, f, SPLIT_KEYS[kind], [{ kind: other, keys: SPLIT_KEYS[other] }]);
   const test = num(split, 'test', 'data.split', 0, 0.9);
   const parsed: DataConfig['split'] = kind === 'fractions'
     ? { kind, val: num(split, 'val', 'data.split', 0, 0.9), test }
@@ -262,33 +302,37 @@ function data(o: Obj): DataConfig {
   if (parsed.kind === 'fractions' && parsed.val + parsed.test >= 1) {
     throw new ConfigError('data.split', `val + test must leave images to train on, got ${parsed.val} + ${parsed.test}`);
   }
+  const unlabeledPerLabeled = num(o, 'unlabeledPerLabeled', 'data', 0, 1000);
+  if (unlabeledPerLabeled === 0) {
+    throw new ConfigError('data.unlabeledPerLabeled', 'must be above 0, got 0: it is how many unlabeled images the student takes per labeled one (the paper: 4)');
+  }
   return {
     split: parsed,
-    unlabeledPerLabeled: num(o, 'unlabeledPerLabeled', 'data', 0, 1000),
+    unlabeledPerLabeled,
     labeledFraction: o.labeledFraction === undefined ? 1 : num(o, 'labeledFraction', 'data', 0.01, 1),
   };
 }
 
 /** Parses and validates an imported card; throws ConfigError naming the first bad field. */
 export function parseRunCard(input: unknown): RunCard {
-  const o = obj(input, 'card');
+  const o = obj(input, 'card', ['version', 'name', 'seed', 'backend', 'model', 'train', 'noise', 'data', 'pseudo', 'student', 'eval']);
   const version = num(o, 'version', 'card', 1, Number.MAX_SAFE_INTEGER, true);
   if (version > RUN_CARD_VERSION) {
     throw new ConfigError('card.version', `this studio reads run cards up to version ${RUN_CARD_VERSION}; this one is version ${version}, made by a newer studio`);
   }
-  const pseudo = obj(o.pseudo, 'pseudo');
-  const student = obj(o.student, 'student');
-  const evalConfig = obj(o.eval, 'eval');
+  const pseudo = obj(o.pseudo, 'pseudo', ['threshold', 'minLesionFraction', 'flipTta']);
+  const student = obj(o.student, 'student', ['init', 'rounds']);
+  const evalConfig = obj(o.eval, 'eval', ['logitThreshold']);
   if (typeof pseudo.flipTta !== 'boolean') throw new ConfigError('pseudo.flipTta', 'must be true or false');
   return {
     version,
     name: str(o, 'name', 'card'),
     seed: num(o, 'seed', 'card', 0, 2 ** 32 - 1, true),
     backend: oneOf(o, 'backend', 'card', ['auto', 'webgpu', 'wasm', 'webgl', 'cpu'] as const),
-    model: model(obj(o.model, 'model')),
-    train: train(obj(o.train, 'train')),
-    noise: noise(obj(o.noise, 'noise')),
-    data: data(obj(o.data, 'data')),
+    model: model(obj(o.model, 'model', MODEL_KEYS)),
+    train: train(obj(o.train, 'train', TRAIN_KEYS)),
+    noise: noise(obj(o.noise, 'noise', ['preset', 'distortion', 'probabilities'])),
+    data: data(obj(o.data, 'data', ['split', 'unlabeledPerLabeled', 'labeledFraction'])),
     pseudo: {
       threshold: num(pseudo, 'threshold', 'pseudo', 0.01, 0.99),
       minLesionFraction: num(pseudo, 'minLesionFraction', 'pseudo', 0, 0.5),

@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { LesionError } from '../core/errors.ts';
 import { EXIT_USAGE, type CliIo, type Command, type Options, type ParsedArgs } from './command.ts';
+import { describeFsError, pathProblem } from './files.ts';
 
 interface CommandEntry {
   summary: string;
@@ -69,11 +70,28 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   } catch (error) {
     return refuse((error as Error).message);
   }
+  for (const [flag, role] of Object.entries(command.paths ?? {})) {
+    const value = flag === '' ? args.positionals : args.values[flag];
+    for (const path of value === undefined ? [] : [value].flat()) {
+      if (typeof path !== 'string') continue;
+      const problem = await pathProblem(path, role);
+      if (problem) {
+        io.err(`lesion-studio ${name}: ${flag === '' ? '' : `--${flag} `}${path}: ${problem}`);
+        return EXIT_USAGE;
+      }
+    }
+  }
   try {
     return await command.run(args, io);
   } catch (error) {
-    // LesionErrors name the file and the problem; anything else is a bug, keep its stack.
-    io.err(`lesion-studio ${name}: ${error instanceof LesionError ? error.message : (error as Error).stack}`);
+    // LesionErrors name the file and the problem, and so does the file system; anything else is a bug, keep its stack.
+    const fsError = error as NodeJS.ErrnoException;
+    const message = error instanceof LesionError
+      ? error.message
+      : typeof fsError.code === 'string' && typeof fsError.path === 'string'
+        ? `${fsError.path}: ${describeFsError(fsError)}`
+        : (error as Error).stack;
+    io.err(`lesion-studio ${name}: ${message}`);
     return 1;
   }
 }

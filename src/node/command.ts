@@ -17,12 +17,25 @@ export interface ParsedArgs {
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
+/**
+ * What a flag's value names on disk: a folder or a file that must exist
+ * (read), or a folder or a file that will be written (it may not exist yet,
+ * but what does exist on the way must be a writable folder).
+ */
+export type PathRole = 'folder' | 'file' | 'out-folder' | 'out-file';
+
 export interface Command {
   /** One line after the command name in the usage text, e.g. '<dir>... [--json]'. */
   usage: string;
   options: Options;
   /** Whether the command's operands are bare arguments (inspect's folders); the others refuse any. */
   positionals?: boolean;
+  /**
+   * The flags (and, as '', the bare arguments) that name paths: cli.ts
+   * checks each before the command runs, so a mistyped path is one line
+   * naming it and the problem, exit 2, before any work is done.
+   */
+  paths?: Record<string, PathRole>;
   /** Returns the exit code: 0 done, 1 failed, 2 bad usage. */
   run(args: ParsedArgs, io: CliIo): Promise<number>;
 }

@@ -3,12 +3,14 @@
  * `<root folder name>/<path below it>`, so that several roots (e.g. an ISIC
  * folder and a PH2 folder) share one namespace, as a browser folder drop does.
  */
-import { mkdir, readdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, readdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { compareText, recogniseDatasets, type DatasetIndex, type Stray } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
 import type { ProductFile } from '../core/run/products.ts';
+import type { PathRole } from './command.ts';
 
 export class FsFileSource implements FileSource {
   private readonly roots = new Map<string, string>();
@@ -60,20 +62,56 @@ export class FsFileSource implements FileSource {
 }
 
 /**
- * The usage error for an --out at or below one of the data folders: what is
- * written there would be listed as data (strays, or worse, images) next time.
+ * The usage error for an --out (or another flag naming what a command
+ * writes) at or below one of the folders the command reads: what is written
+ * there would be listed as data (strays, or worse, images) next time.
  */
-export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[]): Promise<string | undefined> {
+export async function outInsideData(out: string, data: { flag: string; dirs: string[] }[], outFlag = '--out'): Promise<string | undefined> {
   const realOut = await realPathOf(out);
   for (const { flag, dirs } of data) {
     for (const dir of dirs) {
       const below = relative(await realPathOf(dir), realOut);
       if (below === '' || !(below === '..' || below.startsWith(`..${sep}`) || isAbsolute(below))) {
-        return `--out ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an --out outside the data folders`;
+        return `${outFlag} ${out} is inside the data folder ${dir} (--${flag}); what is written there would be read as data next time. Choose an ${outFlag} outside the data folders`;
       }
     }
   }
   return undefined;
+}
+
+/**
+ * Why `path` cannot serve as `role` (command.ts), in words after the path;
+ * undefined when it can.
+ */
+export async function pathProblem(path: string, role: PathRole): Promise<string | undefined> {
+  const info = await stat(path).catch((error: NodeJS.ErrnoException) => error);
+  if (info instanceof Error && info.code === 'ENOTDIR') return `${await fileAbove(path)} is a file, not a folder`;
+  if (info instanceof Error && info.code !== 'ENOENT') return describeFsError(info);
+  const exists = !(info instanceof Error);
+  const isFolder = exists && info.isDirectory();
+  if (role === 'folder') return !exists ? 'no such folder' : isFolder ? undefined : 'is a file, not a folder';
+  if (role === 'file') return !exists ? 'no such file' : isFolder ? 'is a folder, not a file' : undefined;
+  if (exists && isFolder !== (role === 'out-folder')) return isFolder ? 'is a folder, not a file' : 'is a file, not a folder';
+  // What will hold it: itself (a folder that exists), else the nearest existing folder above it.
+  let holder = exists && isFolder ? resolve(path) : dirname(resolve(path));
+  for (;;) {
+    const above = await stat(holder).catch(() => undefined);
+    if (above?.isDirectory()) break;
+    if (above) return `${holder} is a file, not a folder`;
+    if (role === 'out-file') return `no such folder ${holder}`;
+    holder = dirname(holder);
+  }
+  return access(holder, constants.W_OK).then(
+    () => undefined,
+    () => `cannot write in ${holder} (permission denied)`,
+  );
+}
+
+/** The file that stands where `path` needs a folder above it (stat said ENOTDIR). */
+async function fileAbove(path: string): Promise<string> {
+  let above = dirname(resolve(path));
+  while (!(await stat(above).catch(() => undefined))?.isFile() && dirname(above) !== above) above = dirname(above);
+  return above;
 }
 
 /** Through symbolic links, for a path that may not exist yet (an --out about to be made). */
@@ -135,13 +173,18 @@ async function walk(absolute: string, relative: string, visited: Set<string>, ou
   }
 }
 
-function describeFsError(error: unknown): string {
+/** A file system error in words (no such file, permission denied...), for a line that names the path. */
+export function describeFsError(error: unknown): string {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   const known: Record<string, string> = {
     ENOENT: 'no such file or folder',
     EACCES: 'permission denied',
     EISDIR: 'is a folder, not a file',
     ENOTDIR: 'not a folder',
+    EEXIST: 'already exists',
+    ENOSPC: 'no space left on the device',
+    EROFS: 'on a read-only file system',
+    EPERM: 'operation not permitted',
   };
   return (code && known[code]) ?? (error instanceof Error ? error.message : String(error));
 }

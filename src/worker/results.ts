@@ -88,10 +88,17 @@ export async function gallery(
       errors: errorOverlay(prediction, truth),
     });
   };
+  const chunk = (start: number): Sample[] => samples.slice(start, start + batch);
+  const leftOut = (error: unknown): undefined => {
+    if (error instanceof LesionError) return undefined;
+    throw error;
+  };
   const each = async (scoreChunk: (chunk: Sample[], loaded: LoadedSample[]) => Promise<void>): Promise<GalleryItem[]> => {
     for (let start = 0; start < samples.length; start += batch) {
-      const chunk = samples.slice(start, start + batch);
-      await scoreChunk(chunk, await Promise.all(chunk.map((sample) => loadSample(sample, dataset!.source, decoder, size))));
+      // A pair the stage left out (an unreadable file, a mask of another aspect than its image) is not shown either.
+      const got = await Promise.all(chunk(start).map((sample) => loadSample(sample, dataset!.source, decoder, size).catch(leftOut)));
+      const kept = chunk(start).filter((_, i) => got[i] !== undefined);
+      if (kept.length > 0) await scoreChunk(kept, got.filter((l): l is LoadedSample => l !== undefined));
       onProgress(Math.min(samples.length, start + batch), samples.length);
     }
     return items;

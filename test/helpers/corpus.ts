@@ -197,7 +197,7 @@ export async function writeBadInputCorpus(datasetsRoot: string, dir: string, opt
   const flat = (value: number): Rgb => ({ width: WIDTH, height: HEIGHT, data: new Uint8Array(WIDTH * HEIGHT * 3).fill(value) });
   withMask('mask all 0', 'mask-empty', encodePng8(flat(0)), /mask is empty/, binary(flat(0)));
   withMask('mask all 255', 'mask-full', encodePng8(flat(255)), /mask covers the whole image/, binary(flat(255)));
-  // Lesion at 200, background at 0 with every 7th pixel at 60: binarised at >127 it is the true mask.
+  // Lesion at 200, background at 0 with every 7th pixel at 60: binarised at >128 it is the true mask.
   const greyMask = recolour(mask, (v, i) => (v > 127 ? [200, 200, 200] : i % 7 === 0 ? [60, 60, 60] : [0, 0, 0]));
   withMask('mask with grey levels', 'mask-grey', encodePng8(greyMask), /mask is not binary/);
   const rgbMask = recolour(mask, (v) => (v > 127 ? [255, 32, 0] : [0, 0, 96]));

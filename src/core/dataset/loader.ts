@@ -2,9 +2,11 @@
  * Reads one sample through the host's FileSource and PixelDecoder and hands
  * back 8-bit pixels at the training size: RGB for the image, 0/1 for the mask.
  * Problems that still leave a usable pair (an EXIF orientation left unapplied,
- * a mask of another size, grey or colour values, nothing or everything
- * marked) become warnings naming the file; unreadable files throw.
+ * a mask of another size but the same aspect, grey or colour values, nothing
+ * or everything marked) become warnings naming the file; unreadable files,
+ * and a mask of another aspect ratio than its image, throw.
  */
+import { LesionError } from '../errors.ts';
 import type { BinaryMask, Decoded, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
 import type { Sample } from './layouts.ts';
 
@@ -80,6 +82,8 @@ export async function loadSample(
   // Both go to the target size independently, so a mask of another size
   // lines up with its image once resized.
   const mask = await readMask(maskPath, maskBytes, decoder, size);
+  const mismatch = maskAspectError(maskPath, mask, image);
+  if (mismatch) throw mismatch;
   if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
     warn(
       maskPath,
@@ -90,6 +94,32 @@ export async function loadSample(
   for (const message of mask.warnings) loaded.warnings.push({ file: maskPath, message });
   loaded.mask = mask.mask;
   return loaded;
+}
+
+/**
+ * Whether a w x h mask is the W x H one at another scale, each side rounded
+ * (or truncated) on either the mask or the image: then one scale factor s
+ * gives |w - sW| <= 1 and |h - sH| <= 1 (or the same the other way round),
+ * which is |wH - hW| <= W + H (or w + h). A 90° turn of a W x H image fails
+ * it unless its sides differ by at most a pixel.
+ */
+export function sameAspect(w: number, h: number, W: number, H: number): boolean {
+  return Math.abs(w * H - h * W) <= Math.max(w + h, W + H);
+}
+
+/**
+ * The error that leaves a pair out when its mask has another aspect ratio
+ * than its image: stretching a mask stored rotated by 90° would train and
+ * score on a mask that does not lie on its lesion.
+ */
+export function maskAspectError(maskPath: string, mask: { sourceWidth: number; sourceHeight: number }, image: { sourceWidth: number; sourceHeight: number }): LesionError | undefined {
+  if (sameAspect(mask.sourceWidth, mask.sourceHeight, image.sourceWidth, image.sourceHeight)) return undefined;
+  return new LesionError(
+    'dataset',
+    `mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ${image.sourceWidth}x${image.sourceHeight}, ` +
+      'another aspect ratio (rotated, transposed or cropped?); the pair is left out',
+    maskPath,
+  );
 }
 
 export interface ReadMask {
@@ -125,12 +155,16 @@ export function rgbaToRgb(pixels: RgbaPixels): RgbImage {
   return { width: pixels.width, height: pixels.height, data };
 }
 
+const LESION_ABOVE = 128;
+
 /**
- * A pixel is lesion when the brightest of its R, G, B is above 127, so grey,
- * RGB and colour-coded masks all work. Masks stored as 0/1 (common outside
- * ISIC) would come out empty that way, so a mask made only of 0 and 1 counts
- * 1 as lesion. The value check runs on the pixels at the target size. Every
- * oddity found goes into one warning, so a mask is reported once.
+ * A pixel is lesion when the brightest of its R, G, B is above 128, the ISIC
+ * scorer's `> 128` (so 128, where the average of two binary masks ties, is
+ * background), and grey, RGB and colour-coded masks all work. Masks stored as
+ * 0/1 (common outside ISIC) would come out empty that way, so a mask made
+ * only of 0 and 1 counts 1 as lesion, as the scorer does for ground truth.
+ * The value check runs on the pixels at the target size. Every oddity found
+ * goes into one warning, so a mask is reported once.
  */
 export function binariseMask(pixels: RgbaPixels): { mask: BinaryMask; warning?: string } {
   const count = pixels.width * pixels.height;
@@ -146,13 +180,13 @@ export function binariseMask(pixels: RgbaPixels): { mask: BinaryMask; warning?: 
     const b = pixels.data[at + 2];
     const v = Math.max(r, g, b);
     values[i] = v;
-    if (v > 127) lesion++;
+    if (v > LESION_ABOVE) lesion++;
     if (v !== 0 && v !== 255) nonBinary++;
     if (r !== g || g !== b) coloured++;
     if (v > 1) onlyZeroOne = false;
   }
   const zeroOne = onlyZeroOne && lesion === 0 && nonBinary > 0;
-  const threshold = zeroOne ? 0 : 127;
+  const threshold = zeroOne ? 0 : LESION_ABOVE;
   lesion = 0;
   for (let i = 0; i < count; i++) {
     values[i] = values[i] > threshold ? 1 : 0;
@@ -162,9 +196,9 @@ export function binariseMask(pixels: RgbaPixels): { mask: BinaryMask; warning?: 
   const problems: string[] = [];
   if (zeroOne) problems.push('mask is stored as 0/1 instead of 0/255; 1 taken as lesion');
   else if (coloured > 0) {
-    problems.push(`mask is in colour (${coloured} of ${count} pixels are not grey); lesion where the brightest channel is >127`);
+    problems.push(`mask is in colour (${coloured} of ${count} pixels are not grey); lesion where the brightest channel is >${LESION_ABOVE}`);
   } else if (nonBinary > 0) {
-    problems.push(`mask is not binary (${nonBinary} of ${count} pixels are neither 0 nor 255); binarised at >127`);
+    problems.push(`mask is not binary (${nonBinary} of ${count} pixels are neither 0 nor 255); binarised at >${LESION_ABOVE}`);
   }
   // Kept: an all-background or all-lesion example is legitimate, but more often a wrong file.
   if (lesion === 0) problems.push('mask is empty (no lesion pixel); kept as an all-background example');

@@ -2,7 +2,6 @@
  * `lesion-studio inspect <dir>... [--json]`: which data sets the folders hold,
  * how many pairs per split, and every file that could not be used.
  */
-import { stat } from 'node:fs/promises';
 import { summariseIndex, type DatasetIndex } from '../../core/dataset/layouts.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
 import { FsFileSource } from '../files.ts';
@@ -11,17 +10,11 @@ const inspect: Command = {
   usage: '<dir>... [--json]',
   options: { json: { type: 'boolean' } },
   positionals: true,
+  paths: { '': 'folder' },
   async run({ positionals, values }, io) {
     if (positionals.length === 0) {
       io.err(`lesion-studio inspect: give at least one folder\nusage: lesion-studio inspect ${inspect.usage}`);
       return EXIT_USAGE;
-    }
-    for (const dir of positionals) {
-      const info = await stat(dir).catch(() => undefined);
-      if (!info?.isDirectory()) {
-        io.err(`lesion-studio inspect: ${dir}: ${info ? 'not a folder' : 'no such folder'}`);
-        return EXIT_USAGE;
-      }
     }
     const index = await new FsFileSource(positionals).index();
     io.out(values.json ? JSON.stringify(indexReport(index), null, 2) : summariseIndex(index));

@@ -1,6 +1,6 @@
 /**
  * `lesion-studio predict --model <dir> --images <dir>... --out <dir>
- *  [--backend auto|cpu|wasm|webgpu] [--batch 8]`
+ *  [--overwrite] [--backend auto|cpu|wasm|webgpu] [--batch 8]`
  *
  * Segments every image of the folders (any recognised layout, or plain
  * folders of images) and writes `<id>_segmentation.png` at the image's
@@ -10,8 +10,13 @@
  * photograph is ever made: the core's prediction product
  * (src/core/run/products.ts), which the studio's Predict view uses too. An image that cannot be
  * read is skipped with a warning naming it; the others go on.
+ *
+ * Masks look the same whoever drew them: --out may not hold a data set's
+ * images nor lie inside a folder predict reads, and a file there that
+ * predict did not write (its WRITTEN_LIST says which it did) is replaced
+ * only with --overwrite.
  */
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
@@ -22,16 +27,19 @@ import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
+import { outHoldsData, overwriteRefusal, WrittenFiles } from '../outputs.ts';
 
 const predict: Command = {
-  usage: '--model <dir> --images <dir>... --out <dir> [--backend auto|cpu|wasm|webgpu] [--batch <n>]',
+  usage: '--model <dir> --images <dir>... --out <dir> [--overwrite] [--backend auto|cpu|wasm|webgpu] [--batch <n>]',
   options: {
     model: { type: 'string' },
     images: { type: 'string', multiple: true },
     out: { type: 'string' },
+    overwrite: { type: 'boolean' },
     backend: { type: 'string' },
     batch: { type: 'string' },
   },
+  paths: { model: 'folder', images: 'folder', out: 'out-folder' },
   async run({ values }, io) {
     const modelDir = values.model as string | undefined;
     const imageDirs = (values.images as string[] | undefined) ?? [];
@@ -41,15 +49,10 @@ const predict: Command = {
       io.err(`usage: lesion-studio predict ${predict.usage}`);
       return EXIT_USAGE;
     }
-    for (const dir of imageDirs) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio predict: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
-    }
-    const inside = await outInsideData(out, [{ flag: 'images', dirs: imageDirs }]);
-    if (inside) {
-      io.err(`lesion-studio predict: ${inside}`);
+    const written = await WrittenFiles.open(out, 'lesion-studio predict');
+    const misplaced = (await outInsideData(out, [{ flag: 'images', dirs: imageDirs }, { flag: 'model', dirs: [modelDir] }])) ?? (await outHoldsData(out, (name) => written.has(name)));
+    if (misplaced) {
+      io.err(`lesion-studio predict: ${misplaced}`);
       return EXIT_USAGE;
     }
     const source = new FsFileSource(imageDirs);
@@ -60,7 +63,12 @@ const predict: Command = {
     const ids = new Set(samples.map((s) => s.id.toLowerCase()));
     // Ids repeat across sets (ISIC 2017 and 2018 share images): then one folder per set.
     const perSet = ids.size < samples.length;
-    const target = (s: Sample): string => path.join(out, ...(perSet ? [setFolderName(s.set)] : []), maskFileName(s.id));
+    const target = (s: Sample): string => [...(perSet ? [setFolderName(s.set)] : []), maskFileName(s.id)].join('/');
+    const refusal = overwriteRefusal('--out', out, 'predict', (await written.foreign(samples.map(target))).map((name) => path.join(out, name)), Boolean(values.overwrite));
+    if (refusal) {
+      io.err(`lesion-studio predict: ${refusal}`);
+      return EXIT_USAGE;
+    }
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
     io.err(`backend: ${backend.name} (${backend.detail})`);
@@ -70,16 +78,17 @@ const predict: Command = {
 
     const decoder = new JimpDecoder();
     const progress = new Progress(io, samples.length);
-    let written = 0;
+    let count = 0;
     let skipped = 0;
     let queue: { sample: Sample; input: PredictionInput }[] = [];
     const flush = async (): Promise<void> => {
       const made = await predictions(model, queue.map((q) => q.input), { inputSize, logitThreshold, batchSize });
+      await written.add(queue.map((q) => target(q.sample)));
       for (let i = 0; i < queue.length; i++) {
-        const file = target(queue[i].sample);
+        const file = path.join(out, ...target(queue[i].sample).split('/'));
         await mkdir(path.dirname(file), { recursive: true });
         await writeFile(file, made[i].file.bytes);
-        written++;
+        count++;
       }
       queue = [];
     };
@@ -102,8 +111,8 @@ const predict: Command = {
     } finally {
       model.dispose();
     }
-    io.err(`wrote ${written} masks to ${out}${skipped > 0 ? `; ${skipped} images skipped (see the warnings above)` : ''}`);
-    return written > 0 ? 0 : 1;
+    io.err(`wrote ${count} masks to ${out}${skipped > 0 ? `; ${skipped} images skipped (see the warnings above)` : ''}`);
+    return count > 0 ? 0 : 1;
   },
 };
 

@@ -10,7 +10,7 @@
  * every row and that summary (the rows are what the studio's Results view
  * plots when the file is opened there).
  */
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/active/acquisition.ts';
@@ -20,7 +20,8 @@ import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
-import { FsFileSource } from '../files.ts';
+import { FsFileSource, outInsideData } from '../files.ts';
+import { overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
 
 /** A flag's value the command cannot use: a usage error (exit 2), not a failed simulation. */
@@ -76,7 +77,7 @@ export function simulationCard(size: number, epochs: number, seed: number): RunC
 }
 
 const simulate: Command = {
-  usage: '--data <dir>... [--size 64] [--initial 8] [--per-round 6] [--rounds 3] [--test 20] [--epochs 30] [--fine-tune-epochs 8] [--strategies entropy,flip,random] [--seeds 1] [--mc-passes 4] [--backend cpu|wasm|webgpu|auto] [--json <file>]',
+  usage: '--data <dir>... [--size 64] [--initial 8] [--per-round 6] [--rounds 3] [--test 20] [--epochs 30] [--fine-tune-epochs 8] [--strategies entropy,flip,random] [--seeds 1] [--mc-passes 4] [--backend cpu|wasm|webgpu|auto] [--json <file> [--overwrite]]',
   options: {
     data: { type: 'string', multiple: true },
     size: { type: 'string' },
@@ -91,18 +92,14 @@ const simulate: Command = {
     'mc-passes': { type: 'string' },
     backend: { type: 'string' },
     json: { type: 'string' },
+    overwrite: { type: 'boolean' },
   },
+  paths: { data: 'folder', json: 'out-file' },
   async run({ values }, io) {
     const dirs = (values.data as string[] | undefined) ?? [];
     if (dirs.length === 0) {
       io.err(`usage: lesion-studio simulate-al ${simulate.usage}`);
       return EXIT_USAGE;
-    }
-    for (const dir of dirs) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio simulate-al: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
     }
     let parsed: ReturnType<typeof settings>;
     try {
@@ -113,6 +110,13 @@ const simulate: Command = {
       return EXIT_USAGE;
     }
     const { size, epochs, seeds, spec } = parsed;
+    const jsonOut = values.json as string | undefined;
+    // Refused now, not after the hours of training that would fill it.
+    const misplaced = jsonOut && ((await outInsideData(jsonOut, [{ flag: 'data', dirs }], '--json')) ?? (await overwrittenResult(jsonOut, Boolean(values.overwrite))));
+    if (misplaced) {
+      io.err(`lesion-studio simulate-al: ${misplaced}`);
+      return EXIT_USAGE;
+    }
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'wasm');
     io.err(`backend: ${backend.name} (${backend.detail})`);
@@ -154,9 +158,23 @@ const simulate: Command = {
         : 'lesion IoU on the test split, and each strategy minus random (one seed: no interval; give --seeds 1,2,3 for one over seeds):',
     );
     io.out(simulationTable(result));
-    if (values.json) await writeFile(values.json as string, `${JSON.stringify({ ...result, summary: summariseSimulation(rows) }, null, 2)}\n`);
+    if (jsonOut) await writeFile(jsonOut, `${JSON.stringify({ ...result, summary: summariseSimulation(rows) }, null, 2)}\n`);
     return 0;
   },
 };
 
 export default simulate;
+
+/** The refusal to write over `file` unless it is an earlier simulate-al result (or --overwrite). */
+async function overwrittenResult(file: string, overwrite: boolean): Promise<string | undefined> {
+  const text = await readFile(file, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  let ours = false;
+  try {
+    const json = JSON.parse(text) as Record<string, unknown>;
+    ours = Array.isArray(json.rows) && Array.isArray(json.seeds) && typeof json.spec === 'object' && typeof json.card === 'object';
+  } catch {
+    // Not JSON: not a result this command wrote.
+  }
+  return ours ? undefined : overwriteRefusal('--json', file, 'simulate-al', [file], overwrite);
+}

@@ -17,6 +17,8 @@
  * One --out holds one run (or one series of seeds) and has one writer: train.lock holds the pid of the
  * train writing there. A fresh run refuses an --out that holds a run unless
  * --replace deletes it; --resume refuses a card that differs from the run's.
+ * An --out that holds no run but files of a run's names is someone else's:
+ * refused unless --overwrite.
  * Ctrl-C saves a checkpoint and exits 130.
  */
 import { constants as osConstants } from 'node:os';
@@ -38,13 +40,14 @@ import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
+import { outHoldsData, overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const train: Command = {
-  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--seeds <n>,<n>...] [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--run-id <id>]',
+  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--seeds <n>,<n>...] [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--overwrite] [--run-id <id>]',
   options: {
     config: { type: 'string' },
     preset: { type: 'string' },
@@ -54,9 +57,11 @@ const train: Command = {
     backend: { type: 'string' },
     resume: { type: 'boolean' },
     replace: { type: 'boolean' },
+    overwrite: { type: 'boolean' },
     'run-id': { type: 'string' },
     seeds: { type: 'string' },
   },
+  paths: { config: 'file', labeled: 'folder', unlabeled: 'folder', out: 'out-folder' },
   async run({ values }, io) {
     const labeledDirs = list(values.labeled);
     const unlabeledDirs = list(values.unlabeled);
@@ -70,15 +75,9 @@ const train: Command = {
       io.err(`lesion-studio train: --resume continues the run in --out and --replace deletes it; give one\nusage: lesion-studio train ${train.usage}`);
       return EXIT_USAGE;
     }
-    for (const dir of [...labeledDirs, ...unlabeledDirs]) {
-      if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
-        io.err(`lesion-studio train: ${dir}: no such folder`);
-        return EXIT_USAGE;
-      }
-    }
-    const inside = await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }]);
-    if (inside) {
-      io.err(`lesion-studio train: ${inside}`);
+    const misplaced = (await outInsideData(out, [{ flag: 'labeled', dirs: labeledDirs }, { flag: 'unlabeled', dirs: unlabeledDirs }])) ?? (await outHoldsData(out));
+    if (misplaced) {
+      io.err(`lesion-studio train: ${misplaced}`);
       return EXIT_USAGE;
     }
     const seeds = values.seeds === undefined ? undefined : parseSeeds(values.seeds as string);
@@ -103,7 +102,7 @@ const train: Command = {
         // A series stopped early has seeds not yet begun: --resume starts those.
         const begun = (await r.store.keys()).length > 0;
         resumes.push(resume && (seeds === undefined || begun));
-        const refusal = resumes.at(-1) ? await resumeRefusal(r.store, runId, r.card, cardFlag, r.dir) : await freshRefusal(r.store, r.dir, Boolean(values.replace), io);
+        const refusal = resumes.at(-1) ? await resumeRefusal(r.store, runId, r.card, cardFlag, r.dir) : await freshRefusal(r.store, r.dir, { replace: Boolean(values.replace), overwrite: Boolean(values.overwrite) }, io);
         if (refusal) {
           io.err(`lesion-studio train: ${refusal}`);
           return EXIT_USAGE;
@@ -224,15 +223,24 @@ async function resumeRefusal(store: FsKeyValueStore, runId: string, card: RunCar
   ].join('\n');
 }
 
+/** What a run writes directly under its --out (train.lock aside). */
+const RUN_OUTPUTS = ['store', 'run-card.json', 'metrics.json', 'metrics.csv', ...Object.keys(STAGE_TITLES)];
+
 /**
  * A fresh run into an --out that holds one would reuse its stored
  * initialisation and checkpoints: refused unless --replace, which deletes
- * the old run (store, run card and stage outputs) first.
+ * the old run (store, run card and stage outputs) first. Into an --out that
+ * holds no run, the files a run writes there can only be someone else's:
+ * refused unless --overwrite.
  */
-async function freshRefusal(store: FsKeyValueStore, out: string, replace: boolean, io: CliIo): Promise<string | undefined> {
-  if ((await store.keys()).length === 0) return undefined;
+async function freshRefusal(store: FsKeyValueStore, out: string, { replace, overwrite }: { replace: boolean; overwrite: boolean }, io: CliIo): Promise<string | undefined> {
+  if ((await store.keys()).length === 0) {
+    const present = [];
+    for (const name of RUN_OUTPUTS) if (await stat(path.join(out, name)).catch(() => undefined)) present.push(path.join(out, name));
+    return overwriteRefusal('--out', out, 'train', present, overwrite);
+  }
   if (!replace) return `${out} already holds a run (${store.root}); continue it with --resume, or give --replace to delete it and start afresh`;
-  for (const name of ['store', 'run-card.json', 'metrics.json', 'metrics.csv', ...Object.keys(STAGE_TITLES)]) await rm(path.join(out, name), { recursive: true, force: true });
+  for (const name of RUN_OUTPUTS) await rm(path.join(out, name), { recursive: true, force: true });
   io.err(`note: --replace: deleted the run in ${out} (its store, run card and stage outputs)`);
   return undefined;
 }
@@ -291,7 +299,13 @@ async function readCard(configPath: string | undefined, preset: string | undefin
   } catch (error) {
     throw new ConfigError(configPath!, `not valid JSON (${(error as Error).message})`);
   }
-  return parseRunCard(json);
+  try {
+    return parseRunCard(json);
+  } catch (error) {
+    // The field alone does not say which file holds it.
+    if (error instanceof ConfigError) throw new LesionError('config', error.message, configPath);
+    throw error;
+  }
 }
 
 /**
