@@ -6,7 +6,8 @@
  * When the worker stops (see client.ts), a new one starts, gets the same
  * data set again, and the run it was training is offered for resuming.
  */
-import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RunListing, StampedEvent } from '../worker/api.ts';
+import { rootOf } from '../core/dataset/layouts.ts';
+import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RootSummary, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
@@ -137,10 +138,15 @@ export class Studio {
   private async reopen(): Promise<void> {
     const previous = this.dataset;
     if (!previous) return;
+    if (previous.origin === 'files') return this.openFiles(this.files, previous.roots);
     if (previous.origin === 'demo') await this.openDemo();
-    else if (previous.origin === 'folders') await this.openFolders(this.openHandles);
-    else await this.openFiles(this.files);
-    for (const root of previous.roots) {
+    else await this.openFolders(this.openHandles);
+    await this.keepRoles(previous.roots);
+  }
+
+  /** Gives the roots still open the roles the user chose for them before. */
+  private async keepRoles(roots: Pick<RootSummary, 'name' | 'role'>[]): Promise<void> {
+    for (const root of roots) {
       if (this.dataset?.roots.some((r) => r.name === root.name && r.role !== root.role)) await this.setRole(root.name, root.role);
     }
   }
@@ -185,8 +191,8 @@ export class Studio {
     if (this.dataset?.origin === 'folders') this.openHandles = handles;
   }
 
-  /** The paths go first, so the summary shows at once; the File objects stream after. */
-  async openFiles(files: PagedFile[]): Promise<void> {
+  /** The paths go first, so the summary shows at once; the File objects stream after. `roles`: those to keep from before. */
+  async openFiles(files: PagedFile[], roles: Pick<RootSummary, 'name' | 'role'>[] = []): Promise<void> {
     this.openHandles = [];
     this.files = files;
     this.stopStreaming();
@@ -196,6 +202,7 @@ export class Studio {
     this.streamer = streamer;
     await this.opened(() => this.trainer.openFileList(files.map((f) => f.path), proxy(streamer.prioritise)));
     if (this.streamer === streamer && this.dataset?.origin === 'files') {
+      await this.keepRoles(roles);
       this.sending = { sent: 0, total: files.length };
       await streamer.run();
     }
@@ -204,10 +211,16 @@ export class Studio {
   /**
    * The files are taken now (the input is cleared right after), the rest runs
    * in a task of its own: the browser's building of a big FileList is already one long task.
+   * `add` keeps the folders already open, as *Add another folder* does with
+   * the folder picker (a folder of the same name is replaced), and their roles.
    */
-  openInput(list: FileList): Promise<void> {
-    const files = filesFromInput(list);
-    return new Promise((resolve) => setTimeout(() => resolve(this.openFiles(files))));
+  async openInput(list: FileList, add = false): Promise<void> {
+    const picked = filesFromInput(list);
+    const pickedRoots = new Set(picked.map((f) => rootOf(f.path)));
+    const files = add ? [...this.files.filter((f) => !pickedRoots.has(rootOf(f.path))), ...picked] : picked;
+    const roles = add ? (this.dataset?.roots ?? []) : [];
+    await new Promise((resolve) => setTimeout(resolve));
+    await this.openFiles(files, roles);
   }
 
   async openDrop(dropped: DroppedItems): Promise<void> {
@@ -232,9 +245,7 @@ export class Studio {
       return;
     }
     await this.openFolders(remembered.handles);
-    for (const [root, role] of Object.entries(remembered.roles)) {
-      if (this.dataset?.roots.some((r) => r.name === root && r.role !== role)) await this.setRole(root, role);
-    }
+    await this.keepRoles(Object.entries(remembered.roles).map(([name, role]) => ({ name, role })));
   }
 
   async setRole(root: string, role: RootRole): Promise<void> {

@@ -1,0 +1,63 @@
+/**
+ * The studio under quick hands (issue 18, items 9-12), on the shared ISIC 2018
+ * and PH2 folders. What a slow worker makes possible (a key pressed while the
+ * next image loads, a progress report arriving after its answer, a split
+ * planned for the roles before) is set up by holding the worker's answers in
+ * the page (installReplyHolds), never by racing the clock.
+ */
+import { expect, test, type Page } from '@playwright/test';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { collectErrors, datasets } from './helpers.ts';
+
+const totals = (page: Page) => page.getByTestId('summary-totals');
+const poolRadio = (page: Page, root: string) => page.getByRole('group', { name: `Use of ${root}` }).getByRole('radio', { name: /unlabeled pool/ });
+
+test('without the folder picker, "Add another folder" opens a pool beside a labeled folder through the folder input', async ({ page }) => {
+  const errors = collectErrors(page);
+  // Firefox and Safari: no showDirectoryPicker.
+  await page.addInitScript(() => {
+    delete (window as { showDirectoryPicker?: unknown }).showDirectoryPicker;
+    delete (Window.prototype as { showDirectoryPicker?: unknown }).showDirectoryPicker;
+  });
+  await page.goto('/');
+  await expect(page.getByTestId('synthetic-badge')).toBeVisible();
+  expect(await page.evaluate(() => 'showDirectoryPicker' in window)).toBe(false);
+  await expect(page.getByTestId('open-folder')).toHaveCount(0);
+  // The demo is no folder to add to.
+  await expect(page.getByTestId('folder-input-add')).toHaveCount(0);
+
+  await page.getByTestId('folder-input').setInputFiles(path.join(datasets, 'ph2'));
+  await expect(totals(page)).toContainText('32 labeled pairs');
+  await poolRadio(page, 'ph2').check();
+  await expect(totals(page)).toContainText('0 labeled pairs');
+
+  await page.getByTestId('folder-input-add').setInputFiles(path.join(datasets, 'isic2018'));
+  await expect(totals(page)).toContainText('33 labeled pairs');
+  // PH2 stays the pool it was marked as.
+  await expect(totals(page)).toContainText('32 unlabeled images');
+  await expect(poolRadio(page, 'ph2')).toBeChecked();
+  await expect(page.getByTestId('set-row')).toHaveCount(2);
+
+  // Another folder called ph2 (three of its cases) replaces the open one rather than joining it.
+  const other = await mkdtemp(path.join(os.tmpdir(), 'lesion-studio-e2e-'));
+  try {
+    const cases = path.join(datasets, 'ph2', 'PH2 Dataset images');
+    for (const id of (await readdir(cases)).sort().slice(0, 3)) {
+      await cp(path.join(cases, id), path.join(other, 'ph2', 'PH2 Dataset images', id), { recursive: true });
+    }
+    await page.getByTestId('folder-input-add').setInputFiles(path.join(other, 'ph2'));
+    await expect(totals(page)).toContainText('3 unlabeled images');
+    await expect(totals(page)).toContainText('33 labeled pairs');
+    await expect(page.getByTestId('set-row')).toHaveCount(2);
+
+    // Choose folder still starts afresh.
+    await page.getByTestId('folder-input').setInputFiles(path.join(datasets, 'isic2018'));
+    await expect(page.getByTestId('set-row')).toHaveCount(1);
+    await expect(totals(page)).toContainText('0 unlabeled images');
+    expect(errors).toEqual([]);
+  } finally {
+    await rm(other, { recursive: true, force: true });
+  }
+});
