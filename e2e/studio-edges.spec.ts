@@ -9,7 +9,15 @@ import { expect, test, type Page } from '@playwright/test';
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { collectErrors, datasets } from './helpers.ts';
+import {
+  collectErrors,
+  copySharedToOpfs,
+  datasets,
+  heldReplies,
+  holdReplies,
+  installReplyHolds,
+  releaseReplies,
+} from './helpers.ts';
 
 const totals = (page: Page) => page.getByTestId('summary-totals');
 const poolRadio = (page: Page, root: string) => page.getByRole('group', { name: `Use of ${root}` }).getByRole('radio', { name: /unlabeled pool/ });
@@ -60,4 +68,34 @@ test('without the folder picker, "Add another folder" opens a pool beside a labe
   } finally {
     await rm(other, { recursive: true, force: true });
   }
+});
+
+test('a progress report arriving after "Add another folder" has finished does not bring the progress line back', async ({ page }) => {
+  const errors = collectErrors(page);
+  await installReplyHolds(page);
+  // The picker hands out folders the test put in the origin-private file system, in the order it lists them.
+  await page.addInitScript(() => {
+    const w = window as unknown as { picks: string[] };
+    w.picks = [];
+    window.showDirectoryPicker = async () => (await navigator.storage.getDirectory()).getDirectoryHandle(w.picks.shift()!);
+  });
+  await page.goto('/');
+  await expect(page.getByTestId('synthetic-badge')).toBeVisible();
+  await copySharedToOpfs(page, ['isic2018', 'ph2']);
+  await page.evaluate(() => ((window as unknown as { picks: string[] }).picks = ['isic2018', 'ph2']));
+
+  await page.getByTestId('open-folder').click();
+  await expect(totals(page)).toContainText('33 labeled pairs');
+  await expect(page.getByTestId('opening')).toHaveCount(0);
+
+  // The worker's progress reports for the next open are held back until its answer is in.
+  await holdReplies(page, 'callbacks');
+  await page.getByRole('button', { name: 'Add another folder…' }).click();
+  await expect(totals(page)).toContainText('65 labeled pairs');
+  await expect(page.getByTestId('opening')).toHaveCount(0);
+  expect(await heldReplies(page, 'callbacks')).toBeGreaterThan(0);
+  expect(await releaseReplies(page, 'callbacks')).toBeGreaterThan(0);
+  await expect(page.getByTestId('opening')).toHaveCount(0);
+  await expect(page.getByText(/Recognising layouts in/)).toHaveCount(0);
+  expect(errors).toEqual([]);
 });

@@ -7,7 +7,7 @@
  * data set again, and the run it was training is offered for resuming.
  */
 import { rootOf } from '../core/dataset/layouts.ts';
-import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RootSummary, RunListing, StampedEvent } from '../worker/api.ts';
+import type { DatasetSummary, OpenProgress, PagedFile, ProgressSink, RootRole, RootSummary, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
@@ -151,14 +151,31 @@ export class Studio {
     }
   }
 
+  /** Counts opens: only the latest one may show its progress, result or error. */
   private opens = 0;
 
-  private async opened(open: () => Promise<DatasetSummary>): Promise<void> {
-    const mine = ++this.opens;
+  private beginOpen(): number {
     this.error = undefined;
     this.opening = { phase: 'listing', files: 0, folder: '' };
+    return ++this.opens;
+  }
+
+  /**
+   * Progress for open number `mine`, heard only while that open is in flight:
+   * comlink delivers a callback on a port of its own, so the worker's last
+   * progress message can arrive after its answer and would otherwise show a
+   * finished open as running.
+   */
+  private progressOf(mine: number): ProgressSink {
+    return (progress: OpenProgress) => {
+      if (mine === this.opens && this.opening) this.opening = progress;
+    };
+  }
+
+  private async opened(open: (progress: ProgressSink) => Promise<DatasetSummary>): Promise<void> {
+    const mine = this.beginOpen();
     try {
-      const summary = await open();
+      const summary = await open(this.progressOf(mine));
       if (mine !== this.opens) return;
       this.dataset = summary;
       this.datasetVersion++;
@@ -168,10 +185,6 @@ export class Studio {
       if (mine === this.opens) this.opening = undefined;
     }
   }
-
-  private readonly onProgress = proxy((progress: OpenProgress) => {
-    this.opening = progress;
-  });
 
   private stopStreaming(): void {
     this.streamer?.stop();
@@ -187,7 +200,7 @@ export class Studio {
 
   async openFolders(handles: FileSystemDirectoryHandle[]): Promise<void> {
     this.stopStreaming();
-    await this.opened(() => this.trainer.openFolders(handles, this.onProgress));
+    await this.opened((progress) => this.trainer.openFolders(handles, proxy(progress)));
     if (this.dataset?.origin === 'folders') this.openHandles = handles;
   }
 
@@ -224,13 +237,16 @@ export class Studio {
   }
 
   async openDrop(dropped: DroppedItems): Promise<void> {
-    this.opening = { phase: 'listing', files: 0, folder: '' };
+    const mine = this.beginOpen();
+    const progress = this.progressOf(mine);
     try {
-      const result = await resolveDrop(dropped, (files) => (this.opening = { phase: 'listing', files, folder: '' }));
+      const result = await resolveDrop(dropped, (files) => progress({ phase: 'listing', files, folder: '' }));
+      if (mine !== this.opens) return;
       if (result.kind === 'folders') await this.openFolders(result.handles);
       else if (result.files.length > 0) await this.openFiles(result.files);
       else this.opening = undefined;
     } catch (error) {
+      if (mine !== this.opens) return;
       this.error = (error as Error).message;
       this.opening = undefined;
     }
