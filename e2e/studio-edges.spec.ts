@@ -21,6 +21,7 @@ import {
 
 const totals = (page: Page) => page.getByTestId('summary-totals');
 const poolRadio = (page: Page, root: string) => page.getByRole('group', { name: `Use of ${root}` }).getByRole('radio', { name: /unlabeled pool/ });
+const setRow = (page: Page, layout: string) => page.getByTestId('set-row').filter({ has: page.getByTestId('set-layout').getByText(layout, { exact: true }) });
 
 test('without the folder picker, "Add another folder" opens a pool beside a labeled folder through the folder input', async ({ page }) => {
   const errors = collectErrors(page);
@@ -68,6 +69,47 @@ test('without the folder picker, "Add another folder" opens a pool beside a labe
   } finally {
     await rm(other, { recursive: true, force: true });
   }
+});
+
+test('a folder marked as the pool counts as unlabeled in "Data sets found", and no split of the old roles is shown', async ({ page }) => {
+  const errors = collectErrors(page);
+  await installReplyHolds(page);
+  await page.goto('/');
+  await expect(page.getByTestId('synthetic-badge')).toBeVisible();
+  await page.getByTestId('folder-input').setInputFiles(path.join(datasets, 'isic2018'));
+  await page.getByTestId('folder-input-add').setInputFiles(path.join(datasets, 'ph2'));
+  await expect(totals(page)).toContainText('65 labeled pairs');
+  const ph2 = setRow(page, 'PH2');
+  await expect(ph2.getByTestId('set-labeled')).toHaveText('32');
+  await expect(page.getByTestId('split-preview')).toContainText('of 0 unlabeled images used');
+
+  await holdReplies(page, 'setRootRole');
+  await holdReplies(page, 'previewSplit');
+  await poolRadio(page, 'ph2').check();
+  await expect.poll(() => heldReplies(page, 'setRootRole')).toBe(1);
+  // The worker has not answered: the split shown would be the old roles'.
+  await expect(page.getByTestId('split-preview')).toHaveCount(0);
+  await expect(page.getByTestId('split-pending')).toBeVisible();
+
+  expect(await releaseReplies(page, 'setRootRole')).toBe(1);
+  await expect(totals(page)).toContainText('33 labeled pairs');
+  await expect(ph2.getByTestId('set-labeled')).toHaveText(/^\s*0\b/);
+  await expect(ph2.getByTestId('set-labeled-count')).toHaveText('0');
+  await expect(ph2.getByTestId('set-masks-unused')).toHaveText('(32 masks unused: unlabeled pool)');
+  await expect(ph2.getByTestId('set-unlabeled')).toHaveText('32');
+  await expect(setRow(page, 'ISIC 2018 Task 1').getByTestId('set-labeled-count')).toHaveText('33');
+  await expect(setRow(page, 'ISIC 2018 Task 1').getByTestId('set-masks-unused')).toHaveCount(0);
+  // The new roles' split is asked for; until it comes, none is shown.
+  await expect.poll(() => heldReplies(page, 'previewSplit')).toBeGreaterThanOrEqual(1);
+  await expect(page.getByTestId('split-preview')).toHaveCount(0);
+  await expect(page.getByTestId('split-pending')).toBeVisible();
+
+  await releaseReplies(page, 'previewSplit');
+  const preview = page.getByTestId('split-preview');
+  await expect(preview).toContainText('of 32 unlabeled images used');
+  const [train, val, test] = (await preview.locator('strong').allTextContents()).map(Number);
+  expect(train + val + test).toBe(33);
+  expect(errors).toEqual([]);
 });
 
 test('a progress report arriving after "Add another folder" has finished does not bring the progress line back', async ({ page }) => {

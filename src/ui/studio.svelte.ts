@@ -62,6 +62,8 @@ export class Studio {
   openHandles = $state.raw<FileSystemDirectoryHandle[]>([]);
   /** Bumped whenever the data set changes, so views refetch thumbnails and previews. */
   datasetVersion = $state(0);
+  /** Role changes the worker has not answered yet: until then the split preview is the old roles'. */
+  rolesChanging = $state(0);
 
   private readonly onEvents = proxy((batch: StampedEvent[]) => {
     this.run.apply(batch);
@@ -265,8 +267,15 @@ export class Studio {
   }
 
   async setRole(root: string, role: RootRole): Promise<void> {
-    this.dataset = await this.trainer.setRootRole(root, role);
-    this.datasetVersion++;
+    this.rolesChanging++;
+    try {
+      this.dataset = await this.trainer.setRootRole(root, role);
+      this.datasetVersion++;
+    } catch (error) {
+      this.error = (error as Error).message;
+    } finally {
+      this.rolesChanging--;
+    }
   }
 
   async startRun(): Promise<void> {
