@@ -17,11 +17,24 @@ import {
   holdReplies,
   installReplyHolds,
   releaseReplies,
+  runCard,
+  tinyTeacher,
 } from './helpers.ts';
 
 const totals = (page: Page) => page.getByTestId('summary-totals');
 const poolRadio = (page: Page, root: string) => page.getByRole('group', { name: `Use of ${root}` }).getByRole('radio', { name: /unlabeled pool/ });
 const setRow = (page: Page, layout: string) => page.getByTestId('set-row').filter({ has: page.getByTestId('set-layout').getByText(layout, { exact: true }) });
+
+/** ISIC 2018 through the folder input, then PH2 added beside it as the unlabeled pool. */
+async function openIsicWithPh2Pool(page: Page): Promise<void> {
+  await page.getByTestId('folder-input').setInputFiles(path.join(datasets, 'isic2018'));
+  await expect(totals(page)).toContainText('33 labeled pairs');
+  await page.getByTestId('folder-input-add').setInputFiles(path.join(datasets, 'ph2'));
+  await expect(totals(page)).toContainText('65 labeled pairs');
+  await poolRadio(page, 'ph2').check();
+  await expect(totals(page)).toContainText('33 labeled pairs');
+  await expect(totals(page)).toContainText('32 unlabeled images');
+}
 
 test('without the folder picker, "Add another folder" opens a pool beside a labeled folder through the folder input', async ({ page }) => {
   const errors = collectErrors(page);
@@ -139,5 +152,60 @@ test('a progress report arriving after "Add another folder" has finished does no
   expect(await releaseReplies(page, 'callbacks')).toBeGreaterThan(0);
   await expect(page.getByTestId('opening')).toHaveCount(0);
   await expect(page.getByText(/Recognising layouts in/)).toHaveCount(0);
+  expect(errors).toEqual([]);
+});
+
+test('the mask editor keeps drawing and keeps its zoom when keys come while the next image loads', async ({ page }) => {
+  test.setTimeout(600_000);
+  const errors = collectErrors(page);
+  await installReplyHolds(page);
+  await page.goto('/');
+  await expect(page.getByTestId('synthetic-badge')).toBeVisible();
+  await openIsicWithPh2Pool(page);
+  await runCard(page, tinyTeacher('switch-teacher'));
+
+  await page.getByTestId('tab-label').click();
+  await page.getByTestId('queue-load').click();
+  const items = page.getByTestId('queue-item');
+  await expect(items).toHaveCount(32, { timeout: 120_000 });
+  await items.first().getByTestId('queue-open').click();
+  const editor = page.getByTestId('mask-editor');
+  await expect(editor).toBeVisible();
+  const view = async () => {
+    const read = async (name: string) => (await editor.getAttribute(`data-${name}`))!;
+    const [width, height, zoom] = [Number(await read('width')), Number(await read('height')), Number(await read('zoom'))];
+    return { image: await read('image'), width, height, zoom, fit: Math.min(800 / width, 560 / height) };
+  };
+  const first = await view();
+  expect(first.zoom).toBeCloseTo(first.fit, 9);
+
+  // N, then + while the next image is held in the worker: the first image zooms, and nothing throws.
+  await holdReplies(page, 'labelTask');
+  await page.keyboard.press('n');
+  await expect.poll(() => heldReplies(page, 'labelTask')).toBe(1);
+  await page.keyboard.type('+');
+  await expect(editor).toHaveAttribute('data-zoom', String(first.fit * 1.25));
+  await expect(editor).toHaveAttribute('data-image', first.image);
+  expect(errors).toEqual([]);
+
+  // The next image comes in at the same magnification over its own fit.
+  await releaseReplies(page, 'labelTask');
+  await expect(editor).not.toHaveAttribute('data-image', first.image);
+  const second = await view();
+  expect(second.zoom).toBeCloseTo(second.fit * 1.25, 9);
+  expect(errors).toEqual([]);
+
+  // Edit on a saved label, then "empty" before it has loaded.
+  await page.keyboard.press('s');
+  await expect(page.getByTestId('expert-count')).toHaveText('(1)');
+  await holdReplies(page, 'labelTask');
+  await page.getByTestId('expert-label').getByRole('button', { name: 'Edit' }).click();
+  await expect.poll(() => heldReplies(page, 'labelTask')).toBe(1);
+  await page.getByTestId('start-empty').click();
+  await expect(editor).toHaveAttribute('data-lesion-pixels', '0');
+  expect(errors).toEqual([]);
+  await releaseReplies(page, 'labelTask');
+  await expect(editor).toHaveAttribute('data-started-from', 'previous-label');
+  await expect(editor).toHaveAttribute('data-image', second.image);
   expect(errors).toEqual([]);
 });
