@@ -9,71 +9,29 @@
  * the next run's split.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { presetCard, type RunCard } from '../src/core/config.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
-import { collectErrors, datasets, readStoredZip, runCard, snap } from './helpers.ts';
+import { collectErrors, copySharedToOpfs, readStoredZip, runCard, snap, tinyTeacher } from './helpers.ts';
 
-const ROOTS = ['isic2018', 'ph2'];
-
-async function filesUnder(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
-    if (entry.isDirectory()) out.push(...(await filesUnder(path.join(dir, entry.name), rel)));
-    else out.push(rel);
-  }
-  return out;
-}
-
-/** Copies the shared folders into OPFS and remembers them with ISIC 2018 labeled and PH2 as the unlabeled pool. */
+/** The shared folders in OPFS, remembered with ISIC 2018 labeled and PH2 as the unlabeled pool. */
 async function plantSharedFolders(page: Page): Promise<void> {
-  await page.route('**/e2e-shared/**', async (route) => {
-    const rel = decodeURIComponent(new URL(route.request().url()).pathname.replace(/^\/e2e-shared\//, ''));
-    await route.fulfill({ body: await readFile(path.join(datasets, rel)), contentType: 'application/octet-stream' });
-  });
-  const files = (await Promise.all(ROOTS.map(async (root) => (await filesUnder(path.join(datasets, root))).map((f) => `${root}/${f}`)))).flat();
-  await page.evaluate(async (paths) => {
+  await copySharedToOpfs(page, ['isic2018', 'ph2']);
+  await page.evaluate(async () => {
     const opfs = await navigator.storage.getDirectory();
-    const roots = new Map<string, FileSystemDirectoryHandle>();
-    for (const rel of paths) {
-      const parts = rel.split('/');
-      let dir = opfs;
-      for (const [i, part] of parts.slice(0, -1).entries()) {
-        dir = await dir.getDirectoryHandle(part, { create: true });
-        if (i === 0) roots.set(part, dir);
-      }
-      const response = await fetch(`/e2e-shared/${parts.map(encodeURIComponent).join('/')}`);
-      const out = await (await dir.getFileHandle(parts[parts.length - 1], { create: true })).createWritable();
-      await out.write(await response.blob());
-      await out.close();
-    }
+    const handles = [await opfs.getDirectoryHandle('isic2018'), await opfs.getDirectoryHandle('ph2')];
     await new Promise<void>((resolve, reject) => {
       const open = indexedDB.open('lesion-studio-folders');
       open.onupgradeneeded = () => open.result.createObjectStore('kv');
       open.onerror = () => reject(open.error);
       open.onsuccess = () => {
         const tx = open.result.transaction('kv', 'readwrite');
-        tx.objectStore('kv').put({ handles: [roots.get('isic2018'), roots.get('ph2')], roles: { isic2018: 'labeled', ph2: 'unlabeled' } }, 'last-opened');
+        tx.objectStore('kv').put({ handles, roles: { isic2018: 'labeled', ph2: 'unlabeled' } }, 'last-opened');
         tx.oncomplete = () => resolve();
         tx.onerror = () => reject(tx.error);
       };
     });
-  }, files);
-}
-
-function tinyTeacher(name: string): RunCard {
-  const card = presetCard('quick');
-  return {
-    ...card,
-    name,
-    backend: 'wasm',
-    model: { ...card.model, width: 0.25, inputSize: 32, asppChannels: 16, init: 'random', outputStride: 16, atrousRates: [1, 2, 3] },
-    train: { ...card.train, epochs: 1, batchSize: 4, readEverySteps: 1, checkpointEverySteps: 4 },
-    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
-    student: { ...card.student, rounds: 0 },
-  };
+  });
 }
 
 async function reopen(page: Page): Promise<void> {

@@ -21,8 +21,8 @@ export class SplitPlan {
   preview = $state<SplitPreview | undefined>();
   /** The worker's refusal of the split (e.g. fractions that leave nothing), as a run would give it. */
   problem = $state<string | undefined>();
-  /** Whether preview and problem are those of the current card and data set, not of an edit ago. */
-  current = $derived.by(() => this.answeredFor === this.key);
+  /** Whether preview and problem are those of the current card, data set and roles, not of an edit ago. */
+  current = $derived.by(() => this.answeredFor === this.key && this.studio.rolesChanging === 0);
 
   private answeredFor = $state<string | undefined>();
   private readonly request = $derived.by((): SplitPreviewRequest => {

@@ -6,7 +6,8 @@
  * When the worker stops (see client.ts), a new one starts, gets the same
  * data set again, and the run it was training is offered for resuming.
  */
-import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RunListing, StampedEvent } from '../worker/api.ts';
+import { rootOf } from '../core/dataset/layouts.ts';
+import type { DatasetSummary, OpenProgress, PagedFile, ProgressSink, RootRole, RootSummary, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
 import { filesFromInput, regainAccess, resolveDrop, type DroppedItems } from './folders.ts';
@@ -61,6 +62,8 @@ export class Studio {
   openHandles = $state.raw<FileSystemDirectoryHandle[]>([]);
   /** Bumped whenever the data set changes, so views refetch thumbnails and previews. */
   datasetVersion = $state(0);
+  /** Role changes the worker has not answered yet: until then the split preview is the old roles'. */
+  rolesChanging = $state(0);
 
   private readonly onEvents = proxy((batch: StampedEvent[]) => {
     this.run.apply(batch);
@@ -137,22 +140,44 @@ export class Studio {
   private async reopen(): Promise<void> {
     const previous = this.dataset;
     if (!previous) return;
+    if (previous.origin === 'files') return this.openFiles(this.files, previous.roots);
     if (previous.origin === 'demo') await this.openDemo();
-    else if (previous.origin === 'folders') await this.openFolders(this.openHandles);
-    else await this.openFiles(this.files);
-    for (const root of previous.roots) {
+    else await this.openFolders(this.openHandles);
+    await this.keepRoles(previous.roots);
+  }
+
+  /** Gives the roots still open the roles the user chose for them before. */
+  private async keepRoles(roots: Pick<RootSummary, 'name' | 'role'>[]): Promise<void> {
+    for (const root of roots) {
       if (this.dataset?.roots.some((r) => r.name === root.name && r.role !== root.role)) await this.setRole(root.name, root.role);
     }
   }
 
+  /** Counts opens: only the latest one may show its progress, result or error. */
   private opens = 0;
 
-  private async opened(open: () => Promise<DatasetSummary>): Promise<void> {
-    const mine = ++this.opens;
+  private beginOpen(): number {
     this.error = undefined;
     this.opening = { phase: 'listing', files: 0, folder: '' };
+    return ++this.opens;
+  }
+
+  /**
+   * Progress for open number `mine`, heard only while that open is in flight:
+   * comlink delivers a callback on a port of its own, so the worker's last
+   * progress message can arrive after its answer and would otherwise show a
+   * finished open as running.
+   */
+  private progressOf(mine: number): ProgressSink {
+    return (progress: OpenProgress) => {
+      if (mine === this.opens && this.opening) this.opening = progress;
+    };
+  }
+
+  private async opened(open: (progress: ProgressSink) => Promise<DatasetSummary>): Promise<void> {
+    const mine = this.beginOpen();
     try {
-      const summary = await open();
+      const summary = await open(this.progressOf(mine));
       if (mine !== this.opens) return;
       this.dataset = summary;
       this.datasetVersion++;
@@ -162,10 +187,6 @@ export class Studio {
       if (mine === this.opens) this.opening = undefined;
     }
   }
-
-  private readonly onProgress = proxy((progress: OpenProgress) => {
-    this.opening = progress;
-  });
 
   private stopStreaming(): void {
     this.streamer?.stop();
@@ -181,12 +202,12 @@ export class Studio {
 
   async openFolders(handles: FileSystemDirectoryHandle[]): Promise<void> {
     this.stopStreaming();
-    await this.opened(() => this.trainer.openFolders(handles, this.onProgress));
+    await this.opened((progress) => this.trainer.openFolders(handles, proxy(progress)));
     if (this.dataset?.origin === 'folders') this.openHandles = handles;
   }
 
-  /** The paths go first, so the summary shows at once; the File objects stream after. */
-  async openFiles(files: PagedFile[]): Promise<void> {
+  /** The paths go first, so the summary shows at once; the File objects stream after. `roles`: those to keep from before. */
+  async openFiles(files: PagedFile[], roles: Pick<RootSummary, 'name' | 'role'>[] = []): Promise<void> {
     this.openHandles = [];
     this.files = files;
     this.stopStreaming();
@@ -196,6 +217,7 @@ export class Studio {
     this.streamer = streamer;
     await this.opened(() => this.trainer.openFileList(files.map((f) => f.path), proxy(streamer.prioritise)));
     if (this.streamer === streamer && this.dataset?.origin === 'files') {
+      await this.keepRoles(roles);
       this.sending = { sent: 0, total: files.length };
       await streamer.run();
     }
@@ -204,20 +226,29 @@ export class Studio {
   /**
    * The files are taken now (the input is cleared right after), the rest runs
    * in a task of its own: the browser's building of a big FileList is already one long task.
+   * `add` keeps the folders already open, as *Add another folder* does with
+   * the folder picker (a folder of the same name is replaced), and their roles.
    */
-  openInput(list: FileList): Promise<void> {
-    const files = filesFromInput(list);
-    return new Promise((resolve) => setTimeout(() => resolve(this.openFiles(files))));
+  async openInput(list: FileList, add = false): Promise<void> {
+    const picked = filesFromInput(list);
+    const pickedRoots = new Set(picked.map((f) => rootOf(f.path)));
+    const files = add ? [...this.files.filter((f) => !pickedRoots.has(rootOf(f.path))), ...picked] : picked;
+    const roles = add ? (this.dataset?.roots ?? []) : [];
+    await new Promise((resolve) => setTimeout(resolve));
+    await this.openFiles(files, roles);
   }
 
   async openDrop(dropped: DroppedItems): Promise<void> {
-    this.opening = { phase: 'listing', files: 0, folder: '' };
+    const mine = this.beginOpen();
+    const progress = this.progressOf(mine);
     try {
-      const result = await resolveDrop(dropped, (files) => (this.opening = { phase: 'listing', files, folder: '' }));
+      const result = await resolveDrop(dropped, (files) => progress({ phase: 'listing', files, folder: '' }));
+      if (mine !== this.opens) return;
       if (result.kind === 'folders') await this.openFolders(result.handles);
       else if (result.files.length > 0) await this.openFiles(result.files);
       else this.opening = undefined;
     } catch (error) {
+      if (mine !== this.opens) return;
       this.error = (error as Error).message;
       this.opening = undefined;
     }
@@ -232,14 +263,19 @@ export class Studio {
       return;
     }
     await this.openFolders(remembered.handles);
-    for (const [root, role] of Object.entries(remembered.roles)) {
-      if (this.dataset?.roots.some((r) => r.name === root && r.role !== role)) await this.setRole(root, role);
-    }
+    await this.keepRoles(Object.entries(remembered.roles).map(([name, role]) => ({ name, role })));
   }
 
   async setRole(root: string, role: RootRole): Promise<void> {
-    this.dataset = await this.trainer.setRootRole(root, role);
-    this.datasetVersion++;
+    this.rolesChanging++;
+    try {
+      this.dataset = await this.trainer.setRootRole(root, role);
+      this.datasetVersion++;
+    } catch (error) {
+      this.error = (error as Error).message;
+    } finally {
+      this.rolesChanging--;
+    }
   }
 
   async startRun(): Promise<void> {

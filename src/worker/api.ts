@@ -33,8 +33,11 @@ export interface SetSummary {
   /** Top-level folder (root) it belongs to. */
   root: string;
   role: RootRole;
+  /** Pairs that train or validate: none in an unlabeled pool, whose pairs count as unlabeled images. */
   labeled: number;
   unlabeled: number;
+  /** Masks a run leaves unused because the set's folder is an unlabeled pool. */
+  masksUnused: number;
   countsBySplit: Record<Split, SplitCounts>;
 }
 

@@ -5,7 +5,7 @@
  * worker, from that state.
  */
 import { binariseMask } from '../core/dataset/loader.ts';
-import { inputsByRole, LAYOUT_TITLES, recogniseDatasets, rootOf, type DatasetIndex, type Sample } from '../core/dataset/layouts.ts';
+import { inputsByRole, LAYOUT_TITLES, recogniseDatasets, rootOf, type DatasetIndex, type Sample, type Split, type SplitCounts } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { FileSource } from '../core/io.ts';
 import { withExpertLabels } from '../core/active/labels.ts';
@@ -75,16 +75,23 @@ export class OpenDataset {
       })),
       sets: this.index.sets.map((set) => {
         const root = rootOf(set.labeled[0]?.image ?? set.unlabeled[0].image);
+        const role = this.roles.get(root)!;
+        // In a pool, pairs count as the unlabeled images inputs() makes of them, as a run uses them.
+        const pool = role === 'unlabeled';
+        const countsBySplit = pool
+          ? mapSplits(set.countsBySplit, (c) => ({ labeled: 0, unlabeled: c.labeled + c.unlabeled }))
+          : set.countsBySplit;
         return {
           name: set.name,
           layout: set.layout,
           layoutTitle: LAYOUT_TITLES[set.layout],
           folder: set.root,
           root,
-          role: this.roles.get(root)!,
-          labeled: set.labeled.length,
-          unlabeled: set.unlabeled.length,
-          countsBySplit: set.countsBySplit,
+          role,
+          labeled: pool ? 0 : set.labeled.length,
+          unlabeled: pool ? set.labeled.length + set.unlabeled.length : set.unlabeled.length,
+          masksUnused: pool ? set.labeled.length : 0,
+          countsBySplit,
         };
       }),
       strays: this.index.strays,
@@ -134,6 +141,10 @@ export class OpenDataset {
       return { ...base, bitmap: empty, sourceWidth: 0, sourceHeight: 0, error: (error as Error).message };
     }
   }
+}
+
+function mapSplits(counts: Record<Split, SplitCounts>, f: (c: SplitCounts) => SplitCounts): Record<Split, SplitCounts> {
+  return Object.fromEntries(Object.entries(counts).map(([split, c]) => [split, f(c)])) as Record<Split, SplitCounts>;
 }
 
 /** A root with labeled pairs is labeled until the user says otherwise; a plain image folder is a pool. */
