@@ -13,6 +13,8 @@ export interface SplitPlanHost {
   readonly trainer: Pick<Trainer, 'previewSplit'>;
   /** Bumped whenever the open data set changes. */
   readonly datasetVersion: number;
+  /** Role changes sent to the worker and not yet answered: until then any preview is of the old roles. */
+  readonly rolesChanging: number;
 }
 
 export class SplitPlan {
