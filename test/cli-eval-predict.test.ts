@@ -239,7 +239,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`warning: ties/${id}_segmentation.png: mask is not binary`);
-    expect(perImageOf(stdout).get(id)).toEqual({ id, lesionIoU: 1, dice: 1 });
+    expect(perImageOf(stdout).get(id)).toMatchObject({ id, lesionIoU: 1, dice: 1, confusion: { fp: 0, fn: 0 } });
   });
 
   it('leaves out, naming both sizes, a pair whose ground truth is stored rotated, with --pred and --model alike', async () => {

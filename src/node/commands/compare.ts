@@ -43,6 +43,8 @@ const compare: Command = {
     batch: { type: 'string' },
     resamples: { type: 'string' },
   },
+  // --model values are comma lists of folders: the command checks those itself.
+  paths: { data: 'folder' },
   async run({ values }, io) {
     const armFlags = (values.model as string[] | undefined) ?? [];
     const dataDirs = (values.data as string[] | undefined) ?? [];
