@@ -9,39 +9,9 @@ import { expect, test, type Page } from '@playwright/test';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { presetCard, type BackendChoice, type RunCard } from '../src/core/config.ts';
+import type { RunCard } from '../src/core/config.ts';
 import type { InjectedFault } from '../src/worker/api.ts';
-import { collectErrors, snap } from './helpers.ts';
-
-interface Tiny {
-  backend?: BackendChoice;
-  epochs?: number;
-  batchSize?: number;
-  checkpointEverySteps?: number;
-  labeledFraction?: number;
-  lr?: number;
-}
-
-/** Teacher only, on a 32-pixel model a quarter wide: seconds per epoch on the demo. */
-function tinyCard(name: string, tiny: Tiny = {}): RunCard {
-  const card = presetCard('quick');
-  return {
-    ...card,
-    name,
-    backend: tiny.backend ?? 'wasm',
-    model: { ...card.model, width: 0.25, inputSize: 32, asppChannels: 16, init: 'random', outputStride: 16, atrousRates: [1, 2, 3] },
-    train: {
-      ...card.train,
-      epochs: tiny.epochs ?? 1,
-      batchSize: tiny.batchSize ?? 2,
-      readEverySteps: 1,
-      checkpointEverySteps: tiny.checkpointEverySteps ?? 2,
-      optimizer: { kind: 'adam', lr: tiny.lr ?? 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
-    },
-    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: tiny.labeledFraction ?? 1 },
-    student: { ...card.student, rounds: 0 },
-  };
-}
+import { collectErrors, snap, tinyCard } from './helpers.ts';
 
 /** `query` adds to fault-test mode, e.g. a shorter heartbeat. */
 async function openDemo(page: Page, query = ''): Promise<void> {
@@ -194,7 +164,7 @@ test('a crashed or killed worker is replaced, and the run resumes from its last 
 
   await inject(page, { kind: 'crash' });
   await expect(page.getByTestId('trainer-stopped')).toContainText('The trainer stopped (an error nothing caught: Uncaught Error: injected crash (fault test hook))');
-  await expect(status(page)).toHaveAttribute('data-status', 'failed');
+  await expect(status(page)).toHaveAttribute('data-status', 'interrupted');
   await expect(page.getByTestId('run-message')).toContainText(/a new one has started\. Resume the run from its last checkpoint \(Teacher, step \d+\)\./);
   await expect(page.getByTestId('resume-interrupted')).toBeVisible();
   await snap(page, 'faults-worker-crashed');
