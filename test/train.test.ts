@@ -18,7 +18,7 @@ import { LesionError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { itemFromSample, PixelCache, type TrainItem } from '../src/core/dataset/samples.ts';
-import { checkpointAfterStep, trainStage, type StageSpec } from '../src/core/training/train.ts';
+import { checkpointAfterStep, stepIsCheckpointed, trainStage, type StageSpec } from '../src/core/training/train.ts';
 import { chartSeries, type StepPoint } from '../src/ui/series.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
@@ -203,6 +203,8 @@ describe('trainStage', () => {
   it('checkpoints each step once, labelled with its epoch, and charts each step once in step order, across a cancel and a crash', async () => {
     // 2 steps per epoch, 2 epochs, a checkpoint after every step: the epoch's end writes its last step, nothing else does.
     expect([1, 2, 3, 4].map((step) => checkpointAfterStep({ step, stepInEpoch: ((step - 1) % 2) + 1 }, 2, 1))).toEqual([true, false, true, false]);
+    // Every third step and each epoch's end, 4 steps an epoch: what the page's history writer expects.
+    expect([1, 2, 3, 4, 5, 6, 7, 8].filter((step) => stepIsCheckpointed(step, 4, 3))).toEqual([3, 4, 6, 8]);
     const card = tinyCard({ epochs: 2, readEverySteps: 1, checkpointEverySteps: 1 });
     const h = harness();
     const train = items.slice(0, 4);
@@ -234,7 +236,7 @@ describe('trainStage', () => {
     third.model.dispose();
 
     const latest = h.events.filter((e): e is Extract<TrainerEvent, { type: 'checkpoint' }> => e.type === 'checkpoint' && e.kind === 'latest');
-    expect(latest.map((e) => e.step)).toEqual([1, 2, 3, 4]);
+    expect(latest.map((e) => e.step)).toEqual([1, 2, 3, 4].filter((step) => stepIsCheckpointed(step, 2, 1)));
     expect(latest.map((e) => e.epoch)).toEqual([1, 1, 2, 2]);
     const resumed = h.events.filter((e) => e.type === 'log' && /resumed/.test(e.message)).map((e) => (e as { message: string }).message);
     expect(resumed).toEqual(['teacher: resumed at epoch 1, step 1 of 4', 'teacher: resumed at epoch 1, step 2 of 4']);

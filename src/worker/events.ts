@@ -19,9 +19,15 @@ export class EventForwarder {
   private history: StampedEvent[] = [];
   private lastSave = 0;
 
+  /**
+   * `beforeCheckpoint` tells the steps a checkpoint follows: the history is
+   * written at once for them, ahead of the checkpoint's own write, so a run
+   * whose tab closes never holds a checkpoint its history lacks the steps of.
+   */
   constructor(
     private readonly sink: EventBatchSink,
     private readonly run: RunStore,
+    private readonly beforeCheckpoint: (step: Extract<TrainerEvent, { type: 'step' }>) => boolean = () => false,
   ) {}
 
   /** Sends what earlier sessions of this run recorded, before its new events. */
@@ -55,7 +61,7 @@ export class EventForwarder {
   private keep(stamped: StampedEvent): void {
     if (!KEPT.has(stamped.event.type)) return;
     this.history.push(stamped);
-    const important = stamped.event.type !== 'step';
+    const important = stamped.event.type !== 'step' || this.beforeCheckpoint(stamped.event);
     // A history write the browser refuses (storage full) costs chart points, not the run: the run's own writes report it.
     if (important || stamped.at - this.lastSave > SAVE_MS) void this.save().catch(() => undefined);
   }

@@ -11,6 +11,7 @@ import type { KeyValueStore } from '../core/io.ts';
 import { missingImages, runNoisyStudent, RunControl } from '../core/run/pipeline.ts';
 import { plannedStages } from '../core/run/display.ts';
 import { epochOfStep } from '../core/training/checkpoint.ts';
+import { stepIsCheckpointed } from '../core/training/train.ts';
 import { RunStore, type RunState } from '../core/run/run-store.ts';
 import type { BackendReport, DatasetOrigin, EventBatchSink, RunListing } from './api.ts';
 import { chooseBackend } from './backend.ts';
@@ -93,7 +94,8 @@ export class RunManager {
     const broadcast = broadcastTo(runId, sink);
     try {
       const run = new RunStore(this.store, runId);
-      const events = new EventForwarder(broadcast.sink, run);
+      const { epochs, checkpointEverySteps } = card.train;
+      const events = new EventForwarder(broadcast.sink, run, (step) => stepIsCheckpointed(step.step, step.totalSteps / epochs, checkpointEverySteps));
       if (resume) await events.replay();
       if (cardChanged) {
         // Stored only once the run is ours: another tab's run keeps its card.

@@ -71,6 +71,12 @@ export function checkpointAfterStep(position: Pick<LoopPosition, 'step' | 'stepI
   return position.step % every === 0 && position.stepInEpoch < stepsPerEpoch;
 }
 
+/** Whether a stage's step (from 1) ends with a latest checkpoint: the schedule above, or its epoch's end. */
+export function stepIsCheckpointed(step: number, stepsPerEpoch: number, every: number): boolean {
+  const stepInEpoch = ((step - 1) % stepsPerEpoch) + 1;
+  return stepInEpoch === stepsPerEpoch || checkpointAfterStep({ step, stepInEpoch }, stepsPerEpoch, every);
+}
+
 const FRESH: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
 
 export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
