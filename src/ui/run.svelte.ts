@@ -154,7 +154,9 @@ export class RunView {
     this.reset(listing.card);
     this.runId = listing.runId;
     this.apply(history);
+    // The stored pointer is the truth; a checkpoint of a stage already completed is none a resume goes on from.
     if (listing.lastCheckpoint) this.lastCheckpoint = listing.lastCheckpoint;
+    else if (this.lastCheckpoint && listing.completed.includes(this.lastCheckpoint.stage)) this.lastCheckpoint = undefined;
     const stored: Partial<Record<RunListing['status'], RunStatus>> = { cancelled: 'cancelled', completed: 'completed', failed: 'failed' };
     this.status = stored[listing.status] ?? 'interrupted';
     if (this.status === 'interrupted') {
