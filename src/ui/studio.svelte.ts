@@ -98,11 +98,12 @@ export class Studio {
     this.run.showStored(listing, await this.trainer.runHistory(listing.runId), message);
   }
 
-  /** Opening folders is the user's move: the Dataset view, where the banner names the folders. */
+  /** Opening folders is the user's move: the Dataset view, where the banner names an interrupted run's folders (the Train view, any other's). */
   private async leadToFolders(listing: RunListing, message?: string): Promise<void> {
     this.needsFolders = listing.runId;
     this.view = 'dataset';
-    await this.showStored(listing, message);
+    const inBanner = this.interrupted.some((run) => run.runId === listing.runId);
+    await this.showStored(listing, message ?? (inBanner ? undefined : `Open the folders this run was trained on (${listing.roots.join(', ')}) in the Dataset view, then resume it.`));
   }
 
   private connect(): TrainerLink {
