@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { RunCard } from '../src/core/config.ts';
 import type { InjectedFault } from '../src/worker/api.ts';
-import { collectErrors, snap, tinyCard } from './helpers.ts';
+import { tinyCard } from './cards.ts';
+import { collectErrors, snap } from './helpers.ts';
 
 /** `query` adds to fault-test mode, e.g. a shorter heartbeat. */
 async function openDemo(page: Page, query = ''): Promise<void> {

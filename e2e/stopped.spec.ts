@@ -7,7 +7,8 @@
  */
 import { expect, test, type Page } from '@playwright/test';
 import path from 'node:path';
-import { collectErrors, datasets, snap, tinyCard } from './helpers.ts';
+import { tinyCard } from './cards.ts';
+import { collectErrors, datasets, snap } from './helpers.ts';
 
 const PH2 = path.join(datasets, 'ph2');
 // Two epochs: the stop falls inside the second, with the first one's validation in the table.
