@@ -84,6 +84,8 @@ describe('CheckpointStore', () => {
     expect(bytes).toBe(4 * (restored.weights.reduce((n, w) => n + w.shape.reduce<number>((a, b) => a * (b ?? 1), 1), 0) + 1 + 16));
 
     expect(loaded!.position).toEqual(POSITION);
+    // What a stopped run's page shows comes from the pointer, without reading the weights.
+    expect(await checkpoints.describe('latest')).toEqual({ position: POSITION, bytes });
     expect(loaded!.optimizer.map((t) => t.name)).toEqual(state.map((t) => t.name));
     loaded!.optimizer.forEach((t, i) => {
       expect(t.tensor.shape).toEqual(state[i].tensor.shape);
@@ -97,6 +99,7 @@ describe('CheckpointStore', () => {
     const model = randomised(3);
     expect(await checkpoints.load('best', model)).toBeUndefined();
     expect(await checkpoints.identity('best')).toBeUndefined();
+    expect(await checkpoints.describe('best')).toBeUndefined();
   });
 
   it('writes the free slot, then moves the pointer, then frees the old slot', async () => {

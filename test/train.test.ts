@@ -1,7 +1,8 @@
 /**
  * One training stage on the cpu backend, on real ISIC 2018 images, with a
  * model small enough for about a second per step: exact resume, events,
- * the EMA rule for the best checkpoint, flat memory, pause, divergence and
+ * one checkpoint per step and the loss chart across interruptions, the EMA
+ * rule for the best checkpoint, flat memory, pause, divergence and
  * unreadable images.
  */
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -17,7 +18,8 @@ import { LesionError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { itemFromSample, PixelCache, type TrainItem } from '../src/core/dataset/samples.ts';
-import { trainStage, type StageSpec } from '../src/core/training/train.ts';
+import { checkpointAfterStep, stepIsCheckpointed, trainStage, type StageSpec } from '../src/core/training/train.ts';
+import { chartSeries, type StepPoint } from '../src/ui/series.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
@@ -197,6 +199,61 @@ describe('trainStage', () => {
     expect(straightOutcome.bestValidation!.images).toBe(val.length);
     resumed.model.dispose();
   }
+
+  it('checkpoints each step once, labelled with its epoch, and charts each step once in step order, across a cancel and a crash', async () => {
+    // 2 steps per epoch, 2 epochs, a checkpoint after every step: the epoch's end writes its last step, nothing else does.
+    expect([1, 2, 3, 4].map((step) => checkpointAfterStep({ step, stepInEpoch: ((step - 1) % 2) + 1 }, 2, 1))).toEqual([true, false, true, false]);
+    // Every third step and each epoch's end, 4 steps an epoch: what the page's history writer expects.
+    expect([1, 2, 3, 4, 5, 6, 7, 8].filter((step) => stepIsCheckpointed(step, 4, 3))).toEqual([3, 4, 6, 8]);
+    const card = tinyCard({ epochs: 2, readEverySteps: 1, checkpointEverySteps: 1 });
+    const h = harness();
+    const train = items.slice(0, 4);
+    const checkpoints = new CheckpointStore(h.store, 'stopped');
+    const model = () => buildDeepLabV3(card.model, 'train', card.seed);
+    const at = new Map<TrainerEvent, number>();
+    const clock = (e: TrainerEvent) => at.set(e, at.size);
+
+    // Stopped by the user right after step 1's checkpoint: the cancel has nothing new to write.
+    const control = new RunControl();
+    const first = h.spec(card, { model: model(), train, checkpoints, control, emit: (e) => (clock(e), e.type === 'step' && control.cancel()) });
+    await expect(trainStage(first)).rejects.toBeInstanceOf(CancelledError);
+    first.model.dispose();
+    // The tab closes as step 3 is reported, before its checkpoint: step 3 is trained again on resume.
+    const second = h.spec(card, {
+      model: model(),
+      train,
+      checkpoints,
+      resume: true,
+      emit: (e) => {
+        clock(e);
+        if (e.type === 'step' && e.step === 3) throw new Error('tab closed');
+      },
+    });
+    await expect(trainStage(second)).rejects.toThrow('tab closed');
+    second.model.dispose();
+    const third = h.spec(card, { model: model(), train, checkpoints, resume: true, emit: clock });
+    await trainStage(third);
+    third.model.dispose();
+
+    const latest = h.events.filter((e): e is Extract<TrainerEvent, { type: 'checkpoint' }> => e.type === 'checkpoint' && e.kind === 'latest');
+    expect(latest.map((e) => e.step)).toEqual([1, 2, 3, 4].filter((step) => stepIsCheckpointed(step, 2, 1)));
+    expect(latest.map((e) => e.epoch)).toEqual([1, 1, 2, 2]);
+    const resumed = h.events.filter((e) => e.type === 'log' && /resumed/.test(e.message)).map((e) => (e as { message: string }).message);
+    expect(resumed).toEqual(['teacher: resumed at epoch 1, step 1 of 4', 'teacher: resumed at epoch 1, step 2 of 4']);
+
+    const steps = stepsOf(h.events);
+    expect(steps.map((e) => e.step)).toEqual([1, 2, 3, 3, 4]);
+    const points: StepPoint[] = steps.map((e) => ({ ...e, at: at.get(e)! }));
+    const series = chartSeries(points, epochsOf(h.events).map((e) => ({ ...e, at: at.get(e)! })), ['teacher']);
+    expect(series.steps.x).toEqual([1, 2, 3, 4]);
+    expect(series.steps.epoch).toEqual([1, 1, 2, 2]);
+    // The step trained again is the one charted, with when it ran.
+    const redone = steps.filter((e) => e.step === 3).at(-1)!;
+    expect(series.steps.loss).toEqual([steps[0].loss, steps[1].loss, redone.loss, steps[4].loss]);
+    expect(series.steps.at[2]).toBe(at.get(redone));
+    expect(series.epochLines).toEqual([{ x: 2.5, epoch: 2 }]);
+    expect(series.epochs.x).toEqual([2, 4]);
+  });
 
   it('the same card starts and trains to the same weights, bit for bit; another seed starts elsewhere', async () => {
     const card = tinyCard({ epochs: 1 });

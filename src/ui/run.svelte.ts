@@ -1,6 +1,6 @@
 /**
  * What the Train view shows of a run, folded from the worker's TrainerEvents.
- * Chart series are plain arrays outside Svelte's reactivity (thousands of
+ * Chart points are plain arrays outside Svelte's reactivity (thousands of
  * points would make every push a proxy trap); `version` ticks when they
  * change so the charts redraw once per animation frame at most.
  */
@@ -9,7 +9,8 @@ import { plannedStages } from '../core/run/display.ts';
 import type { FailureCode } from '../core/errors.ts';
 import type { MetricSummary, StageName, TrainerEvent } from '../core/events.ts';
 import { STAGE_TITLES } from '../core/events.ts';
-import type { BackendReport, StampedEvent } from '../worker/api.ts';
+import type { BackendReport, RunListing, StampedEvent } from '../worker/api.ts';
+import { chartSeries, type ChartSeries, type EpochPoint, type StepPoint } from './series.ts';
 
 /** 'stopped': the run ended (failed or stopped) while the stage ran. */
 export type StageStatus = 'waiting' | 'running' | 'completed' | 'skipped' | 'stopped';
@@ -44,21 +45,14 @@ export interface EpochRow {
   seconds: number;
 }
 
-/** Series on one wall-clock axis (seconds since 1970), so a resumed run continues its lines. */
-export interface Series {
-  lossTime: number[];
-  loss: number[];
-  speedTime: number[];
-  speed: number[];
-  epochTime: number[];
-  paperMIoU: number[];
-  lesionIoU: number[];
-  dice: number[];
-  /** When each stage started: vertical markers on every chart. */
-  stageMarks: { time: number; stage: StageName }[];
+/** Every step and epoch report as it arrived, a resumed run's repeats included (chartSeries keeps the latest). */
+interface Recorded {
+  steps: StepPoint[];
+  epochs: EpochPoint[];
 }
 
-export type RunStatus = 'idle' | 'starting' | 'running' | 'paused' | 'cancelled' | 'completed' | 'failed';
+/** 'interrupted': stopped before it finished (its tab closed, its trainer stopped), not failed: it resumes from its last checkpoint. */
+export type RunStatus = 'idle' | 'starting' | 'running' | 'paused' | 'interrupted' | 'cancelled' | 'completed' | 'failed';
 
 const MAX_LOG = 200;
 
@@ -102,7 +96,8 @@ export class RunView {
   /** The checkpoint a resume would continue from (the stage's latest; best ones are for exports). */
   lastCheckpoint = $state<{ stage: StageName; epoch: number; step: number; bytes: number } | undefined>();
   version = $state(0);
-  readonly series: Series = emptySeries();
+  private readonly recorded: Recorded = { steps: [], epochs: [] };
+  private charted: { version: number; series: ChartSeries } | undefined;
 
   reset(card: RunCard): void {
     this.runId = undefined;
@@ -121,23 +116,57 @@ export class RunView {
     this.warnings = [];
     this.log = [];
     this.lastCheckpoint = undefined;
-    Object.assign(this.series, emptySeries());
+    this.recorded.steps = [];
+    this.recorded.epochs = [];
     this.version++;
+  }
+
+  /** The charts' data, built once per change however many charts read it. */
+  series(): ChartSeries {
+    if (this.charted?.version !== this.version) {
+      const stages = this.stages.map((view) => view.stage);
+      this.charted = { version: this.version, series: chartSeries(this.recorded.steps, this.recorded.epochs, stages) };
+    }
+    return this.charted.series;
   }
 
   get active(): boolean {
     return this.status === 'starting' || this.status === 'running' || this.status === 'paused';
   }
 
-  /** The run ended without a word from the worker (it stopped, or the tab that trained it let go). */
+  /** The run ended without a word from the worker (it stopped, or the tab that trained it let go): interrupted, not failed. */
   stopped(why: string): void {
     const at = this.lastCheckpoint;
     const from = at ? `its last checkpoint (${STAGE_TITLES[at.stage]}, step ${at.step})` : 'its last checkpoint';
-    this.status = 'failed';
+    this.status = 'interrupted';
     this.failure = undefined;
     this.message = `${why} Resume the run from ${from}.`;
     for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
     this.addLog(this.message);
+  }
+
+  /**
+   * A stored run that is not training, as its history tells it: charts, epoch
+   * table, log and last checkpoint. Its status is the stored one, so a run
+   * whose tab closed reads as interrupted, whatever its last event was.
+   */
+  showStored(listing: RunListing, history: StampedEvent[], message?: string): void {
+    this.reset(listing.card);
+    this.runId = listing.runId;
+    this.apply(history);
+    // The stored pointer is the truth; a checkpoint of a stage already completed is none a resume goes on from.
+    if (listing.lastCheckpoint) this.lastCheckpoint = listing.lastCheckpoint;
+    else if (this.lastCheckpoint && listing.completed.includes(this.lastCheckpoint.stage)) this.lastCheckpoint = undefined;
+    const stored: Partial<Record<RunListing['status'], RunStatus>> = { cancelled: 'cancelled', completed: 'completed', failed: 'failed' };
+    this.status = stored[listing.status] ?? 'interrupted';
+    if (this.status === 'interrupted') {
+      this.failure = undefined;
+      const at = this.lastCheckpoint;
+      this.message = message ?? (at
+        ? `Stopped before it finished (its tab closed or its trainer stopped). Nothing saved is lost: it resumes from its last checkpoint (${STAGE_TITLES[at.stage]}, epoch ${at.epoch}, step ${at.step}).`
+        : 'Stopped before it finished (its tab closed or its trainer stopped), before its first checkpoint: a resume starts its current stage again.');
+    } else if (message) this.message = message;
+    for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
   }
 
   apply(batch: StampedEvent[]): void {
@@ -148,7 +177,7 @@ export class RunView {
 
   /** Returns whether a chart series changed. */
   private applyOne(event: TrainerEvent, now: number): boolean {
-    const s = this.series;
+    const s = this.recorded;
     switch (event.type) {
       case 'run': {
         this.runId = event.runId;
@@ -165,7 +194,7 @@ export class RunView {
         this.message = event.message;
         this.failure = event.status === 'failed' ? event.code : undefined;
         if (!this.active) for (const view of this.stages) if (view.status === 'running') view.status = 'stopped';
-        this.addLog(`Run ${event.status}${event.message ? `: ${event.message}` : ''}`);
+        this.addLog(`Run ${event.status}${event.message ? `: ${event.message}` : ''}`, now);
         return false;
       }
       case 'stage': {
@@ -174,29 +203,20 @@ export class RunView {
           view.status = event.status === 'started' ? 'running' : event.status;
           view.message = event.message;
         }
-        this.addLog(`${STAGE_TITLES[event.stage]} ${event.status}${event.message ? `: ${event.message}` : ''}`);
-        if (event.status === 'started') {
-          s.stageMarks.push({ time: now, stage: event.stage });
-          return true;
-        }
+        this.addLog(`${STAGE_TITLES[event.stage]} ${event.status}${event.message ? `: ${event.message}` : ''}`, now);
         return false;
       }
       case 'step': {
         const epochs = this.epochs.filter((row) => row.stage === event.stage).at(-1)?.epochs;
         this.step = { ...event, epochs };
-        s.lossTime.push(now);
-        s.loss.push(event.loss);
-        s.speedTime.push(now);
-        s.speed.push(event.imagesPerSecond);
+        const { stage, step, epoch, totalSteps, loss, imagesPerSecond } = event;
+        s.steps.push({ stage, step, epoch, totalSteps, loss, imagesPerSecond, at: now });
         return true;
       }
       case 'epoch': {
         this.epochs.push({ stage: event.stage, epoch: event.epoch, epochs: event.epochs, metrics: event.metrics, ema: event.ema, best: event.best, seconds: event.seconds });
         if (this.step?.stage === event.stage) this.step.epochs = event.epochs;
-        s.epochTime.push(now);
-        s.paperMIoU.push(event.metrics.paperMIoU);
-        s.lesionIoU.push(event.metrics.lesionIoU);
-        s.dice.push(event.metrics.dice);
+        s.epochs.push({ stage: event.stage, epoch: event.epoch, epochs: event.epochs, metrics: event.metrics, at: now });
         return true;
       }
       case 'evaluation':
@@ -215,27 +235,14 @@ export class RunView {
         this.warnings.push({ message: event.message, file: event.file });
         return false;
       case 'log':
-        this.addLog(event.message);
+        this.addLog(event.message, now);
         return false;
     }
   }
 
-  private addLog(line: string): void {
-    this.log.push(`${new Date().toLocaleTimeString()}  ${line}`);
+  /** `at` in seconds: a line from a replayed history keeps the time it was written. */
+  private addLog(line: string, at = Date.now() / 1000): void {
+    this.log.push(`${new Date(at * 1000).toLocaleTimeString()}  ${line}`);
     if (this.log.length > MAX_LOG) this.log.splice(0, this.log.length - MAX_LOG);
   }
-}
-
-function emptySeries(): Series {
-  return {
-    lossTime: [],
-    loss: [],
-    speedTime: [],
-    speed: [],
-    epochTime: [],
-    paperMIoU: [],
-    lesionIoU: [],
-    dice: [],
-    stageMarks: [],
-  };
 }

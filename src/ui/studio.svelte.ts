@@ -49,6 +49,8 @@ export class Studio {
   remembered = $state.raw<{ handles: FileSystemDirectoryHandle[]; roles: Record<string, RootRole> } | undefined>();
   /** Runs left unfinished when the tab closed or the worker stopped. */
   interrupted = $state<RunListing[]>([]);
+  /** The interrupted run whose Resume found its folders closed: the banner says which to open, in the Dataset view. */
+  needsFolders = $state<string | undefined>();
   /** Runs another tab of this browser trains now: read-only here. */
   elsewhere = $state<RunListing[]>([]);
   /** Why the last worker stopped, while its replacement is the one in use. */
@@ -86,6 +88,27 @@ export class Studio {
     if (!remembered && runs.length === 0 && !this.dataset && this.opens === 0) await this.openDemo();
   }
 
+  /** Whether the run's folders must be opened before it can resume (the demo regenerates by itself). */
+  foldersMissing(listing: RunListing): boolean {
+    if (listing.dataset === 'demo') return false;
+    const open = this.dataset;
+    if (!open || open.origin === 'demo') return true;
+    return !listing.roots.every((root) => open.roots.some((r) => r.name === root));
+  }
+
+  /** A stored run that is not training, shown with its history in the Train view. */
+  async showStored(listing: RunListing, message?: string): Promise<void> {
+    this.run.showStored(listing, await this.trainer.runHistory(listing.runId), message);
+  }
+
+  /** Opening folders is the user's move: the Dataset view, where the banner names an interrupted run's folders (the Train view, any other's). */
+  private async leadToFolders(listing: RunListing, message?: string): Promise<void> {
+    this.needsFolders = listing.runId;
+    this.view = 'dataset';
+    const inBanner = this.interrupted.some((run) => run.runId === listing.runId);
+    await this.showStored(listing, message ?? (inBanner ? undefined : `Open the folders this run was trained on (${listing.roots.join(', ')}) in the Dataset view, then resume it.`));
+  }
+
   private connect(): TrainerLink {
     const link = startTrainer({
       faults: FAULTS,
@@ -108,6 +131,13 @@ export class Studio {
   async refreshRuns(): Promise<RunListing[]> {
     const runs = await this.trainer.listRuns();
     this.interrupted = runs.filter((run) => run.status === 'interrupted' || run.status === 'paused');
+    // The Train view tells what became of the newest run left unfinished (also one whose old tab let go only now), before anything resumes it.
+    const newest = this.interrupted[0];
+    if (this.run.status === 'idle' && newest) {
+      const history = await this.trainer.runHistory(newest.runId);
+      // A run started meanwhile keeps the view.
+      if (this.run.status === 'idle') this.run.showStored(newest, history);
+    }
     this.elsewhere = runs.filter((run) => run.status === 'in-another-tab' && run.runId !== this.run.runId);
     for (const { runId } of runs.filter((run) => run.status === 'in-another-tab' && !this.awaitingRelease.has(run.runId))) {
       this.awaitingRelease.add(runId);
@@ -294,12 +324,24 @@ export class Studio {
     }
   }
 
-  /** A learning rate replaces the run card's (after a diverged run). */
+  /**
+   * A learning rate replaces the run card's (after a diverged run). Call it
+   * inside the click: where the run's folders are remembered, the browser asks
+   * for permission to read them again, which needs the user's gesture.
+   */
   async resumeRun(listing: RunListing, changes?: { learningRate?: number }): Promise<void> {
+    if (this.foldersMissing(listing)) {
+      const remembered = this.remembered?.handles ?? [];
+      if (listing.dataset === 'folders' && listing.roots.length > 0 && listing.roots.every((root) => remembered.some((h) => h.name === root))) {
+        await this.reopenRemembered();
+      }
+      if (this.foldersMissing(listing)) return this.leadToFolders(listing);
+    }
     await this.stopWatching();
     this.run.reset(listing.card);
     this.view = 'train';
     this.trainerStopped = undefined;
+    this.needsFolders = undefined;
     try {
       const { runId, backend } = await this.trainer.resumeRun(listing.runId, this.onEvents, changes);
       this.run.runId = runId;
@@ -308,10 +350,10 @@ export class Studio {
       this.dataset ??= await this.trainer.summary();
       this.interrupted = this.interrupted.filter((run) => run.runId !== listing.runId);
     } catch (error) {
-      this.run.status = 'failed';
-      this.run.runId = listing.runId;
-      this.run.message = (error as Error).message;
-      this.run.failure = thrownCode(error);
+      // The resume did not start: the run is as it was, and a folder still missing is to be opened, not a failure.
+      const message = (error as Error).message;
+      if (thrownCode(error) === 'dataset') await this.leadToFolders(listing, message);
+      else await this.showStored(listing, message);
     }
   }
 

@@ -208,6 +208,11 @@ export interface RunListing {
   /** Root folder names it was trained on, to reopen for a resume. */
   roots: string[];
   card: RunCard;
+  /**
+   * The checkpoint a resume continues from (the unfinished stage's latest), as stored: the run's
+   * history may lack its event when the tab closed while the checkpoint was written.
+   */
+  lastCheckpoint?: { stage: StageName; epoch: number; step: number; bytes: number };
 }
 
 export interface RunResultsView {
@@ -397,6 +402,8 @@ export interface TrainerApi {
   cancel(): Promise<void>;
   /** Runs whose tab closed mid-training: they can be resumed from their last checkpoint. */
   listRuns(): Promise<RunListing[]>;
+  /** What the run recorded for its charts, epoch table and log, so a stopped run shows its history before it resumes. */
+  runHistory(runId: string): Promise<StampedEvent[]>;
   deleteRun(runId: string): Promise<void>;
   results(runId: string): Promise<RunResultsView | undefined>;
   /** Test images as the stage scored them when it ended (validation images, when there is no test part, scored now with its best model). */

@@ -9,27 +9,30 @@ import type { EventBatchSink, StampedEvent } from './api.ts';
 
 const BATCH_MS = 100;
 const SAVE_MS = 5000;
-/** Step events kept per run; beyond it every other one is dropped (the chart keeps its shape). */
-const MAX_STEPS = 4000;
 
-const KEPT: ReadonlySet<TrainerEvent['type']> = new Set(['run', 'stage', 'step', 'epoch', 'evaluation', 'checkpoint', 'warning']);
+/** Every step is kept: the loss chart shows each one the run recorded, against its step. */
+const KEPT: ReadonlySet<TrainerEvent['type']> = new Set(['run', 'stage', 'step', 'epoch', 'evaluation', 'checkpoint', 'warning', 'log']);
 
 export class EventForwarder {
   private pending: StampedEvent[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   private history: StampedEvent[] = [];
-  private steps = 0;
   private lastSave = 0;
 
+  /**
+   * `beforeCheckpoint` tells the steps a checkpoint follows: the history is
+   * written at once for them, ahead of the checkpoint's own write, so a run
+   * whose tab closes never holds a checkpoint its history lacks the steps of.
+   */
   constructor(
     private readonly sink: EventBatchSink,
     private readonly run: RunStore,
+    private readonly beforeCheckpoint: (step: Extract<TrainerEvent, { type: 'step' }>) => boolean = () => false,
   ) {}
 
   /** Sends what earlier sessions of this run recorded, before its new events. */
   async replay(): Promise<void> {
     this.history = await this.run.history<StampedEvent>();
-    this.steps = this.history.filter((e) => e.event.type === 'step').length;
     if (this.history.length > 0) this.sink(this.history);
   }
 
@@ -58,16 +61,9 @@ export class EventForwarder {
   private keep(stamped: StampedEvent): void {
     if (!KEPT.has(stamped.event.type)) return;
     this.history.push(stamped);
-    if (stamped.event.type === 'step' && ++this.steps > MAX_STEPS) this.thinSteps();
-    const important = stamped.event.type !== 'step';
+    const important = stamped.event.type !== 'step' || this.beforeCheckpoint(stamped.event);
     // A history write the browser refuses (storage full) costs chart points, not the run: the run's own writes report it.
     if (important || stamped.at - this.lastSave > SAVE_MS) void this.save().catch(() => undefined);
-  }
-
-  private thinSteps(): void {
-    let n = 0;
-    this.history = this.history.filter((e) => e.event.type !== 'step' || n++ % 2 === 0);
-    this.steps = n - Math.floor(n / 2);
   }
 
   private async save(): Promise<void> {

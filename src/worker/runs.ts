@@ -8,7 +8,10 @@ import { parseRunCard, type RunCard } from '../core/config.ts';
 import { failureCode, LesionError } from '../core/errors.ts';
 import { STAGE_TITLES, type StageName, type TrainerEvent } from '../core/events.ts';
 import type { KeyValueStore } from '../core/io.ts';
-import { runNoisyStudent, RunControl } from '../core/run/pipeline.ts';
+import { missingImages, runNoisyStudent, RunControl } from '../core/run/pipeline.ts';
+import { plannedStages } from '../core/run/display.ts';
+import { epochOfStep } from '../core/training/checkpoint.ts';
+import { stepIsCheckpointed } from '../core/training/train.ts';
 import { RunStore, type RunState } from '../core/run/run-store.ts';
 import type { BackendReport, DatasetOrigin, EventBatchSink, RunListing } from './api.ts';
 import { chooseBackend } from './backend.ts';
@@ -18,7 +21,7 @@ import { EventForwarder } from './events.ts';
 import { DeviceWatch, forgetWebGPU, webgpuDevice } from './gpu-watch.ts';
 import { broadcastTo, claimRun, lockedRuns } from './tabs.ts';
 
-interface RunOrigin {
+export interface RunOrigin {
   dataset: DatasetOrigin;
   roots: string[];
 }
@@ -65,8 +68,15 @@ export class RunManager {
 
   /** A learning rate replaces the stored card's, e.g. after the run diverged. */
   async resumeStored(runId: string, dataset: OpenDataset, sink: EventBatchSink, learningRate?: number): Promise<{ runId: string; backend: BackendReport }> {
-    const stored = await new RunStore(this.store, runId).card();
-    if (!stored) throw new LesionError('storage', `run ${runId} is not stored in this browser`);
+    const run = new RunStore(this.store, runId);
+    const [stored, state, origin] = await Promise.all([run.card(), run.state(), run.origin<RunOrigin>()]);
+    if (!stored || !state) throw new LesionError('storage', `run ${runId} is not stored in this browser`);
+    // Checked before the run is claimed and its events recorded: a folder not open yet is a thing to open, not the run's failure.
+    const missing = missingImages(state, dataset.inputs());
+    if (missing.length > 0) {
+      const total = Object.values(state.split).flat().length;
+      throw new LesionError('dataset', `${openFoldersFirst(origin)}: ${missing.length} of its ${total} images are not in the open data set (first: ${missing[0]})`);
+    }
     const card = learningRate === undefined
       ? stored
       : parseRunCard({ ...stored, train: { ...stored.train, optimizer: { ...stored.train.optimizer, lr: learningRate } } });
@@ -84,7 +94,8 @@ export class RunManager {
     const broadcast = broadcastTo(runId, sink);
     try {
       const run = new RunStore(this.store, runId);
-      const events = new EventForwarder(broadcast.sink, run);
+      const { epochs, checkpointEverySteps } = card.train;
+      const events = new EventForwarder(broadcast.sink, run, (step) => stepIsCheckpointed(step.step, step.totalSteps / epochs, checkpointEverySteps));
       if (resume) await events.replay();
       if (cardChanged) {
         // Stored only once the run is ours: another tab's run keeps its card.
@@ -228,6 +239,9 @@ export class RunManager {
   private async listing(state: RunState, locked: boolean): Promise<RunListing> {
     const run = new RunStore(this.store, state.runId);
     const [card, origin] = await Promise.all([run.card(), run.origin<RunOrigin>()]);
+    const stage = card && plannedStages(card).find((s) => !state.completed.includes(s));
+    const training = stage === 'teacher' || stage === 'student' || stage === 'student-star' ? stage : undefined;
+    const saved = training && state.status !== 'completed' ? await run.checkpoints(training).describe('latest') : undefined;
     const mine = this.active?.runId === state.runId;
     // A run whose lock another worker holds trains there; a stored 'running' run that no one holds lost its tab mid-run.
     const status = mine
@@ -244,6 +258,7 @@ export class RunManager {
       dataset: origin?.dataset ?? 'folders',
       roots: origin?.roots ?? [],
       card: card!,
+      lastCheckpoint: saved && training && { stage: training, epoch: epochOfStep(saved.position), step: saved.position.step, bytes: saved.bytes },
     };
   }
 
@@ -264,6 +279,11 @@ export class RunManager {
     if (!state || !card) throw new LesionError('storage', `run ${runId} is not stored in this browser`);
     return { state, card };
   }
+}
+
+/** What a resume needs first when the run's images are not open. */
+export function openFoldersFirst(origin: RunOrigin | undefined): string {
+  return `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`;
 }
 
 function recoveredMessage(lost: string, checkpoint: RunSession['lastCheckpoint'], backend: BackendReport): string {

@@ -32,7 +32,7 @@ import { deleteFineTunes, exportFineTunedModel, fineTune, fineTuneResult } from 
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews } from './results.ts';
-import { RunManager } from './runs.ts';
+import { openFoldersFirst, RunManager } from './runs.ts';
 import { IdbStore } from './store.ts';
 import { follow, whenReleased } from './tabs.ts';
 
@@ -195,7 +195,7 @@ const api: TrainerApi = {
     // The demo regenerates identically, so its runs resume without asking for anything.
     if (origin?.dataset === 'demo' && dataset?.origin !== 'demo') dataset = await OpenDataset.open('demo', new DemoFileSource());
     if (!dataset) {
-      throw new LesionError('dataset', `open the folders this run was trained on (${origin?.roots.join(', ') || 'unknown'}) before resuming it`);
+      throw new LesionError('dataset', openFoldersFirst(origin));
     }
     return runs.resumeStored(runId, await openLabeled(), onEvents, changes?.learningRate);
   },
@@ -245,6 +245,10 @@ const api: TrainerApi = {
 
   async listRuns() {
     return runs.list();
+  },
+
+  async runHistory(runId: string) {
+    return new RunStore(runStore, runId).history<StampedEvent>();
   },
 
   async deleteRun(runId: string) {

@@ -115,6 +115,25 @@ export function planSplit(card: RunCard, inputs: RunInputs, emit: EventSink = ()
   return { train: hidden.labeled, val: parts.val, test: parts.test, unlabeled, labelsHidden: hidden.unlabeled.length };
 }
 
+const keyOf = (s: Sample): string => `${s.set}/${s.id}${s.mask ? '' : '#unlabeled'}`;
+
+/** The inputs under the keys a run's split stores them by. */
+function samplesByKey(inputs: RunInputs): Map<string, Sample> {
+  const byId = new Map<string, Sample>();
+  for (const s of [...inputs.labeled, ...inputs.unlabeled]) {
+    byId.set(keyOf(s), s);
+    // Labeled images whose masks this run hides are addressed as unlabeled.
+    if (s.mask) byId.set(keyOf({ ...s, mask: undefined }), { ...s, mask: undefined });
+  }
+  return byId;
+}
+
+/** The images of a stored run (by key) that these inputs lack: a resume needs every one, so hosts check before starting it. */
+export function missingImages(state: Pick<RunState, 'split'>, inputs: RunInputs): string[] {
+  const byId = samplesByKey(inputs);
+  return Object.values(state.split).flat().filter((k) => !byId.has(k));
+}
+
 export async function runNoisyStudent(
   card: RunCard,
   inputs: RunInputs,
@@ -128,16 +147,10 @@ export async function runNoisyStudent(
   const previous = options.resume ? await run.state() : undefined;
   if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
 
-  const keyOf = (s: Sample): string => `${s.set}/${s.id}${s.mask ? '' : '#unlabeled'}`;
-  const byId = new Map<string, Sample>();
-  for (const s of [...inputs.labeled, ...inputs.unlabeled]) {
-    byId.set(keyOf(s), s);
-    // Labeled images whose masks this run hides are addressed as unlabeled.
-    if (s.mask) byId.set(keyOf({ ...s, mask: undefined }), { ...s, mask: undefined });
-  }
+  const byId = samplesByKey(inputs);
   let state: RunState;
   if (previous) {
-    const missing = Object.values(previous.split).flat().filter((k) => !byId.has(k));
+    const missing = missingImages(previous, inputs);
     if (missing.length > 0) {
       throw new LesionError('dataset', `run ${runId} cannot resume: ${missing.length} of its images are not in the opened folders (first: ${missing[0]})`);
     }

@@ -42,6 +42,15 @@ export interface LoopPosition {
   batchSize?: number;
 }
 
+/**
+ * The epoch (from 1) that the position's last step belongs to, as the epoch
+ * table counts: a checkpoint at an epoch's end (stepInEpoch 0 of the next)
+ * belongs to the epoch just finished, one inside an epoch to that epoch.
+ */
+export function epochOfStep(position: Pick<LoopPosition, 'epoch' | 'stepInEpoch'>): number {
+  return position.stepInEpoch > 0 ? position.epoch + 1 : Math.max(1, position.epoch);
+}
+
 export interface CheckpointMeta {
   format: 1;
   position: LoopPosition;
@@ -60,6 +69,9 @@ interface StoredCheckpoint {
 interface Pointer {
   slot: 'a' | 'b';
   checksum: number;
+  /** Where the checkpoint stands, readable without loading its weights. Absent in pointers written before it was kept. */
+  position?: LoopPosition;
+  byteLength?: number;
 }
 
 export type CheckpointKind = 'latest' | 'best' | 'init';
@@ -162,7 +174,7 @@ export class CheckpointStore {
     const current = await this.store.get<Pointer>(this.key(kind));
     const slot = current?.slot === 'a' ? 'b' : 'a';
     await this.store.set(this.key(kind, slot), stored);
-    await this.store.set(this.key(kind), { slot, checksum: sum } satisfies Pointer);
+    await this.store.set(this.key(kind), { slot, checksum: sum, position, byteLength: buffer.byteLength } satisfies Pointer);
     if (current) await this.store.delete(this.key(kind, current.slot));
     return buffer.byteLength;
   }
@@ -171,6 +183,12 @@ export class CheckpointStore {
   async identity(kind: CheckpointKind): Promise<string | undefined> {
     const pointer = await this.store.get<Pointer>(this.key(kind));
     return pointer ? pointer.checksum.toString(16).padStart(8, '0') : undefined;
+  }
+
+  /** Where the checkpoint stands and its size, from its pointer alone (no weights are read); undefined when unknown. */
+  async describe(kind: CheckpointKind): Promise<{ position: LoopPosition; bytes: number } | undefined> {
+    const pointer = await this.store.get<Pointer>(this.key(kind));
+    return pointer?.position && pointer.byteLength !== undefined ? { position: pointer.position, bytes: pointer.byteLength } : undefined;
   }
 
   /** Loads into the model; returns the optimiser state (caller disposes) and the position. */

@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
-import { trainableParams, weightsAreFinite } from './checkpoint.ts';
+import { epochOfStep, trainableParams, weightsAreFinite } from './checkpoint.ts';
 import { batchTooLarge, type RunCard } from '../config.ts';
 import { CancelledError, type RunControl } from './control.ts';
 import { LesionError } from '../errors.ts';
@@ -61,6 +61,22 @@ export interface StageOutcome {
   lastValidation: MetricSummary | null;
 }
 
+/**
+ * Whether the loop writes the latest checkpoint right after a step, given
+ * where it stands after it: every `every` steps, except an epoch's last step,
+ * which the epoch's end writes once validation has updated the EMA and the
+ * best epoch. So no step is written twice.
+ */
+export function checkpointAfterStep(position: Pick<LoopPosition, 'step' | 'stepInEpoch'>, stepsPerEpoch: number, every: number): boolean {
+  return position.step % every === 0 && position.stepInEpoch < stepsPerEpoch;
+}
+
+/** Whether a stage's step (from 1) ends with a latest checkpoint: the schedule above, or its epoch's end. */
+export function stepIsCheckpointed(step: number, stepsPerEpoch: number, every: number): boolean {
+  const stepInEpoch = ((step - 1) % stepsPerEpoch) + 1;
+  return stepInEpoch === stepsPerEpoch || checkpointAfterStep({ step, stepInEpoch }, stepsPerEpoch, every);
+}
+
 const FRESH: LoopPosition = { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] };
 
 export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
@@ -90,14 +106,17 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   const variables = params.map((p) => p.variable);
 
   let position: LoopPosition = { ...FRESH };
+  /** The step the latest checkpoint holds: a cancel right after a write does not write it again. */
+  let latestStep: number | undefined;
   if (spec.resume) {
     const saved = await checkpoints.load('latest', model);
     if (saved) {
       optimizer.setState(saved.optimizer);
       tf.dispose(saved.optimizer.map((t) => t.tensor));
       position = saved.position;
+      latestStep = position.step;
       if (position.batchSize && position.batchSize < B) setBatch(position.batchSize);
-      emit({ type: 'log', message: `${stage}: resumed at epoch ${position.epoch + 1}, step ${position.step} of ${totalSteps}` });
+      emit({ type: 'log', message: `${stage}: resumed at epoch ${epochOfStep(position)}, step ${position.step} of ${totalSteps}` });
     }
   }
 
@@ -152,7 +171,8 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     const state = optimizer.state();
     const bytes = await checkpoints.save(kind, model, state, position);
     tf.dispose(state.filter((s) => s.name === 'iterations').map((s) => s.tensor));
-    emit({ type: 'checkpoint', stage, epoch: position.epoch, step: position.step, kind, bytes });
+    if (kind === 'latest') latestStep = position.step;
+    emit({ type: 'checkpoint', stage, epoch: epochOfStep(position), step: position.step, kind, bytes });
   };
 
   const runEpochs = async (): Promise<void> => {
@@ -177,7 +197,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         }
         position = { ...position, epoch, stepInEpoch: s + 1, step: position.step + 1 };
         if (pending.length >= readEverySteps) await flush();
-        if (position.step % checkpointEverySteps === 0) {
+        if (checkpointAfterStep(position, stepsPerEpoch, checkpointEverySteps)) {
           await flush();
           await save('latest');
         }
@@ -240,7 +260,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     }
   } catch (error) {
     tf.dispose(pending.splice(0).map((p) => p.loss));
-    if (error instanceof CancelledError) await save('latest');
+    if (error instanceof CancelledError && latestStep !== position.step) await save('latest');
     throw error;
   } finally {
     optimizer.dispose();
