@@ -12,7 +12,8 @@ import { expect, test, type Page } from '@playwright/test';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { JimpDecoder } from '../src/node/decode.ts';
-import { collectErrors, copySharedToOpfs, readStoredZip, runCard, snap, tinyTeacher } from './helpers.ts';
+import { collectErrors, copySharedToOpfs, readStoredZip, runCard, snap } from './helpers.ts';
+import { tinyTeacher } from './cards.ts';
 
 /** The shared folders in OPFS, remembered with ISIC 2018 labeled and PH2 as the unlabeled pool. */
 async function plantSharedFolders(page: Page): Promise<void> {

@@ -8,6 +8,8 @@ export interface Tiny {
   checkpointEverySteps?: number;
   labeledFraction?: number;
   lr?: number;
+  /** Instead of Adam at `lr`. */
+  optimizer?: RunCard['train']['optimizer'];
 }
 
 /** Teacher only, on a 32-pixel model a quarter wide: seconds per epoch on the demo. */
@@ -24,9 +26,14 @@ export function tinyCard(name: string, tiny: Tiny = {}): RunCard {
       batchSize: tiny.batchSize ?? 2,
       readEverySteps: 1,
       checkpointEverySteps: tiny.checkpointEverySteps ?? 2,
-      optimizer: { kind: 'adam', lr: tiny.lr ?? 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
+      optimizer: tiny.optimizer ?? { kind: 'adam', lr: tiny.lr ?? 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
     },
     data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: tiny.labeledFraction ?? 1 },
     student: { ...card.student, rounds: 0 },
   };
+}
+
+/** The tiny card with the quick card's own optimizer, in batches of 4. */
+export function tinyTeacher(name: string): RunCard {
+  return tinyCard(name, { batchSize: 4, checkpointEverySteps: 4, optimizer: presetCard('quick').train.optimizer });
 }

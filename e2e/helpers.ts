@@ -4,7 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, type Page } from '@playwright/test';
-import { presetCard, type RunCard } from '../src/core/config.ts';
+import type { RunCard } from '../src/core/config.ts';
 import { datasetsRoot as datasets } from '../test/helpers/datasets.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -75,20 +75,6 @@ export async function runCard(page: Page, card: RunCard): Promise<void> {
   await expect(page.locator('#knob-name')).toHaveValue(card.name);
   await page.getByTestId('start-run').click();
   await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 300_000 });
-}
-
-/** A teacher small enough to train on the shared images in a minute or two, for specs that need a trained model. */
-export function tinyTeacher(name: string): RunCard {
-  const card = presetCard('quick');
-  return {
-    ...card,
-    name,
-    backend: 'wasm',
-    model: { ...card.model, width: 0.25, inputSize: 32, asppChannels: 16, init: 'random', outputStride: 16, atrousRates: [1, 2, 3] },
-    train: { ...card.train, epochs: 1, batchSize: 4, readEverySteps: 1, checkpointEverySteps: 4 },
-    data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
-    student: { ...card.student, rounds: 0 },
-  };
 }
 
 async function filesUnder(dir: string, prefix = ''): Promise<string[]> {

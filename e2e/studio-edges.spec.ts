@@ -18,8 +18,8 @@ import {
   installReplyHolds,
   releaseReplies,
   runCard,
-  tinyTeacher,
 } from './helpers.ts';
+import { tinyTeacher } from './cards.ts';
 
 const totals = (page: Page) => page.getByTestId('summary-totals');
 const poolRadio = (page: Page, root: string) => page.getByRole('group', { name: `Use of ${root}` }).getByRole('radio', { name: /unlabeled pool/ });
