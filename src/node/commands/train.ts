@@ -17,9 +17,9 @@
 import { constants as osConstants } from 'node:os';
 import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
+import { cardDifferences, type RunCard } from '../../core/config.ts';
 import { CancelledError, RunControl } from '../../core/training/control.ts';
-import { ConfigError, LesionError } from '../../core/errors.ts';
+import { LesionError } from '../../core/errors.ts';
 import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
 import { plannedStages } from '../../core/run/display.ts';
@@ -33,6 +33,7 @@ import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
+import { readCard } from '../run-card.ts';
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
@@ -214,21 +215,6 @@ function isRunning(pid: number): boolean {
     // EPERM: it runs, as another user.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-async function readCard(configPath: string | undefined, preset: string | undefined): Promise<RunCard> {
-  if (preset !== undefined) {
-    if (preset !== 'paper' && preset !== 'quick') throw new ConfigError('--preset', `must be "paper" or "quick", got "${preset}"`);
-    return presetCard(preset as PresetName);
-  }
-  const text = await readFile(configPath!, 'utf8');
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError(configPath!, `not valid JSON (${(error as Error).message})`);
-  }
-  return parseRunCard(json);
 }
 
 /**
