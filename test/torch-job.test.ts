@@ -5,7 +5,7 @@
  * is killed mid-stage and the same command resumes it, and `lesion-studio
  * eval` on the teacher model it wrote reproduces the job's own test score.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -125,4 +125,32 @@ describe.skipIf(!torchPython)('a job on torchrun with two CPU processes', () => 
     expect(reported).toBeGreaterThan(0.05);
     expect(Math.abs(evaluation.overall.lesionIoU - reported)).toBeLessThanOrEqual(0.005);
   }, 600_000);
+
+  it('refuses, naming the root, a job whose data folder is not on this machine', () => {
+    const moved = path.join(dir, 'moved-job');
+    mkdirSync(moved, { recursive: true });
+    const manifest = JSON.parse(readFileSync(path.join(job, 'job.json'), 'utf8')) as JobManifest;
+    writeFileSync(path.join(moved, 'job.json'), JSON.stringify({ ...manifest, roots: { ...manifest.roots, ph2: '/nowhere/ph2' } }));
+    const run = spawnSync(torchPython!, ['-m', 'lesion_studio_torch', moved], { env: torchEnv(), encoding: 'utf8' });
+    expect(run.status).toBe(1);
+    expect(run.stderr.trim()).toBe('lesion_studio_torch: data root ph2: /nowhere/ph2 is not a folder here; point it with --data-root ph2=<path>');
+  });
+});
+
+describe('export-job --init', () => {
+  it('refuses a model of another architecture than the card\'s, naming the model folder', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'job-init-'));
+    try {
+      const other = { ...card, model: { ...card.model, encoder: 'resnet34' as const } };
+      writeFileSync(path.join(dir, 'card.json'), JSON.stringify(card));
+      writeFileSync(path.join(dir, 'other.json'), JSON.stringify(other));
+      const first = await cli('export-job', '--config', path.join(dir, 'other.json'), '--labeled', path.join(datasetsRoot, 'ph2'), '--out', path.join(dir, 'a'));
+      expect(first.code, first.stderr).toBe(0);
+      const refused = await cli('export-job', '--config', path.join(dir, 'card.json'), '--labeled', path.join(datasetsRoot, 'ph2'), '--out', path.join(dir, 'b'), '--init', path.join(dir, 'a', 'init'));
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(new RegExp(`${path.join(dir, 'a', 'init')}: does not fit the card's model \\(`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -167,28 +167,32 @@ class World:
 
 # ---- data --------------------------------------------------------------------
 
+PIXELS = {}
+
+
+def pixels(item, size):
+    """An image and its mask (expert or pseudo-label) at the training size, decoded once per process (PixelCache's role)."""
+    key = (item['path'], item.get('stored_mask') or item['mask_path'], size)
+    if key not in PIXELS:
+        image, _ = read_image(item['path'], size)
+        mask = read_stored_mask(item['stored_mask']) if 'stored_mask' in item else read_mask(item['mask_path'], size)
+        PIXELS[key] = (image, mask)
+    return PIXELS[key]
+
+
 class Samples(Dataset):
-    """Training pairs at the card's size, noised per (stage, epoch, image) seed; decoded once, kept in memory."""
+    """Training pairs at the card's size, noised per (stage, epoch, image) seed."""
 
     def __init__(self, items, card, stage):
         self.items, self.card, self.stage = items, card, stage
         self.size = card['model']['inputSize']
         self.epoch = 0
-        self.cache = {}
 
     def __len__(self):
         return len(self.items)
 
-    def pixels(self, i):
-        if i not in self.cache:
-            item = self.items[i]
-            image, _ = read_image(item['path'], self.size)
-            mask = read_stored_mask(item['stored_mask']) if 'stored_mask' in item else read_mask(item['mask_path'], self.size)
-            self.cache[i] = (image, mask)
-        return self.cache[i]
-
     def __getitem__(self, i):
-        image, mask = self.pixels(i)
+        image, mask = pixels(self.items[i], self.size)
         rng = np.random.default_rng(seed_of(self.card['seed'], STAGE_INDEX[self.stage], self.epoch, i))
         image, mask = apply_noise(image, mask, self.card['noise'], rng)
         return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask))[None].float()
@@ -227,8 +231,7 @@ def evaluate(model, items, card, device):
     model.eval()
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
-        images = [read_image(i['path'], size)[0] for i in chunk]
-        truths = [read_mask(i['mask_path'], size) for i in chunk]
+        images, truths = zip(*(pixels(i, size) for i in chunk))
         preds = [(l >= threshold).astype(np.uint8) for l in predict_logits(model, images, False, device)]
         overall.add_batch(preds, truths, [i['id'] for i in chunk])
         for s in dict.fromkeys(i['set'] for i in chunk):
@@ -481,8 +484,9 @@ def finish_training_stage(job, world, stage, model, position, test, state):
 def run(args):
     world = World()
     job = Job(args.job, args.data_root, args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or not world.cuda:
+        # The machine's cores shared among this machine's processes (some PyTorch builds start with one thread).
+        torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0)) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
     world.say(f"job {job.card['name']}: {world.size} process{'es' if world.size > 1 else ''} on {world.device.type} ({world.backend}), "
               f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''} each, torch {torch.__version__}")
     print(f'rank {world.rank} of {world.size}: pid {os.getpid()}', flush=True)
@@ -527,7 +531,7 @@ def main(argv=None):
     parser.add_argument('--out', help='where results and checkpoints go (default: <job>/out)')
     parser.add_argument('--amp', action='store_true', help='mixed precision (float16) on GPUs')
     parser.add_argument('--workers', type=int, default=0, help='data-loading processes per rank')
-    parser.add_argument('--threads', type=int, default=0, help='CPU threads per process (default: PyTorch\'s, 1 under torchrun with several processes)')
+    parser.add_argument('--threads', type=int, default=0, help='CPU threads per process (default on CPUs: the cores over the processes on this machine)')
     args = parser.parse_args(argv)
     try:
         return run(args)

@@ -60,9 +60,17 @@ export interface JobSpec {
   init: { model: tf.LayersModel; from: string };
   /** Saved labels for the inputs' expert-labeled images (the Label view's). */
   expertLabels?: ExpertLabel[];
-  /** Where python/ (the lesion_studio_torch package) is, for the README's command lines. */
+  /** Where python/ (the lesion_studio_torch package) and the job itself are, for the README's command lines. */
   packageRoot?: string;
+  location?: string;
   emit?: EventSink;
+}
+
+/** What a job's init/ holds when it starts from the card's own initialisation (as a run of the card starts). */
+export function cardInitDescription(card: RunCard): string {
+  return card.model.init === 'imagenet'
+    ? 'the offline ImageNet MobileNetV2 encoder, the rest drawn from the card\'s seed'
+    : 'weights drawn from the card\'s seed, as the studio draws them';
 }
 
 export async function jobFiles(spec: JobSpec): Promise<ProductFile[]> {
@@ -109,11 +117,11 @@ export async function jobFiles(spec: JobSpec): Promise<ProductFile[]> {
     { name: 'run-card.json', bytes: text(`${JSON.stringify(card, null, 2)}\n`) },
     ...init.map((f) => ({ ...f, name: `${JOB_INIT_DIR}/${f.name}` })),
     ...(usedLabels.length > 0 ? expertLabelFiles(usedLabels).map((f) => ({ ...f, name: `${JOB_EXPERT_DIR}/${f.name}` })) : []),
-    { name: 'README.md', bytes: text(jobReadme(manifest, spec.packageRoot ?? '<lesion-studio checkout>/python')) },
+    { name: 'README.md', bytes: text(jobReadme(manifest, spec.packageRoot ?? '<lesion-studio checkout>/python', spec.location ?? '<this folder>')) },
   ];
 }
 
-function jobReadme(job: JobManifest, packageRoot: string): string {
+function jobReadme(job: JobManifest, packageRoot: string, location: string): string {
   const c = job.counts;
   const rootLines = Object.entries(job.roots).map(([name, where]) => `- \`${name}\`: ${where}`);
   return `# Lesion Studio job: ${job.card.name}
@@ -132,13 +140,13 @@ Needs Python 3 with PyTorch (1.13 or newer; on GPUs, a CUDA build), OpenCV (cv2)
 Lesion Studio's \`python/\` folder on PYTHONPATH. One machine, N processes (N GPUs, or N CPU processes):
 
 \`\`\`sh
-PYTHONPATH=${packageRoot} torchrun --standalone --nproc_per_node <N> -m lesion_studio_torch <this folder>
+PYTHONPATH=${packageRoot} torchrun --standalone --nproc_per_node <N> -m lesion_studio_torch ${location}
 \`\`\`
 
 Several machines (run on each; the same rendezvous endpoint):
 
 \`\`\`sh
-PYTHONPATH=${packageRoot} torchrun --nnodes <machines> --nproc_per_node <N> --rdzv_backend c10d --rdzv_endpoint <host>:29400 --rdzv_id ${job.card.name} -m lesion_studio_torch <this folder>
+PYTHONPATH=${packageRoot} torchrun --nnodes <machines> --nproc_per_node <N> --rdzv_backend c10d --rdzv_endpoint <host>:29400 --rdzv_id lesion-studio-job -m lesion_studio_torch ${location}
 \`\`\`
 
 torch 1.13 on Python 3.11 (Debian 12's python3-torch) fails at start with \`AttributeError: 'NoneType'

@@ -13,7 +13,7 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
 import { LesionError } from '../../core/errors.ts';
-import { jobFiles } from '../../core/run/job.ts';
+import { cardInitDescription, jobFiles } from '../../core/run/job.ts';
 import { buildDeepLabV3, copyWeights } from '../../core/model/deeplab.ts';
 import { initialiseEncoder } from '../../core/run/pipeline.ts';
 import { initNodeBackend } from '../backends.ts';
@@ -87,7 +87,7 @@ const exportJob: Command = {
       } else {
         if (card.model.init === 'user') throw new LesionError('model', 'model.init is "user": give the model to start from with --init <model dir>');
         await initialiseEncoder(card, model, undefined, (e) => e.type === 'log' && io.err(e.message));
-        from = card.model.init === 'imagenet' ? 'the offline ImageNet MobileNetV2 encoder, the rest drawn from the card\'s seed' : 'weights drawn from the card\'s seed, as the studio draws them';
+        from = cardInitDescription(card);
       }
       const roots = Object.fromEntries(dirs.map((d) => [path.basename(path.resolve(d)), path.resolve(d)]));
       const files = await jobFiles({
@@ -96,6 +96,7 @@ const exportJob: Command = {
         roots,
         init: { model, from },
         packageRoot: TORCH_PACKAGE_ROOT,
+        location: path.resolve(out),
         emit: (e) => e.type === 'warning' && io.err(`warning: ${e.file}: ${e.message}`),
       });
       await writeProducts(out, files);
