@@ -9,17 +9,17 @@
  * the WebAssembly heap it needed (4 GiB at most), the encoder's blocks
  * recomputed in the backward pass as training on wasm does at that batch.
  *
- * PyTorch is looked for as $PYTHON, python3, then /usr/bin/python3 (Debian's
- * python3-torch installs there, which a pyenv python3 hides); without it the
+ * PyTorch is looked for by findTorch (src/node/python.ts); without it the
  * wasm figures are printed alone, and the reason said.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { median } from './report.ts';
 import type { TaskResult } from './tasks.ts';
 import { wasmThreads } from '../src/node/backends.ts';
+import { findTorch } from '../src/node/python.ts';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' } }, strict: false });
 const quick = Boolean(values.quick);
@@ -59,18 +59,6 @@ const wasmStep = (size: number, batch: number, n = steps, warm = warmup, recompu
     '--backend', 'wasm', '--task', 'train', '--model', 'default', '--size', String(size), '--batch', String(batch),
     '--steps', String(n), '--warmup', String(warm), '--budget', '3600', ...(recompute ? ['--recompute'] : []),
   ]) as Promise<(TaskResult & Run) | { error: string }>;
-
-/** A Python that imports torch, or why none was found. */
-function findTorch(): { python: string; version: string } | { reason: string } {
-  const candidates = [process.env.PYTHON, 'python3', '/usr/bin/python3'].filter((c): c is string => Boolean(c));
-  const failures: string[] = [];
-  for (const python of [...new Set(candidates)]) {
-    const probe = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
-    if (probe.status === 0) return { python, version: probe.stdout.trim() };
-    failures.push(`${python}: ${probe.error ? probe.error.message : (probe.stderr.trim().split('\n').at(-1) ?? `exit ${probe.status}`)}`);
-  }
-  return { reason: `no Python with torch (${failures.join('; ')}); install Debian's python3-torch or set PYTHON` };
-}
 
 const load = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' / ');
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;

@@ -1,11 +1,10 @@
 """One training step of the paper card's model in plain PyTorch, timed.
 
-The reference that bench/torch.ts sets the wasm step beside: DeepLabV3
-with a MobileNetV2 (width 1) encoder at output stride 8, as
-segmentation_models_pytorch builds it and as src/core/model/deeplab.ts does
-(Keras' stride-2 padding, the last two stages dilated 2 and 4, ASPP 256 with
-rates 12/24/36 and image pooling, dropout 0.5, a 3x3 decoder conv, a 1x1 head,
-bilinear upsampling), the card's pooled soft Dice loss and its SGD (lr 0.006,
+The reference that bench/torch.ts sets the wasm step beside: the paper
+card's DeepLabV3 (MobileNetV2 width 1, output stride 8, ASPP 256 at rates
+12/24/36) from python/lesion_studio_torch/model.py, the replica of
+src/core/model that the PyTorch jobs train and that test/torch.test.ts holds
+to the tfjs logits; the card's pooled soft Dice loss and its SGD (lr 0.006,
 momentum 0.81, weight decay 0.02). Only torch itself is needed (no
 torchvision, no smp). Weights are random: they do not change the arithmetic.
 
@@ -21,97 +20,17 @@ import json
 import sys
 import time
 
+import os
+
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'python'))
+from lesion_studio_torch.model import DeepLabV3  # noqa: E402
 
-def make_divisible(v, divisor=8):
-    rounded = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * v else rounded
-
-
-class ConvBnAct(nn.Sequential):
-    def __init__(self, cin, cout, kernel, stride=1, rate=1, groups=1, act='relu6', eps=1e-3, keras_pad=False):
-        layers = []
-        if keras_pad:
-            # Keras pads stride-2 convolutions by one row and column at the end only.
-            layers.append(nn.ZeroPad2d((0, 1, 0, 1)))
-            padding = 0
-        else:
-            padding = rate * (kernel - 1) // 2
-        layers.append(nn.Conv2d(cin, cout, kernel, stride, padding, dilation=rate, groups=groups, bias=False))
-        layers.append(nn.BatchNorm2d(cout, eps=eps, momentum=0.1))
-        if act == 'relu6':
-            layers.append(nn.ReLU6())
-        elif act == 'relu':
-            layers.append(nn.ReLU())
-        super().__init__(*layers)
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin, cout, expansion, stride, rate):
-        super().__init__()
-        hidden = cin * expansion
-        layers = [] if expansion == 1 else [ConvBnAct(cin, hidden, 1)]
-        layers.append(ConvBnAct(hidden, hidden, 3, stride, rate if stride == 1 else 1, groups=hidden, keras_pad=stride == 2))
-        layers.append(ConvBnAct(hidden, cout, 1, act=None))
-        self.body = nn.Sequential(*layers)
-        self.residual = cin == cout and stride == 1
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
-
-
-BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-
-
-class MobileNetV2(nn.Module):
-    def __init__(self, output_stride=8):
-        super().__init__()
-        layers = [ConvBnAct(3, 32, 3, 2, keras_pad=True)]
-        cin, stride, rate = 32, 2, 1
-        for expansion, channels, repeats, first_stride in BLOCKS:
-            cout = make_divisible(channels)
-            for r in range(repeats):
-                s = first_stride if r == 0 else 1
-                if s == 2 and stride >= output_stride:
-                    rate, s = rate * 2, 1
-                elif s == 2:
-                    stride *= 2
-                layers.append(InvertedResidual(cin, cout, expansion, s, rate))
-                cin = cout
-        layers.append(ConvBnAct(cin, 1280, 1))
-        self.features = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.features(x)
-
-
-class DeepLabV3(nn.Module):
-    def __init__(self, rates=(12, 24, 36), channels=256, dropout=0.5, output_stride=8):
-        super().__init__()
-        self.encoder = MobileNetV2(output_stride)
-        self.output_stride = output_stride
-        cin = 1280
-        self.branches = nn.ModuleList(
-            [ConvBnAct(cin, channels, 1, act='relu', eps=1e-5)]
-            + [ConvBnAct(cin, channels, 3, rate=r, act='relu', eps=1e-5) for r in rates]
-        )
-        self.pool = ConvBnAct(cin, channels, 1, act='relu', eps=1e-5)
-        self.project = ConvBnAct(channels * (len(rates) + 2), channels, 1, act='relu', eps=1e-5)
-        self.dropout = nn.Dropout(dropout)
-        self.decoder = ConvBnAct(channels, channels, 3, act='relu', eps=1e-5)
-        self.head = nn.Conv2d(channels, 1, 1)
-
-    def forward(self, x):
-        f = self.encoder(x * 2 - 1)
-        outs = [b(f) for b in self.branches]
-        pooled = self.pool(F.adaptive_avg_pool2d(f, 1))
-        outs.append(F.interpolate(pooled, size=f.shape[2:], mode='bilinear', align_corners=False))
-        y = self.decoder(self.dropout(self.project(torch.cat(outs, 1))))
-        return F.interpolate(self.head(y), scale_factor=self.output_stride, mode='bilinear', align_corners=False)
+# The paper card's model section (src/core/config.ts paperCard).
+PAPER_MODEL = {'encoder': 'mobilenetv2', 'width': 1, 'outputStride': 8, 'atrousRates': [12, 24, 36], 'asppChannels': 256,
+               'dropout': 0.5, 'inputSize': 256, 'init': 'imagenet', 'inputRange': 'symmetric'}
 
 
 def dice_loss(logits, target, eps=1e-7):
@@ -151,7 +70,7 @@ def main():
     if a.conv_rate:
         return conv_rate()
     torch.manual_seed(2137)
-    model = DeepLabV3().train()
+    model = DeepLabV3(PAPER_MODEL).train()
     parameters = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for name, b in model.named_buffers() if not name.endswith('num_batches_tracked')
     )

@@ -35,6 +35,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'write <id>_segmentation.png masks at each image\'s original size, as the ISIC scorer expects',
     load: () => import('./commands/predict.ts'),
   },
+  'export-job': {
+    summary: 'pack a run card, its split and its starting model as a job for PyTorch on a cluster (torchrun)',
+    load: () => import('./commands/export-job.ts'),
+  },
   'simulate-al': {
     summary: 'simulate active learning on labeled folders: lesion IoU per round, ranked picks against random ones',
     load: () => import('./commands/simulate-al.ts'),

@@ -437,6 +437,8 @@ export interface TrainerApi {
   /** Kept masks as PNGs at their image's size, named like ISIC ground truth, plus a CSV of all records. */
   exportPseudoLabels(runId: string, stage: 'pseudo-teacher' | 'pseudo-student'): Promise<ExportedFile[]>;
   exportMetrics(runId: string): Promise<ExportedFile[]>;
+  /** The run's card, split (on the open folders and expert labels) and starting weights as a job for PyTorch (torchrun); from a stage's best checkpoint when given. */
+  exportJob(runId: string, startFrom?: TrainingStage): Promise<ExportedFile[]>;
   predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number): Promise<PredictionView>;
 
   /** Test hook; refused unless the worker runs in fault-test mode. */

@@ -25,7 +25,7 @@ import {
 import { capabilities, ensureBackend, estimateMemory } from './backend.ts';
 import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
-import { exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
+import { exportJob, exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
 import { acquisitionQueue, exportExpertLabels, labeledDataset, labelTask, saveLabel } from './labeling.ts';
 import { deleteFineTunes, exportFineTunedModel, fineTune, fineTuneResult } from './finetune.ts';
@@ -360,6 +360,12 @@ const api: TrainerApi = {
 
   async exportMetrics(runId: string) {
     return moved(await exportMetrics(new RunStore(runStore, runId)));
+  },
+
+  async exportJob(runId: string, startFrom?: TrainingStage) {
+    const { card } = await runs.state(runId);
+    await ensureBackend(card.backend);
+    return moved(await exportJob(new RunStore(runStore, runId), card, await openLabeled(), await labels.all(), startFrom));
   },
 
   async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {

@@ -134,6 +134,27 @@ export function missingImages(state: Pick<RunState, 'split'>, inputs: RunInputs)
   return Object.values(state.split).flat().filter((k) => !byId.has(k));
 }
 
+/**
+ * The card's encoder initialisation on a freshly built model (training or
+ * export build: they share weight names); 'random' keeps the seeded draws.
+ */
+export async function initialiseEncoder(
+  card: RunCard,
+  model: tf.LayersModel,
+  userEncoderWeights: PipelineHost['userEncoderWeights'],
+  emit: EventSink,
+): Promise<void> {
+  if (card.model.init === 'random') return;
+  const weights = card.model.init === 'imagenet'
+    ? await loadMobileNetV2ImageNet(card.model)
+    : await (userEncoderWeights ?? (() => {
+      throw new LesionError('model', 'model.init is "user" but no encoder weights were supplied');
+    }))();
+  const { loaded } = applyEncoderWeights(model, weights);
+  tf.dispose([...weights.values()]);
+  emit({ type: 'log', message: `encoder initialised from ${card.model.init} weights (${loaded.length} layers)` });
+}
+
 export async function runNoisyStudent(
   card: RunCard,
   inputs: RunInputs,
@@ -192,16 +213,7 @@ export async function runNoisyStudent(
       await init.load('init', model);
       return model;
     }
-    if (card.model.init !== 'random') {
-      const weights = card.model.init === 'imagenet'
-        ? await loadMobileNetV2ImageNet(card.model)
-        : await (host.userEncoderWeights ?? (() => {
-          throw new LesionError('model', 'model.init is "user" but no encoder weights were supplied');
-        }))();
-      const { loaded } = applyEncoderWeights(model, weights);
-      tf.dispose([...weights.values()]);
-      emit({ type: 'log', message: `encoder initialised from ${card.model.init} weights (${loaded.length} layers)` });
-    }
+    await initialiseEncoder(card, model, host.userEncoderWeights, emit);
     // Kept so the student starts from exactly the teacher's initialisation.
     await init.save('init', model, [], { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] });
     return model;

@@ -24,9 +24,9 @@
 import { constants as osConstants } from 'node:os';
 import { mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { cardDifferences, parseRunCard, presetCard, type PresetName, type RunCard } from '../../core/config.ts';
+import { cardDifferences, parseRunCard, type RunCard } from '../../core/config.ts';
 import { CancelledError, RunControl } from '../../core/training/control.ts';
-import { ConfigError, LesionError } from '../../core/errors.ts';
+import { LesionError } from '../../core/errors.ts';
 import { STAGE_TITLES, type TrainerEvent } from '../../core/events.ts';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
 import { plannedStages } from '../../core/run/display.ts';
@@ -43,6 +43,7 @@ import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { outHoldsData, overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
+import { readCard } from '../run-card.ts';
 
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
@@ -284,27 +285,6 @@ function isRunning(pid: number): boolean {
   } catch (error) {
     // EPERM: it runs, as another user.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function readCard(configPath: string | undefined, preset: string | undefined): Promise<RunCard> {
-  if (preset !== undefined) {
-    if (preset !== 'paper' && preset !== 'quick') throw new ConfigError('--preset', `must be "paper" or "quick", got "${preset}"`);
-    return presetCard(preset as PresetName);
-  }
-  const text = await readFile(configPath!, 'utf8');
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new ConfigError(configPath!, `not valid JSON (${(error as Error).message})`);
-  }
-  try {
-    return parseRunCard(json);
-  } catch (error) {
-    // The field alone does not say which file holds it.
-    if (error instanceof ConfigError) throw new LesionError('config', error.message, configPath);
-    throw error;
   }
 }
 
