@@ -12,7 +12,8 @@ import { expect, test, type Page } from '@playwright/test';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { presetCard, type RunCard } from '../src/core/config.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { collectErrors, datasets, readStoredZip, runCard, snap } from './helpers.ts';
 
 const ROOTS = ['isic2018', 'ph2'];
@@ -220,7 +221,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   const png = zip.get(`expert-labels/${id}_segmentation.png`)!;
   expect(png).toBeDefined();
   expect(zip.get('expert-labels/expert-labels.csv')!.toString()).toContain(`${id},${saved.image},${view.width},${view.height},${stroke},e2e,drawn by the active-learning spec`);
-  const decoded = await new JimpDecoder().decode({ path: `${id}_segmentation.png`, bytes: new Uint8Array(png) });
+  const decoded = await decodeImage(new SharpDecoder(), `${id}_segmentation.png`, new Uint8Array(png));
   expect([decoded.pixels.width, decoded.pixels.height]).toEqual([view.width, view.height]);
   const grey = Array.from({ length: view.width * view.height }, (_, i) => decoded.pixels.data[i * 4]);
   expect(new Set(grey)).toEqual(new Set([0, 255]));

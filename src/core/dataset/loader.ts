@@ -5,6 +5,7 @@
  * a mask of another size, grey or colour values, nothing or everything
  * marked) become warnings naming the file; unreadable files throw.
  */
+import { decodeImage } from '../image/decode.ts';
 import type { BinaryMask, Decoded, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
 import type { Sample } from './layouts.ts';
 
@@ -61,11 +62,7 @@ export async function loadSample(
     source.read(sample.image),
     maskPath === undefined ? undefined : source.read(maskPath),
   ]);
-  const image = await decoder.decode({
-    path: sample.image,
-    bytes: imageBytes,
-    resize: { ...size, filter: 'bilinear' },
-  });
+  const image = await decodeImage(decoder, sample.image, imageBytes, { ...size, filter: 'bilinear' });
   const loaded: LoadedSample = {
     image: rgbaToRgb(image.pixels),
     sourceWidth: image.sourceWidth,
@@ -108,7 +105,7 @@ export interface ReadMask {
  * binarised by binariseMask.
  */
 export async function readMask(path: string, bytes: Uint8Array, decoder: PixelDecoder, size?: Size): Promise<ReadMask> {
-  const decoded = await decoder.decode({ path, bytes, ...(size && { resize: { ...size, filter: 'nearest' as const } }) });
+  const decoded = await decodeImage(decoder, path, bytes, size && { ...size, filter: 'nearest' });
   const { mask, warning } = binariseMask(decoded.pixels);
   const warnings = [orientationWarning(path, decoded), warning && `${path}: ${warning}`].filter((w): w is string => Boolean(w));
   return { mask, sourceWidth: decoded.sourceWidth, sourceHeight: decoded.sourceHeight, warnings };

@@ -30,7 +30,7 @@ import { maskFileName } from '../../core/run/products.ts';
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 
@@ -76,7 +76,7 @@ const evalCommand: Command = {
       const { model, inputSize, logitThreshold } = await loadExportedModel(modelDir, io);
       io.err(`scoring ${labeled.length} images at ${inputSize}x${inputSize}, logits thresholded at ${logitThreshold}`);
       // Budget 0: every image is read once, nothing is worth caching.
-      const cache = new PixelCache(source, new JimpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
+      const cache = new PixelCache(source, new SharpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
         if (e.type === 'warning') io.err(`warning: ${e.message}`);
       }, 0);
       try {
@@ -118,7 +118,7 @@ async function scoreWrittenMasks(
   batchSize: number,
   io: CliIo,
 ): Promise<{ evaluation: Evaluation; rejected: number }> {
-  const decoder = new JimpDecoder();
+  const decoder = new SharpDecoder();
   const predSource = new FsFileSource([predDir]);
   // Listed as '<folder name>/<path below>'; matched below the folder, ignoring case.
   const predictions = new Map<string, string>();

@@ -29,7 +29,7 @@ import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/run/produ
 import { RunStore } from '../../core/run/run-store.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
@@ -129,7 +129,7 @@ async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, sto
     await runNoisyStudent(
       card,
       { labeled, unlabeled },
-      { source, decoder: new JimpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
+      { source, decoder: new SharpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
       control,
       { runId, resume },
     );
