@@ -14,7 +14,7 @@ import path from 'node:path';
 import { presetCard, type RunCard } from '../src/core/config.ts';
 import { decodeImage } from '../src/core/image/decode.ts';
 import { SharpDecoder } from '../src/node/decode.ts';
-import { collectErrors, datasets, readStoredZip, runCard, snap } from './helpers.ts';
+import { collectErrors, datasets, readZip, runCard, snap } from './helpers.ts';
 
 const ROOTS = ['isic2018', 'ph2'];
 
@@ -216,7 +216,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   await page.getByTestId('tab-export').click();
   await page.getByLabel(/the downloads folder/).check();
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-expert').click()]);
-  const zip = readStoredZip(await readFile((await download.path())!));
+  const zip = readZip(await readFile((await download.path())!));
   const id = path.basename(saved.image).replace(/\.bmp$/i, '');
   const png = zip.get(`expert-labels/${id}_segmentation.png`)!;
   expect(png).toBeDefined();
@@ -241,7 +241,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   const afterText = await page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(2).textContent();
   await page.getByTestId('tab-export').click();
   const [tuned] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-finetuned').click()]);
-  const tunedZip = readStoredZip(await readFile((await tuned.path())!));
+  const tunedZip = readZip(await readFile((await tuned.path())!));
   const tunedDir = [...tunedZip.keys()].find((name) => name.endsWith('-teacher-finetuned/metadata.json'))!.replace(/metadata\.json$/, '');
   expect(tunedZip.has(`${tunedDir}model.json`) && tunedZip.has(`${tunedDir}weights.bin`)).toBe(true);
   const tunedMeta = JSON.parse(tunedZip.get(`${tunedDir}metadata.json`)!.toString());
