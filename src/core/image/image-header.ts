@@ -10,7 +10,7 @@ import { DecodeError } from '../errors.ts';
 
 export type ImageFormat = 'JPEG' | 'PNG' | 'BMP';
 
-/** jpeg-js's own limit, which the hosts apply to every format alike. */
+/** The largest image any host decodes, every format alike (jpeg-js's limit when Node used it, kept so that both hosts refuse the same files). */
 export const MAX_MEGAPIXELS = 100;
 
 export interface ImageHeader {
@@ -58,8 +58,8 @@ export function inspectImage(path: string, bytes: Uint8Array): ImageHeader {
 /**
  * The same file without its EXIF blocks. Browsers apply the EXIF orientation
  * whatever createImageBitmap is told (Chromium 156 treats imageOrientation
- * 'none' as 'from-image'), and jimp applies it too; without the blocks every
- * decoder returns the pixels as stored, the grid ISIC masks are drawn on.
+ * 'none' as 'from-image'); without the blocks every decoder returns the
+ * pixels as stored, the grid ISIC masks are drawn on.
  */
 export function withoutExif(bytes: Uint8Array, header: ImageHeader): Uint8Array {
   if (header.exif.length === 0) return bytes;
