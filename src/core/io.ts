@@ -50,10 +50,10 @@ export interface Decoded {
 
 /**
  * A host's decoder for JPEG and BMP, at the file's full size, to 8-bit RGBA
- * as stored (no colour management, no orientation). Resizing, cropping and
- * conversion happen afterwards in the core (image/decode.ts), one function
- * for both hosts, so that one card trains on the same pixels in each. A bad
- * file rejects with a DecodeError naming it.
+ * as stored (no colour management, no orientation). Resizing and RGB
+ * conversion happen afterwards in the core (image/decode.ts, loader.ts), the
+ * same code for both hosts, so that one card trains on the same pixels in
+ * each. A bad file rejects with a DecodeError naming it.
  */
 export interface PixelDecoder {
   decode(request: DecodeRequest): Promise<RgbaPixels>;
