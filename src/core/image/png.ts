@@ -55,8 +55,10 @@ export function decodePng(path: string, bytes: Uint8Array): RgbaPixels {
 function toEightBits(samples: Uint16Array): Uint8Array {
   let max = 0;
   for (let i = 0; i < samples.length; i++) if (samples[i] > max) max = samples[i];
-  if (max <= 255) return Uint8Array.from(samples);
-  return Uint8Array.from(samples, (v) => Math.round(v / 257));
+  const out = new Uint8Array(samples.length);
+  const scale = max <= 255 ? 1 : 1 / 257;
+  for (let i = 0; i < samples.length; i++) out[i] = Math.round(samples[i] * scale);
+  return out;
 }
 
 /** Greyscale at 1, 2 or 4 bits, rows padded to a byte, scaled to 0..255 (1 bit: 0 and 255). */
@@ -79,5 +81,8 @@ function unpackGrey(packed: Uint8Array, width: number, height: number, depth: nu
 export function maskPng(mask: BinaryMask): Uint8Array {
   const { width, height, data } = mask;
   if (data.length !== width * height) throw new RangeError(`mask of ${width}x${height} holds ${data.length} values`);
-  return encode({ width, height, data: Uint8Array.from(data, (v) => (v ? 255 : 0)), depth: 8, channels: 1 });
+  // A plain loop: Uint8Array.from with a mapping function took seconds on a 7-megapixel mask.
+  const grey = new Uint8Array(data.length);
+  for (let i = 0; i < data.length; i++) grey[i] = data[i] ? 255 : 0;
+  return encode({ width, height, data: grey, depth: 8, channels: 1 });
 }
