@@ -1,12 +1,13 @@
 /**
- * Decode throughput of the Node host's JimpDecoder: full-size ISIC JPEGs and
+ * Decode throughput of the Node host (SharpDecoder, then the core's resize): full-size ISIC JPEGs and
  * PH2 BMPs, decoded and resized to the training size as the sample loader
  * asks. Files are read first, so the figures exclude the disk.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { recogniseDatasets } from '../src/core/dataset/layouts.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { DATASETS } from './tasks.ts';
 
@@ -40,14 +41,14 @@ export async function decodeGroups(ph2Count: number): Promise<DecodeGroup[]> {
 }
 
 export async function timeDecoding(group: DecodeGroup, size: number, repeats: number): Promise<DecodeResult> {
-  const decoder = new JimpDecoder();
+  const decoder = new SharpDecoder();
   const files = await Promise.all(group.files.map(async (file) => ({ path: file, bytes: new Uint8Array(await readFile(file)) })));
   let pixels = 0;
   let elapsed = 0;
   for (let r = 0; r < repeats; r++) {
     for (const file of files) {
       const started = performance.now();
-      const decoded = await decoder.decode({ ...file, resize: { width: size, height: size, filter: 'bilinear' } });
+      const decoded = await decodeImage(decoder, file.path, file.bytes, { width: size, height: size, filter: 'bilinear' });
       elapsed += performance.now() - started;
       if (r === 0) pixels += decoded.sourceWidth * decoded.sourceHeight;
     }

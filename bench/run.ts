@@ -263,7 +263,7 @@ function print(): void {
   out.push('', `tf.memory() before and after a ${memory.title} (trainStage with real data, noise, checkpoints, validation): must be flat`);
   out.push(table(['backend', 'tensors before', 'after', 'diff', 'bytes before', 'after', 'diff', ''], backends.map((b) => memoryRow(b, outcomes.get(key(b, memory.key))))));
 
-  out.push('', `Decoding with JimpDecoder to ${decodeSize}x${decodeSize} (bilinear), files read beforehand`);
+  out.push('', `Decoding with SharpDecoder to ${decodeSize}x${decodeSize} (bilinear), files read beforehand`);
   out.push(decodeTable(decodeResults, decodeSize));
 
   out.push('', PYTORCH_REFERENCE);

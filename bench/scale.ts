@@ -21,7 +21,7 @@ import { generatePseudoLabels } from '../src/core/run/pseudo.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
 import { PixelCache } from '../src/core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { FsKeyValueStore } from '../src/node/store.ts';
 import { DATASETS, MODELS } from './tasks.ts';
@@ -81,7 +81,7 @@ try {
     model,
     samples,
     card,
-    cache: new PixelCache(source, new JimpDecoder(), store, { width: 64, height: 64 }, () => {}),
+    cache: new PixelCache(source, new SharpDecoder(), store, { width: 64, height: 64 }, () => {}),
     source,
     run: new RunStore(store, 'bench'),
     emit: (e) => {

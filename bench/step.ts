@@ -34,7 +34,7 @@ import { deriveSeed, Rng } from '../src/core/random.ts';
 import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
 import { trainStage } from '../src/core/training/train.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { FsKeyValueStore } from '../src/node/store.ts';
 import { DATASETS, MODELS, type ModelName, type TaskResult } from './tasks.ts';
@@ -186,7 +186,7 @@ async function memoryAcrossEpochs(): Promise<TaskResult> {
   const emit = (e: TrainerEvent): void => {
     if (e.type === 'epoch') process.stderr.write(`memory run: epoch ${e.epoch}/${e.epochs}, ${tf.memory().numTensors} tensors\n`);
   };
-  const cache = new PixelCache(source, new JimpDecoder(), store, { width: size, height: size }, emit);
+  const cache = new PixelCache(source, new SharpDecoder(), store, { width: size, height: size }, emit);
   const model = buildDeepLabV3(card.model, 'train', card.seed);
   try {
     const before = tf.memory();
@@ -237,7 +237,7 @@ function syntheticBatch(n: number, s: number, rng: Rng): { x: Float32Array; y: F
 async function realImages(n: number, s: number): Promise<RgbImage[]> {
   const source = new FsFileSource([DATASETS.isic2018]);
   const samples = recogniseDatasets(await source.list()).sets.flatMap((set) => set.labeled).slice(0, n);
-  const decoder = new JimpDecoder();
+  const decoder = new SharpDecoder();
   return Promise.all(samples.map(async (sample) => (await loadSample({ ...sample, mask: undefined }, source, decoder, { width: s, height: s })).image));
 }
 

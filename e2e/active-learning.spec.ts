@@ -11,8 +11,9 @@
 import { expect, test, type Page } from '@playwright/test';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { JimpDecoder } from '../src/node/decode.ts';
-import { collectErrors, copySharedToOpfs, readStoredZip, runCard, snap } from './helpers.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
+import { collectErrors, copySharedToOpfs, readZip, runCard, snap } from './helpers.ts';
 import { tinyTeacher } from './cards.ts';
 
 /** The shared folders in OPFS, remembered with ISIC 2018 labeled and PH2 as the unlabeled pool. */
@@ -174,12 +175,12 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   await page.getByTestId('tab-export').click();
   await page.getByLabel(/the downloads folder/).check();
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-expert').click()]);
-  const zip = readStoredZip(await readFile((await download.path())!));
+  const zip = readZip(await readFile((await download.path())!));
   const id = path.basename(saved.image).replace(/\.bmp$/i, '');
   const png = zip.get(`expert-labels/${id}_segmentation.png`)!;
   expect(png).toBeDefined();
   expect(zip.get('expert-labels/expert-labels.csv')!.toString()).toContain(`${id},${saved.image},${view.width},${view.height},${stroke},e2e,drawn by the active-learning spec`);
-  const decoded = await new JimpDecoder().decode({ path: `${id}_segmentation.png`, bytes: new Uint8Array(png) });
+  const decoded = await decodeImage(new SharpDecoder(), `${id}_segmentation.png`, new Uint8Array(png));
   expect([decoded.pixels.width, decoded.pixels.height]).toEqual([view.width, view.height]);
   const grey = Array.from({ length: view.width * view.height }, (_, i) => decoded.pixels.data[i * 4]);
   expect(new Set(grey)).toEqual(new Set([0, 255]));
@@ -199,7 +200,7 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   const afterText = await page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(2).textContent();
   await page.getByTestId('tab-export').click();
   const [tuned] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-finetuned').click()]);
-  const tunedZip = readStoredZip(await readFile((await tuned.path())!));
+  const tunedZip = readZip(await readFile((await tuned.path())!));
   const tunedDir = [...tunedZip.keys()].find((name) => name.endsWith('-teacher-finetuned/metadata.json'))!.replace(/metadata\.json$/, '');
   expect(tunedZip.has(`${tunedDir}model.json`) && tunedZip.has(`${tunedDir}weights.bin`)).toBe(true);
   const tunedMeta = JSON.parse(tunedZip.get(`${tunedDir}metadata.json`)!.toString());

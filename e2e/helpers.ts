@@ -4,6 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, type Page } from '@playwright/test';
+import { unzipSync } from 'fflate';
 import type { RunCard } from '../src/core/config.ts';
 import { datasetsRoot as datasets } from '../test/helpers/datasets.ts';
 
@@ -39,22 +40,9 @@ export function collectErrors(page: Page): string[] {
   return errors;
 }
 
-/** The entries of a ZIP of stored (uncompressed) files, as the studio's exports write them. */
-export function readStoredZip(zip: Buffer): Map<string, Buffer> {
-  const entries = new Map<string, Buffer>();
-  const end = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
-  const count = zip.readUInt16LE(end + 10);
-  let at = zip.readUInt32LE(end + 16);
-  for (let i = 0; i < count; i++) {
-    const size = zip.readUInt32LE(at + 20);
-    const nameLength = zip.readUInt16LE(at + 28);
-    const local = zip.readUInt32LE(at + 42);
-    const name = zip.toString('utf8', at + 46, at + 46 + nameLength);
-    const dataStart = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
-    entries.set(name, zip.subarray(dataStart, dataStart + size));
-    at += 46 + nameLength;
-  }
-  return entries;
+/** The entries of an export ZIP, read by fflate: a reader independent of the zip.js that writes them. */
+export function readZip(zip: Buffer): Map<string, Buffer> {
+  return new Map(Object.entries(unzipSync(zip)).map(([name, bytes]) => [name, Buffer.from(bytes)]));
 }
 
 /**

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
 import { presetCard, type BackendChoice, type RunCard } from '../src/core/config.ts';
 import path from 'node:path';
-import { collectErrors, datasets, offOrigin, printLongTasks, readStoredZip, recordRequests, snap } from './helpers.ts';
+import { collectErrors, datasets, offOrigin, printLongTasks, readZip, recordRequests, snap } from './helpers.ts';
 
 function tinyCard(backend: BackendChoice, overrides: { epochs?: number; rounds?: number; labeledFraction?: number } = {}): RunCard {
   const card = presetCard('quick');
@@ -120,7 +120,7 @@ test('a tiny run goes through all four stages on wasm, and its model exports to 
   const save = async (button: string): Promise<Map<string, Buffer>> => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(button).click()]);
     expect(download.suggestedFilename()).toMatch(/\.zip$/);
-    return readStoredZip(await readFile((await download.path())!));
+    return readZip(await readFile((await download.path())!));
   };
   const modelZip = await save('export-model');
   await expect(page.getByTestId('export-message')).toContainText('Saved 3 files');

@@ -12,7 +12,7 @@ import { paperCard, parseRunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { deriveSeed } from '../src/core/random.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
@@ -38,7 +38,7 @@ beforeAll(async () => {
   const lines: string[] = [];
   result = await simulateActiveLearning(
     { card, samples, initial: 4, perRound: 3, rounds: 1, test: 6, fineTuneEpochs: 1, strategies: ['entropy', 'random'], seed: SEED, mcPasses: 2 },
-    { source, decoder: new JimpDecoder(), store: new MemoryStore(), emit: () => {}, log: (line) => lines.push(line) },
+    { source, decoder: new SharpDecoder(), store: new MemoryStore(), emit: () => {}, log: (line) => lines.push(line) },
   );
 }, 300_000);
 
@@ -94,7 +94,7 @@ describe('simulated active learning', () => {
     await expect(
       simulateActiveLearning(
         { card, samples: samples.slice(0, 10), initial: 4, perRound: 3, rounds: 2, test: 6, fineTuneEpochs: 1, strategies: ['random'], seed: 1, mcPasses: 2 },
-        { source, decoder: new JimpDecoder(), store: new MemoryStore(), emit: () => {}, log: () => {} },
+        { source, decoder: new SharpDecoder(), store: new MemoryStore(), emit: () => {}, log: () => {} },
       ),
     ).rejects.toThrow('the simulation needs 16 labeled images (6 test + 4 initial + 2 rounds of 3); the folders hold 10');
   });

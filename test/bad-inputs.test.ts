@@ -15,7 +15,9 @@ import { LesionError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
 import type { RgbaPixels } from '../src/core/io.ts';
 import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
-import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { resizeRgba } from '../src/core/image/resize.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { loadLayersModel, saveLayersModel } from '../src/node/model-files.ts';
 import { type CorpusCase, LARGE_HEIGHT, LARGE_WIDTH, LONG_STEM, mutateAfterIndexing, type TruePixels, writeBadInputCorpus } from './helpers/corpus.ts';
@@ -23,7 +25,7 @@ import { MemoryStore } from './helpers/memory-store.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 
 const SIZE = { width: 64, height: 64 };
-const decoder = new JimpDecoder();
+const decoder = new SharpDecoder();
 
 const dir = mkdtempSync(path.join(tmpdir(), 'lesion-bad-inputs-'));
 const root = path.basename(dir);
@@ -114,7 +116,7 @@ describe('every case end to end through loadSample', () => {
 
       // Pixel facts at the file's own size: what the file holds, within JPEG's loss.
       const truth = c.truth!;
-      const { pixels } = await decoder.decode({ path: sample.image, bytes: await source.read(sample.image) });
+      const { pixels } = await decodeImage(decoder, sample.image, await source.read(sample.image));
       expect([pixels.width, pixels.height]).toEqual([truth.width, truth.height]);
       expect([loaded.sourceWidth, loaded.sourceHeight]).toEqual([truth.width, truth.height]);
       const error = rgbError(pixels, truth);
@@ -127,14 +129,14 @@ describe('every case end to end through loadSample', () => {
     const file = named(pairs.find((c) => c.image.endsWith('top-down.bmp'))!.image);
     const bytes = await source.read(file);
     expect(new DataView(bytes.buffer, bytes.byteOffset).getInt32(22, true)).toBeLessThan(0);
-    const { pixels } = await decoder.decode({ path: file, bytes });
+    const { pixels } = await decodeImage(decoder, file, bytes);
     const at = (i: number) => [...pixels.data.subarray(i * 4, i * 4 + 3)];
     expect(at(0)).toEqual([255, 0, 0]);
     expect(at(pixels.width * pixels.height - 1)).toEqual([0, 0, 255]);
   });
 
   it('a file replaced after indexing decodes to its new content, not the old', async () => {
-    const read = async (stem: string) => (await decoder.decode({ path: stem, bytes: await source.read(named(`lesions/images/${stem}.jpg`)) })).pixels;
+    const read = async (stem: string) => (await decodeImage(decoder, stem, await source.read(named(`lesions/images/${stem}.jpg`)))).pixels;
     const changed = corpus.cases.find((c) => c.image.endsWith('changed.jpg'))!;
     const clean = corpus.cases.find((c) => c.image.endsWith('clean.jpg'))!;
     // The clean file holds what changed.jpg held when it was indexed.

@@ -11,11 +11,12 @@ import { Jimp } from 'jimp';
 import { describe, expect, it } from 'vitest';
 import { DecodeError } from '../src/core/errors.ts';
 import type { RgbaPixels } from '../src/core/io.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { bmpRows, encodeBmp, encodeRle, indexRows, quantise121, quantise332, type Rgb } from './helpers/bmp.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 
-const decoder = new JimpDecoder();
+const decoder = new SharpDecoder();
 const ph2 = (id: string) => path.join(datasetsRoot, 'ph2', 'PH2 Dataset images', id, `${id}_Dermoscopic_Image`, `${id}.bmp`);
 
 /** The 24-bit PH2 original, as jimp reads a plain BMP. */
@@ -42,7 +43,7 @@ function rgba(pixels: Rgb, black: (x: number, y: number) => boolean = () => fals
 }
 
 async function decode(name: string, bytes: Uint8Array): Promise<RgbaPixels> {
-  const { pixels } = await decoder.decode({ path: name, bytes });
+  const { pixels } = await decodeImage(decoder, name, bytes);
   expect([pixels.width, pixels.height]).toEqual([width, height]);
   return pixels;
 }
@@ -146,7 +147,7 @@ describe('BMP files no host decodes', () => {
     encodeBmp({ width: 8, height: 2, bits: 8, palette, data: indexRows(indices, 8, 2, 8), ...spec });
 
   async function refusal(name: string, bytes: Uint8Array): Promise<DecodeError> {
-    const error = await decoder.decode({ path: name, bytes }).catch((e: unknown) => e);
+    const error = await decodeImage(decoder, name, bytes).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DecodeError);
     expect((error as DecodeError).file).toBe(name);
     return error as DecodeError;

@@ -16,7 +16,7 @@ import { evaluate, summary } from '../src/core/scoring/evaluate.ts';
 import type { RunState, StageResult } from '../src/core/run/pipeline.ts';
 import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { loadLayersModel } from '../src/node/model-files.ts';
 import { FsKeyValueStore } from '../src/node/store.ts';
@@ -197,7 +197,7 @@ describe('lesion-studio train', () => {
       const val = state.split.val.map((key) => itemFromSample(byKey.get(key)!));
       expect(val).toHaveLength(metrics.best.val!.images);
       const { model } = await loadLayersModel(path.join(out, 'teacher', 'model'));
-      const cache = new PixelCache(source, new JimpDecoder(), new MemoryStore(), { width: SIZE, height: SIZE }, () => {}, 0);
+      const cache = new PixelCache(source, new SharpDecoder(), new MemoryStore(), { width: SIZE, height: SIZE }, () => {}, 0);
       const scored = summary((await evaluate(model, val, cache, { batchSize: BATCH, logitThreshold: tinyCard(3).eval.logitThreshold })).overall);
       model.dispose();
       // The export build's logits match the training build's to 1e-4, so a pixel at the threshold may flip.

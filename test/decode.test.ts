@@ -8,14 +8,16 @@ import { PixelCache } from '../src/core/dataset/samples.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { DecodeError, LesionError } from '../src/core/errors.ts';
 import type { FileSource, RgbaPixels } from '../src/core/io.ts';
-import { JimpDecoder, resizeRgba } from '../src/node/decode.ts';
+import { decodeImage } from '../src/core/image/decode.ts';
+import { resizeRgba } from '../src/core/image/resize.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
-import { withExifOrientation } from './helpers/corpus.ts';
+import { encodeJpeg, withExifOrientation } from './helpers/corpus.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
 
 const datasets = datasetsRoot;
-const decoder = new JimpDecoder();
+const decoder = new SharpDecoder();
 
 const isicImage = 'isic2018/ISIC2018_Task1-2_Training_Input/ISIC_0000013.jpg';
 const isicMask = 'isic2018/ISIC2018_Task1_Training_GroundTruth/ISIC_0000013_segmentation.png';
@@ -49,18 +51,18 @@ function bmpHeader(bytes: Uint8Array) {
   };
 }
 
-describe('JimpDecoder on the real files', () => {
+describe('SharpDecoder on the real files', () => {
   it('decodes an ISIC JPEG at the size of its mask (read from the PNG header)', async () => {
     const maskBytes = bytesOf(isicMask);
     const view = new DataView(maskBytes.buffer, maskBytes.byteOffset);
-    const { pixels, sourceWidth, sourceHeight } = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const { pixels, sourceWidth, sourceHeight } = await decodeImage(decoder, isicImage, bytesOf(isicImage));
     expect([sourceWidth, sourceHeight]).toEqual([view.getUint32(16), view.getUint32(20)]);
     expect([pixels.width, pixels.height, pixels.data.length]).toEqual([sourceWidth, sourceHeight, sourceWidth * sourceHeight * 4]);
     expect(distinctValues(pixels).size).toBeGreaterThan(50);
   });
 
   it('decodes an ISIC PNG mask to exactly 0 and 255', async () => {
-    const { pixels } = await decoder.decode({ path: isicMask, bytes: bytesOf(isicMask) });
+    const { pixels } = await decodeImage(decoder, isicMask, bytesOf(isicMask));
     expect(distinctValues(pixels)).toEqual(new Set([0, 255]));
   });
 
@@ -68,7 +70,7 @@ describe('JimpDecoder on the real files', () => {
     const bytes = bytesOf(ph2Image);
     const header = bmpHeader(bytes);
     expect(header.bits).toBe(24);
-    const { pixels } = await decoder.decode({ path: ph2Image, bytes });
+    const { pixels } = await decodeImage(decoder, ph2Image, bytes);
     expect([pixels.width, pixels.height]).toEqual([header.width, Math.abs(header.height)]);
     // Bottom-up rows: the image's top row is the file's last row; pixels are stored B, G, R.
     const rowBytes = Math.ceil((header.width * 3) / 4) * 4;
@@ -83,7 +85,7 @@ describe('JimpDecoder on the real files', () => {
     const bytes = bytesOf(ph2Mask);
     const header = bmpHeader(bytes);
     expect(header.bits).toBe(1);
-    const { pixels } = await decoder.decode({ path: ph2Mask, bytes });
+    const { pixels } = await decodeImage(decoder, ph2Mask, bytes);
     const palette = [bytes[54], bytes[58]]; // blue byte of each palette entry: 0 and 255
     const rowBytes = Math.ceil(header.width / 32) * 4;
     let mismatches = 0;
@@ -104,8 +106,8 @@ describe('JimpDecoder on the real files', () => {
 
   it('decodes and resizes a full-size 3072x2304 original without losing its colours or lesion area', async () => {
     const bytes = bytesOf(fullImage);
-    const full = await decoder.decode({ path: fullImage, bytes });
-    const small = await decoder.decode({ path: fullImage, bytes, resize: { width: 256, height: 256, filter: 'bilinear' } });
+    const full = await decodeImage(decoder, fullImage, bytes);
+    const small = await decodeImage(decoder, fullImage, bytes, { width: 256, height: 256, filter: 'bilinear' });
     expect([small.sourceWidth, small.sourceHeight, small.pixels.width, small.pixels.height]).toEqual([3072, 2304, 256, 256]);
     const fullMeans = channelMeans(full.pixels);
     channelMeans(small.pixels).forEach((mean, c) => expect(Math.abs(mean - fullMeans[c])).toBeLessThan(0.5));
@@ -117,11 +119,35 @@ describe('JimpDecoder on the real files', () => {
     }
 
     const maskBytes = bytesOf(fullMask);
-    const mask = await decoder.decode({ path: fullMask, bytes: maskBytes, resize: { width: 256, height: 256, filter: 'nearest' } });
-    const fullMaskPixels = (await decoder.decode({ path: fullMask, bytes: maskBytes })).pixels;
+    const mask = await decodeImage(decoder, fullMask, maskBytes, { width: 256, height: 256, filter: 'nearest' });
+    const fullMaskPixels = (await decodeImage(decoder, fullMask, maskBytes)).pixels;
     expect(distinctValues(mask.pixels)).toEqual(new Set([0, 255]));
     const area = (pixels: RgbaPixels) => countAbove(pixels, 127) / (pixels.width * pixels.height);
     expect(Math.abs(area(mask.pixels) - area(fullMaskPixels))).toBeLessThan(0.005);
+  });
+});
+
+describe('a JPEG stored as RGB (Adobe APP14 marker, transform 0)', () => {
+  it('decodes to its own R, G and B planes, not as YCbCr: each channel equals that plane alone as a greyscale JPEG', async () => {
+    const { pixels: photo } = await decodeImage(decoder, isicImage, bytesOf(isicImage), { width: 256, height: 192, filter: 'bilinear' });
+    const { width, height } = photo;
+    const planes = [0, 1, 2].map((c) => Uint8Array.from({ length: width * height }, (_, i) => photo.data[i * 4 + c]));
+    const rgb = encodeJpeg(planes, width, height, { adobe: true });
+    // Same encoder, same table, same blocks: with no colour transform a decoder must give these bytes exactly.
+    const greys = await Promise.all(planes.map(async (plane, c) => (await decodeImage(decoder, `plane-${c}.jpg`, encodeJpeg([plane], width, height))).pixels));
+    const { pixels } = await decodeImage(decoder, 'rgb.jpg', rgb);
+    expect([pixels.width, pixels.height]).toEqual([width, height]);
+    let mismatches = 0;
+    let error = 0;
+    for (let i = 0; i < width * height; i++) {
+      for (let c = 0; c < 3; c++) {
+        if (pixels.data[i * 4 + c] !== greys[c].data[i * 4]) mismatches++;
+        error += Math.abs(pixels.data[i * 4 + c] - planes[c][i]);
+      }
+    }
+    expect(mismatches).toBe(0);
+    // And the planes are the photograph's, within what quality-90 quantisation costs (read as YCbCr, as jpeg-js does, they are 56 levels off).
+    expect(error / (width * height * 3)).toBeLessThan(2);
   });
 });
 
@@ -173,7 +199,7 @@ describe('bad files', () => {
 
   async function decodeError(name: string): Promise<DecodeError> {
     const file = `${root}/${name}`;
-    const error = await decoder.decode({ path: file, bytes: await source.read(file) }).catch((e: unknown) => e);
+    const error = await decodeImage(decoder, file, await source.read(file)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DecodeError);
     expect((error as DecodeError).file).toBe(file);
     expect((error as DecodeError).message).toContain(file);
@@ -243,13 +269,13 @@ describe('loadSample', () => {
     expect([loaded.image.width, loaded.image.height, loaded.image.data.length]).toEqual([128, 128, 128 * 128 * 3]);
     expect(loaded.mask!.data.length).toBe(128 * 128);
     expect(new Set(loaded.mask!.data)).toEqual(new Set([0, 1]));
-    const reference = await decoder.decode({ path: isicMask, bytes: bytesOf(isicMask), resize: { ...size, filter: 'nearest' } });
+    const reference = await decodeImage(decoder, isicMask, bytesOf(isicMask), { ...size, filter: 'nearest' });
     expect(loaded.mask!.data.every((v, i) => v === reference.pixels.data[i * 4] / 255)).toBe(true);
     expect([loaded.sourceWidth, loaded.sourceHeight]).toEqual([reference.sourceWidth, reference.sourceHeight]);
   });
 
   it('warns about a mask of another size, naming it, and still lines it up', async () => {
-    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const image = await decodeImage(decoder, isicImage, bytesOf(isicImage));
     const smaller = await maskVariant((v) => v, { w: 400, h: 300 });
     const source = new MemorySource(new Map([[isicImage, bytesOf(isicImage)], ['small_mask.png', smaller]]));
     const loaded = await loadSample({ ...pair, mask: 'small_mask.png' }, source, decoder, size);
@@ -291,7 +317,7 @@ describe('loadSample', () => {
   });
 
   it('leaves out, naming both sizes, a pair whose mask is stored rotated by 90°, for training and scoring alike', async () => {
-    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const image = await decodeImage(decoder, isicImage, bytesOf(isicImage));
     const turned = await Jimp.fromBuffer(Buffer.from(bytesOf(isicMask)));
     turned.rotate(90);
     const files = new Map([[isicImage, bytesOf(isicImage)], ['turned.png', new Uint8Array(await turned.getBuffer('image/png'))]]);
@@ -307,7 +333,7 @@ describe('loadSample', () => {
   });
 
   it('keeps, with a warning, a mask of the same aspect at another size, however its sides were rounded', async () => {
-    const image = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
+    const image = await decodeImage(decoder, isicImage, bytesOf(isicImage));
     const [w, h] = [image.sourceWidth / 3, image.sourceHeight / 3];
     expect(Number.isInteger(w) && Number.isInteger(h)).toBe(false);
     for (const [mw, mh] of [[Math.round(w), Math.round(h)], [Math.ceil(w), Math.floor(h)], [Math.floor(w), Math.ceil(h)]]) {
@@ -334,8 +360,8 @@ describe('EXIF orientation', () => {
   it('is ignored, with a warning naming the file: an ISIC photograph marked "rotate 90° CW" keeps its stored pixels and its mask still fits', async () => {
     const size = { width: 128, height: 128 };
     const marked = withExifOrientation(bytesOf(isicImage), 6);
-    const stored = await decoder.decode({ path: isicImage, bytes: bytesOf(isicImage) });
-    const decoded = await decoder.decode({ path: 'marked.jpg', bytes: marked });
+    const stored = await decodeImage(decoder, isicImage, bytesOf(isicImage));
+    const decoded = await decodeImage(decoder, 'marked.jpg', marked);
     expect([decoded.sourceWidth, decoded.sourceHeight]).toEqual([stored.sourceWidth, stored.sourceHeight]);
     expect(stored.sourceWidth).not.toBe(stored.sourceHeight);
     expect(decoded.pixels.data.every((v, i) => v === stored.pixels.data[i])).toBe(true);

@@ -14,7 +14,7 @@ import { readMask } from '../src/core/dataset/loader.ts';
 import type { JobManifest } from '../src/core/run/job.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import type { ExportedFile } from '../src/worker/api.ts';
 import { OpenDataset } from '../src/worker/dataset.ts';
@@ -77,7 +77,7 @@ describe('export-job and the studio\'s Export job', () => {
     const entry = manifest.images.find((i) => `${i.root}/${i.image}` === image.image)!;
     expect(entry).toMatchObject({ role: 'labeled', mask: `expert-labels/${image.id}_segmentation.png`, maskInJob: true });
     expect(['train', 'val', 'test']).toContain(entry.split);
-    const mask = await readMask(entry.mask!, file(files, entry.mask!), new JimpDecoder());
+    const mask = await readMask(entry.mask!, file(files, entry.mask!), new SharpDecoder());
     expect(mask.mask).toEqual({ width, height, data });
   });
 });

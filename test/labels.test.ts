@@ -9,7 +9,7 @@ import { recogniseDatasets, type Sample } from '../src/core/dataset/layouts.ts';
 import { loadSample, readMask } from '../src/core/dataset/loader.ts';
 import { expertMaskPath, ExpertLabelSource, LabelStore, maskBmp, withExpertLabels, type ExpertLabel } from '../src/core/active/labels.ts';
 import { fillPolygon } from '../src/core/active/mask-edit.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
@@ -44,7 +44,7 @@ describe('label store', () => {
 describe('expert labels in a run', () => {
   it('a mask survives the BMP the pipeline reads, row padding and bottom-up rows included', async () => {
     const mask = { width: 7, height: 3, data: Uint8Array.from([1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]) };
-    const read = await readMask('m.bmp', maskBmp(mask), new JimpDecoder());
+    const read = await readMask('m.bmp', maskBmp(mask), new SharpDecoder());
     expect([...read.mask.data]).toEqual([...mask.data]);
     expect(read.warnings).toEqual([]);
   });
@@ -56,7 +56,7 @@ describe('expert labels in a run', () => {
     const pool: Sample[] = index.sets.flatMap((s) => s.labeled.map(({ mask: _mask, ...image }) => image));
     expect(pool.length).toBe(32);
     const chosen = pool[3];
-    const decoder = new JimpDecoder();
+    const decoder = new SharpDecoder();
     const own = await loadSample(chosen, source, decoder, { width: 1, height: 1 });
     const { sourceWidth: width, sourceHeight: height } = own;
 

@@ -19,7 +19,7 @@ import {
 } from '../src/core/model/pretrained.ts';
 import { imagesToBatch, masksToBatch } from '../src/core/dataset/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { loadLayersModel, saveLayersModel } from '../src/node/model-files.ts';
 import { datasetsRoot, relativeError, repoRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
@@ -28,7 +28,7 @@ const ISIC_IDS = ['ISIC_0000013', 'ISIC_0000015', 'ISIC_0000160', 'ISIC_0000161'
 
 async function isicSamples(size: number): Promise<LoadedSample[]> {
   const source = new FsFileSource([path.join(datasetsRoot, 'isic2018')]);
-  const decoder = new JimpDecoder();
+  const decoder = new SharpDecoder();
   return Promise.all(
     ISIC_IDS.map((id) =>
       loadSample(

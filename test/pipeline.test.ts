@@ -27,7 +27,7 @@ import { predictLogits } from '../src/core/scoring/predict.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
 import type { StoredMask } from '../src/core/dataset/samples.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
@@ -72,7 +72,7 @@ let first: RunResults;
 let firstEvents: TrainerEvent[];
 
 function host(events: TrainerEvent[]): PipelineHost {
-  return { source, decoder: new JimpDecoder(), store, emit: (e) => events.push(e) };
+  return { source, decoder: new SharpDecoder(), store, emit: (e) => events.push(e) };
 }
 
 const stageLog = (events: TrainerEvent[]): string[] =>
@@ -220,7 +220,7 @@ describe('runNoisyStudent', () => {
     tf.dispose(loaded!.optimizer.map((t) => t.tensor));
 
     const samples = [...inputs.labeled.slice(0, 3), ...inputs.unlabeled.slice(0, 2)];
-    const decoder = new JimpDecoder();
+    const decoder = new SharpDecoder();
     const images = await Promise.all(samples.map(async (s) => (await loadSample({ ...s, mask: undefined }, source, decoder, { width: SIZE, height: SIZE })).image));
     const exported = await predictLogits(model, images, { batchSize: 4 });
     const trained = await predictLogits(training, images, { batchSize: 4 });

@@ -19,7 +19,7 @@ import { maskPng } from '../src/core/image/png.ts';
 import { resizeMask } from '../src/core/image/resize.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { FsKeyValueStore } from '../src/node/store.ts';
 import type { ExportedFile } from '../src/worker/api.ts';
@@ -171,7 +171,7 @@ describe('the test scores a stage stores', () => {
     expect(scores!.map((s) => s.id).sort()).toEqual(tested.map((s) => s.id).sort());
     expect([...predictions!.keys()].sort()).toEqual(tested.map((s) => s.id).sort());
     for (const sample of tested) {
-      const truth = (await loadSample(sample, dataset.source, new JimpDecoder(), { width: SIZE, height: SIZE })).mask!;
+      const truth = (await loadSample(sample, dataset.source, new SharpDecoder(), { width: SIZE, height: SIZE })).mask!;
       const prediction = predictions!.get(sample.id)!;
       expect([prediction.width, prediction.height]).toEqual([SIZE, SIZE]);
       const c = confusion(prediction.data, truth.data);
@@ -196,7 +196,7 @@ describe('the Predict view and `lesion-studio predict`', () => {
   it.each([ISIC_IMAGE, PH2_IMAGE])('give the same mask file, at the image\'s own size, for %s', async (file) => {
     const bytes = new Uint8Array(readFileSync(file));
     const name = path.basename(file);
-    const { prediction, width, height } = await predictUpload(run, card, 'student', name, bytes, new JimpDecoder());
+    const { prediction, width, height } = await predictUpload(run, card, 'student', name, bytes, new SharpDecoder());
     const id = name.replace(/\.[^.]+$/, '');
     expect(prediction.file.name).toBe(`${id}_segmentation.png`);
     const cli = readFileSync(path.join(predicted, `${id}_segmentation.png`));

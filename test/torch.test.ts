@@ -15,7 +15,7 @@ import { buildDeepLabV3, type EncoderName } from '../src/core/model/deeplab.ts';
 import { MetricAccumulator, binariseLogits } from '../src/core/scoring/metrics.ts';
 import type { RgbImage } from '../src/core/io.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { saveLayersModel } from '../src/node/model-files.ts';
 import { datasetsRoot, seededWeights, setWeightValues, tinyConfig } from './helpers/tf-node.ts';
@@ -37,7 +37,7 @@ describe.skipIf(!torchPython)('PyTorch replica of the studio model', () => {
     await initNodeBackend('cpu');
     dir = mkdtempSync(path.join(tmpdir(), 'torch-parity-'));
     const source = new FsFileSource(['isic2018', 'ph2'].map((r) => path.join(datasetsRoot, r)));
-    const loaded = await Promise.all(IMAGES.map((s, i) => loadSample({ id: String(i), set: s.root, layout: 'isic2018', split: 'train', image: s.image, mask: s.mask }, source, new JimpDecoder(), { width: SIZE, height: SIZE })));
+    const loaded = await Promise.all(IMAGES.map((s, i) => loadSample({ id: String(i), set: s.root, layout: 'isic2018', split: 'train', image: s.image, mask: s.mask }, source, new SharpDecoder(), { width: SIZE, height: SIZE })));
     images = loaded.map((l) => l.image);
     masks = loaded.map((l) => l.mask!.data);
     writeFileSync(path.join(dir, 'pixels.bin'), Buffer.concat(images.map((i) => i.data)));

@@ -21,7 +21,7 @@ import { itemFromSample, PixelCache, type TrainItem } from '../src/core/dataset/
 import { checkpointAfterStep, stepIsCheckpointed, trainStage, type StageSpec } from '../src/core/training/train.ts';
 import { chartSeries, type StepPoint } from '../src/ui/series.ts';
 import { initNodeBackend, type NodeBackendName } from '../src/node/backends.ts';
-import { JimpDecoder } from '../src/node/decode.ts';
+import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { MemoryStore } from './helpers/memory-store.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
@@ -68,7 +68,7 @@ interface Harness {
 function harness(files: FsFileSource = source): Harness {
   const store = new MemoryStore();
   const events: TrainerEvent[] = [];
-  const cache = new PixelCache(files, new JimpDecoder(), store, { width: SIZE, height: SIZE }, (e) => events.push(e));
+  const cache = new PixelCache(files, new SharpDecoder(), store, { width: SIZE, height: SIZE }, (e) => events.push(e));
   return {
     store,
     cache,

@@ -24,34 +24,39 @@ export interface RgbaPixels {
   data: Uint8Array | Uint8ClampedArray;
 }
 
-/** How a host resizes while decoding; masks always use nearest. */
+/** How the core resizes decoded pixels; masks always use nearest. */
 export type ResizeFilter = 'bilinear' | 'nearest';
+
+/** What a host decodes itself: the core reads PNG (fast-png) in every host. */
+export type HostFormat = 'JPEG' | 'BMP';
 
 export interface DecodeRequest {
   /** Relative path, used only in error messages. */
   path: string;
+  /** The file's bytes without its EXIF blocks, already checked against its header's declared size. */
   bytes: Uint8Array;
-  /** Resize target; omitted means keep the original size. */
-  resize?: { width: number; height: number; filter: ResizeFilter };
+  format: HostFormat;
 }
 
+/** An image file as the core hands it on: decoded by the host, resized by the core. */
 export interface Decoded {
   pixels: RgbaPixels;
   /** The file's own size before any resize. */
   sourceWidth: number;
   sourceHeight: number;
-  /** The file's EXIF orientation (1 to 8, 1 when it has none), which decoders do not apply. */
+  /** The file's EXIF orientation (1 to 8, 1 when it has none), which is never applied. */
   orientation: number;
 }
 
 /**
- * Decodes JPEG, PNG and BMP. Implementations must never materialise a
- * full-size float copy: decode to 8-bit, resize in 8-bit. Pixels come as
- * stored, whatever the EXIF orientation: ISIC masks are drawn on the stored
- * grid. A bad file rejects with a DecodeError naming it.
+ * A host's decoder for JPEG and BMP, at the file's full size, to 8-bit RGBA
+ * as stored (no colour management, no orientation). Resizing and RGB
+ * conversion happen afterwards in the core (image/decode.ts, loader.ts), the
+ * same code for both hosts, so that one card trains on the same pixels in
+ * each. A bad file rejects with a DecodeError naming it.
  */
 export interface PixelDecoder {
-  decode(request: DecodeRequest): Promise<Decoded>;
+  decode(request: DecodeRequest): Promise<RgbaPixels>;
 }
 
 /** Read access to a set of files addressed by relative '/'-separated paths. */

@@ -7,7 +7,7 @@
  * code that consumes files, so the consumer can be tested with real files.
  */
 import type { PagedFile } from '../worker/api.ts';
-import { zipStored } from './zip.ts';
+import { zipInWorker } from './zip.ts';
 
 export interface DroppedItems {
   handles: Promise<FileSystemHandle | null>[];
@@ -98,12 +98,12 @@ export async function writeIntoFolder(dir: FileSystemDirectoryHandle, files: { n
  * Saves files as one download: the file itself, or a ZIP of several (a burst
  * of downloads is blocked by browsers after the first).
  */
-export function download(
+export async function download(
   files: { name: string; bytes: ArrayBuffer }[],
   { zipName = 'lesion-studio-export.zip', type = 'application/octet-stream' }: { zipName?: string; type?: string } = {},
-): void {
+): Promise<void> {
   const single = files.length === 1 ? files[0] : undefined;
-  const blob = single ? new Blob([single.bytes], { type }) : zipStored(files);
+  const blob = single ? new Blob([single.bytes], { type }) : await zipInWorker(files);
   const url = URL.createObjectURL(blob);
   const a = document.createElement('a');
   a.href = url;

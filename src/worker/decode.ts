@@ -1,61 +1,48 @@
 /**
- * The browser's PixelDecoder: createImageBitmap decodes JPEG, PNG and BMP
- * off the main thread and resizes in 8 bits ('high' quality for photographs,
- * 'pixelated' = nearest for masks, so they stay binary); an OffscreenCanvas
- * hands back the RGBA bytes. Colour-space conversion is off so the bytes
- * are the file's own, as the Node host's decoder gives them.
+ * The browser's PixelDecoder: createImageBitmap decodes JPEG and BMP off the
+ * main thread at full size, and an OffscreenCanvas hands back the RGBA bytes;
+ * the core reads PNG and does every resize (image/decode.ts), as in Node.
+ * Colour-space conversion is off so the bytes are the file's own, as the
+ * Node host's decoder gives them. decodeBitmap serves the pictures the page
+ * shows, which Chromium may scale itself.
  */
 import { DecodeError } from '../core/errors.ts';
 import { type ImageFormat, inspectImage, withoutExif } from '../core/image/image-header.ts';
-import type { DecodeRequest, Decoded, PixelDecoder } from '../core/io.ts';
+import type { DecodeRequest, PixelDecoder, RgbaPixels } from '../core/io.ts';
 
 const MIME_TYPES: Record<ImageFormat, string> = { JPEG: 'image/jpeg', PNG: 'image/png', BMP: 'image/bmp' };
 
 const EXACT: ImageBitmapOptions = { premultiplyAlpha: 'none', colorSpaceConversion: 'none' };
 
 export class BitmapDecoder implements PixelDecoder {
-  async decode({ path, bytes, resize }: DecodeRequest): Promise<Decoded> {
-    const { bitmap, orientation } = await decodeFile(path, bytes);
-    const sourceWidth = bitmap.width;
-    const sourceHeight = bitmap.height;
+  async decode({ path, bytes, format }: DecodeRequest): Promise<RgbaPixels> {
+    const bitmap = await bitmapOf(path, bytes as Uint8Array<ArrayBuffer>, format);
     try {
-      const sized = resize
-        ? await createImageBitmap(bitmap, {
-            ...EXACT,
-            resizeWidth: resize.width,
-            resizeHeight: resize.height,
-            resizeQuality: resize.filter === 'nearest' ? 'pixelated' : 'high',
-          })
-        : bitmap;
-      const pixels = bitmapPixels(sized);
-      if (sized !== bitmap) sized.close();
-      return { pixels, sourceWidth, sourceHeight, orientation };
+      return bitmapPixels(bitmap);
     } finally {
       bitmap.close();
     }
   }
 }
 
-/** Full-size bitmap of a file's bytes, as stored; a bad file rejects with a DecodeError naming it. */
+/**
+ * Full-size bitmap of a file's bytes, as stored; a bad file rejects with a
+ * DecodeError naming it. The header is checked first, as the core does, so a
+ * file declaring more pixels than any host decodes never reaches the
+ * browser's decoder; the EXIF blocks go, since Chromium applies their
+ * orientation even when told imageOrientation: 'none'.
+ */
 export async function decodeBitmap(path: string, bytes: Uint8Array): Promise<ImageBitmap> {
-  return (await decodeFile(path, bytes)).bitmap;
+  const header = inspectImage(path, bytes);
+  return bitmapOf(path, withoutExif(bytes, header) as Uint8Array<ArrayBuffer>, header.format);
 }
 
-/**
- * The header is checked first, as the Node host does, so a file declaring
- * more pixels than any host decodes never reaches the browser's decoder; the
- * EXIF blocks go, since Chromium applies their orientation even when told
- * imageOrientation: 'none'.
- */
-async function decodeFile(path: string, bytes: Uint8Array): Promise<{ bitmap: ImageBitmap; orientation: number }> {
-  const header = inspectImage(path, bytes);
-  const stored = withoutExif(bytes, header) as Uint8Array<ArrayBuffer>;
+async function bitmapOf(path: string, bytes: Uint8Array<ArrayBuffer>, format: ImageFormat): Promise<ImageBitmap> {
   try {
-    const bitmap = await createImageBitmap(new Blob([stored], { type: MIME_TYPES[header.format] }), EXACT);
-    return { bitmap, orientation: header.orientation };
+    return await createImageBitmap(new Blob([bytes], { type: MIME_TYPES[format] }), EXACT);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new DecodeError(path, `corrupt or truncated ${header.format} (${reason})`);
+    throw new DecodeError(path, `corrupt or truncated ${format} (${reason})`);
   }
 }
 

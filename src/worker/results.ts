@@ -6,9 +6,10 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { RunCard } from '../core/config.ts';
-import { loadSample, type LoadedSample } from '../core/dataset/loader.ts';
+import { loadSample, rgbaToRgb, type LoadedSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
+import { decodeImage } from '../core/image/decode.ts';
 import type { BinaryMask, PixelDecoder } from '../core/io.ts';
 import { binariseLogits, confusion, lesionDice, lesionJaccard, type ImageScore } from '../core/scoring/metrics.ts';
 import { loadStageModel, type TrainingStage } from '../core/run/pipeline.ts';
@@ -186,11 +187,9 @@ export async function predictUpload(
   pixels: PixelDecoder,
 ): Promise<{ prediction: Prediction; width: number; height: number }> {
   const side = card.model.inputSize;
-  const decoded = await pixels.decode({ path: name, bytes, resize: { width: side, height: side, filter: 'bilinear' } });
-  const rgb = new Uint8Array(side * side * 3);
-  for (let i = 0; i < side * side; i++) rgb.set(decoded.pixels.data.subarray(i * 4, i * 4 + 3), i * 3);
+  const decoded = await decodeImage(pixels, name, bytes, { width: side, height: side, filter: 'bilinear' });
   const stem = name.replace(/^.*\//, '').replace(/\.[^.]+$/, '');
-  const input = { id: stem, image: { width: side, height: side, data: rgb }, width: decoded.sourceWidth, height: decoded.sourceHeight };
+  const input = { id: stem, image: rgbaToRgb(decoded.pixels), width: decoded.sourceWidth, height: decoded.sourceHeight };
   const [prediction] = await withStageModel(run, stage, 'best', (model) =>
     predictions(model, [input], { inputSize: side, logitThreshold: card.eval.logitThreshold, batchSize: 1 }),
   );

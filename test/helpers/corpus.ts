@@ -508,11 +508,12 @@ const DCT_COS = Float64Array.from({ length: 64 }, (_, i) => {
 });
 
 /**
- * Baseline JPEG of 1 (grey) or 4 (CMYK) full-resolution components, one
+ * Baseline JPEG of 1 (grey), 3 or 4 (CMYK) full-resolution components, one
  * quantisation table, fixed-length Huffman tables. With `adobe`, an APP14
- * marker with transform 0 says the four planes are CMYK stored inverted.
+ * marker with transform 0 says the planes are stored as they are: RGB for
+ * three, CMYK stored inverted for four; without it, three planes mean YCbCr.
  */
-function encodeJpeg(planes: Uint8Array[], width: number, height: number, { adobe = false } = {}): Uint8Array {
+export function encodeJpeg(planes: Uint8Array[], width: number, height: number, { adobe = false } = {}): Uint8Array {
   const quant = LUMA_QUANT.map((q) => Math.min(255, Math.max(1, Math.floor((q * 20 + 50) / 100))));
   const n = planes.length;
   const segment = (marker: number, body: number[]) => [0xff, marker, (body.length + 2) >> 8, (body.length + 2) & 0xff, ...body];

@@ -7,6 +7,7 @@
  * and a mask of another aspect ratio than its image, throw.
  */
 import { LesionError } from '../errors.ts';
+import { decodeImage } from '../image/decode.ts';
 import type { BinaryMask, Decoded, FileSource, PixelDecoder, RgbImage, RgbaPixels } from '../io.ts';
 import type { Sample } from './layouts.ts';
 
@@ -63,11 +64,7 @@ export async function loadSample(
     source.read(sample.image),
     maskPath === undefined ? undefined : source.read(maskPath),
   ]);
-  const image = await decoder.decode({
-    path: sample.image,
-    bytes: imageBytes,
-    resize: { ...size, filter: 'bilinear' },
-  });
+  const image = await decodeImage(decoder, sample.image, imageBytes, { ...size, filter: 'bilinear' });
   const loaded: LoadedSample = {
     image: rgbaToRgb(image.pixels),
     sourceWidth: image.sourceWidth,
@@ -138,7 +135,7 @@ export interface ReadMask {
  * binarised by binariseMask.
  */
 export async function readMask(path: string, bytes: Uint8Array, decoder: PixelDecoder, size?: Size): Promise<ReadMask> {
-  const decoded = await decoder.decode({ path, bytes, ...(size && { resize: { ...size, filter: 'nearest' as const } }) });
+  const decoded = await decodeImage(decoder, path, bytes, size && { ...size, filter: 'nearest' });
   const { mask, warning } = binariseMask(decoded.pixels);
   const warnings = [orientationWarning(path, decoded), warning && `${path}: ${warning}`].filter((w): w is string => Boolean(w));
   return { mask, sourceWidth: decoded.sourceWidth, sourceHeight: decoded.sourceHeight, warnings };

@@ -10,7 +10,7 @@ import { DecodeError } from '../errors.ts';
 
 export type ImageFormat = 'JPEG' | 'PNG' | 'BMP';
 
-/** jpeg-js's own limit, which the hosts apply to every format alike. */
+/** The largest image any host decodes, every format alike (jpeg-js's limit when Node used it, kept so that both hosts refuse the same files). */
 export const MAX_MEGAPIXELS = 100;
 
 export interface ImageHeader {
@@ -18,6 +18,12 @@ export interface ImageHeader {
   /** The size the header declares; undefined when it cannot be read (the decoder then says why). */
   width?: number;
   height?: number;
+  /** Bits per sample (PNG, JPEG) or per pixel (BMP), as declared; a 16-bit PNG mask is read at 16 bits. */
+  bitDepth?: number;
+  /** JPEG only: the frame's component count (1 grey, 3 colour, 4 CMYK). */
+  components?: number;
+  /** JPEG only: the Adobe APP14 marker's colour transform (0 none, 1 YCbCr, 2 YCCK), when the file has one. */
+  adobeTransform?: number;
   /** EXIF Orientation, 1 (as stored) to 8; 1 when the file carries none. */
   orientation: number;
   /** [start, end) byte ranges of the EXIF blocks (JPEG APP1 "Exif" segments, PNG eXIf chunks). */
@@ -52,8 +58,8 @@ export function inspectImage(path: string, bytes: Uint8Array): ImageHeader {
 /**
  * The same file without its EXIF blocks. Browsers apply the EXIF orientation
  * whatever createImageBitmap is told (Chromium 156 treats imageOrientation
- * 'none' as 'from-image'), and jimp applies it too; without the blocks every
- * decoder returns the pixels as stored, the grid ISIC masks are drawn on.
+ * 'none' as 'from-image'); without the blocks every decoder returns the
+ * pixels as stored, the grid ISIC masks are drawn on.
  */
 export function withoutExif(bytes: Uint8Array, header: ImageHeader): Uint8Array {
   if (header.exif.length === 0) return bytes;
@@ -97,6 +103,11 @@ function readJpeg(bytes: Uint8Array): ImageHeader {
         header.height = height;
         header.width = (bytes[at + 7] << 8) | bytes[at + 8];
       }
+      header.bitDepth = bytes[at + 4];
+      if (end - at >= 10) header.components = bytes[at + 9];
+    }
+    if (marker === 0xee && end - at >= 16 && String.fromCharCode(...bytes.subarray(at + 4, at + 9)) === 'Adobe') {
+      header.adobeTransform = bytes[at + 15];
     }
     if (marker === 0xe1 && isExif(bytes, at + 4, end)) {
       header.exif.push([at, end]);
@@ -117,9 +128,10 @@ function readPng(bytes: Uint8Array): ImageHeader {
     const type = String.fromCharCode(bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]);
     const end = at + 12 + length;
     if (end > bytes.length) break;
-    if (type === 'IHDR' && length >= 8) {
+    if (type === 'IHDR' && length >= 9) {
       header.width = view.getUint32(at + 8);
       header.height = view.getUint32(at + 12);
+      header.bitDepth = bytes[at + 16];
     } else if (type === 'eXIf') {
       header.exif.push([at, end]);
       if (header.orientation === 1) header.orientation = tiffOrientation(bytes.subarray(at + 8, at + 8 + length));
@@ -132,8 +144,8 @@ function readPng(bytes: Uint8Array): ImageHeader {
 }
 
 function readBmp(path: string, bytes: Uint8Array): ImageHeader {
-  const { width, height } = readBmpHeader(path, bytes);
-  return { format: 'BMP', width, height, orientation: 1, exif: [] };
+  const { width, height, bits } = readBmpHeader(path, bytes);
+  return { format: 'BMP', width, height, bitDepth: bits, orientation: 1, exif: [] };
 }
 
 function isExif(bytes: Uint8Array, start: number, end: number): boolean {

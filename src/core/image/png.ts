@@ -1,170 +1,88 @@
 /**
- * Binary masks as 8-bit greyscale PNGs of 0 and 255, the ISIC ground truth's
- * format, encoded here in plain TypeScript so that the studio and the CLI
- * write the same bytes for the same mask. The hosts' own encoders cannot give
- * that: Node's zlib and the browser's CompressionStream or canvas compress
- * differently (and a canvas PNG is RGBA).
- *
- * The compression is the smallest deflate that suits masks: every row is
- * filtered "Up" (the difference from the row above), so a mask becomes long
- * runs of zeros broken only where its outline moves, and those runs go out as
- * distance-1 matches in one block of deflate's fixed Huffman codes. A
- * 6000x4000 mask of one lesion takes some 150 KB; a general-purpose deflate
- * with dynamic codes would take less, and is not worth its size here.
+ * PNG through fast-png, in the core, so that the studio and the CLI read
+ * every PNG (masks, predictions, the odd PNG photograph) to the same pixels
+ * and write the same bytes for the same mask: the hosts' own codecs cannot
+ * promise either (Chromium brings 16-bit samples to 8 bits before the page
+ * sees them, and Node's zlib and the browser's canvas compress differently).
  */
-import { concatBytes } from './bytes.ts';
-import { crc32 } from './crc32.ts';
-import type { BinaryMask } from '../io.ts';
+import { convertIndexedToRgb, decode, encode } from 'fast-png';
+import { DecodeError } from '../errors.ts';
+import type { BinaryMask, RgbaPixels } from '../io.ts';
 
-/** Appends bits least significant first, as deflate packs them. */
-class BitWriter {
-  private buffer = new Uint8Array(1 << 16);
-  private length = 0;
-  private bits = 0;
-  private count = 0;
-
-  write(value: number, n: number): void {
-    this.bits |= value << this.count;
-    this.count += n;
-    while (this.count >= 8) {
-      this.byte(this.bits & 0xff);
-      this.bits >>>= 8;
-      this.count -= 8;
-    }
+/**
+ * 8-bit RGBA of any PNG: grey, grey and alpha, RGB, RGBA, palette, 1 to 16
+ * bits. Gamma and colour profiles are not applied (Chromium is told not to
+ * apply them either). A 16-bit file's samples are taken as stored when all of
+ * them fit in 8 bits (a mask saved from a 0/1 or 0/255 array as uint16, the
+ * way masks end up 16-bit, reads as numpy and the ISIC scorer read it), and
+ * scaled by 255/65535 otherwise.
+ */
+export function decodePng(path: string, bytes: Uint8Array): RgbaPixels {
+  let png: ReturnType<typeof decode>;
+  try {
+    png = decode(bytes);
+  } catch (error) {
+    throw new DecodeError(path, `corrupt or truncated PNG (${error instanceof Error ? error.message : String(error)})`);
   }
-
-  /** A Huffman code: deflate sends its most significant bit first. */
-  code(value: number, n: number): void {
-    let reversed = 0;
-    for (let i = 0; i < n; i++) reversed |= ((value >>> i) & 1) << (n - 1 - i);
-    this.write(reversed, n);
+  const { width, height } = png;
+  const count = width * height;
+  let samples: ArrayLike<number>;
+  let channels = png.channels;
+  if (png.palette) {
+    samples = convertIndexedToRgb(png);
+    channels = png.palette[0]?.length ?? 3;
+  } else if (png.depth === 16) {
+    samples = toEightBits(png.data as Uint16Array);
+  } else if (png.depth < 8) {
+    samples = unpackGrey(png.data as Uint8Array, width, height, png.depth);
+  } else {
+    samples = png.data;
   }
-
-  finish(): Uint8Array {
-    if (this.count > 0) this.byte(this.bits & 0xff);
-    this.bits = 0;
-    this.count = 0;
-    return this.buffer.subarray(0, this.length);
+  if (samples.length < count * channels) throw new DecodeError(path, `corrupt or truncated PNG (${samples.length} samples for ${width}x${height}x${channels})`);
+  const data = new Uint8Array(count * 4);
+  const colour = channels >= 3;
+  const alpha = channels === 2 || channels === 4;
+  for (let i = 0, at = 0; i < count; i++, at += channels) {
+    const r = samples[at];
+    data[i * 4] = r;
+    data[i * 4 + 1] = colour ? samples[at + 1] : r;
+    data[i * 4 + 2] = colour ? samples[at + 2] : r;
+    data[i * 4 + 3] = alpha ? samples[at + channels - 1] : 255;
   }
-
-  private byte(b: number): void {
-    if (this.length === this.buffer.length) {
-      const grown = new Uint8Array(this.buffer.length * 2);
-      grown.set(this.buffer);
-      this.buffer = grown;
-    }
-    this.buffer[this.length++] = b;
-  }
+  return { width, height, data };
 }
 
-/** Deflate's length codes: for lengths 3..258, the symbol, its extra bits and their value. */
-const LENGTH_BASE = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258];
-const LENGTH_EXTRA = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
-const MAX_MATCH = 258;
-
-function literal(out: BitWriter, symbol: number): void {
-  if (symbol < 144) out.code(0x30 + symbol, 8);
-  else if (symbol < 256) out.code(0x190 + symbol - 144, 9);
-  else if (symbol < 280) out.code(symbol - 256, 7);
-  else out.code(0xc0 + symbol - 280, 8);
-}
-
-/** A run of `length` copies of the byte before it (distance 1). */
-function match(out: BitWriter, length: number): void {
-  let i = LENGTH_BASE.length - 1;
-  while (LENGTH_BASE[i] > length) i--;
-  literal(out, 257 + i);
-  if (LENGTH_EXTRA[i] > 0) out.write(length - LENGTH_BASE[i], LENGTH_EXTRA[i]);
-  // Distance 1 is distance code 0, five bits, no extra bits.
-  out.code(0, 5);
-}
-
-/** One fixed-Huffman block, repeats of the previous byte sent as matches. */
-class RunDeflater {
-  private readonly out = new BitWriter();
-  private last = -1;
-  private run = 0;
-
-  constructor() {
-    this.out.write(1, 1); // final block
-    this.out.write(1, 2); // fixed Huffman codes
-  }
-
-  push(b: number): void {
-    if (b === this.last) {
-      if (++this.run === MAX_MATCH) this.flushRun();
-      return;
-    }
-    this.flushRun();
-    literal(this.out, b);
-    this.last = b;
-  }
-
-  finish(): Uint8Array {
-    this.flushRun();
-    literal(this.out, 256);
-    return this.out.finish();
-  }
-
-  private flushRun(): void {
-    if (this.run >= 3) match(this.out, this.run);
-    else for (let i = 0; i < this.run; i++) literal(this.out, this.last);
-    this.run = 0;
-  }
-}
-
-function chunk(type: string, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + data.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, data.length);
-  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
-  out.set(data, 8);
-  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+function toEightBits(samples: Uint16Array): Uint8Array {
+  let max = 0;
+  for (let i = 0; i < samples.length; i++) if (samples[i] > max) max = samples[i];
+  const out = new Uint8Array(samples.length);
+  const scale = max <= 255 ? 1 : 1 / 257;
+  for (let i = 0; i < samples.length; i++) out[i] = Math.round(samples[i] * scale);
   return out;
 }
 
-const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
+/** Greyscale at 1, 2 or 4 bits, rows padded to a byte, scaled to 0..255 (1 bit: 0 and 255). */
+function unpackGrey(packed: Uint8Array, width: number, height: number, depth: number): Uint8Array {
+  const out = new Uint8Array(width * height);
+  const stride = Math.ceil((width * depth) / 8);
+  const top = (1 << depth) - 1;
+  const scale = 255 / top;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const bit = x * depth;
+      const value = (packed[y * stride + (bit >> 3)] >> (8 - depth - (bit & 7))) & top;
+      out[y * width + x] = Math.round(value * scale);
+    }
+  }
+  return out;
+}
 
-/** A 0/1 mask (any non-zero byte is lesion) as a greyscale PNG of 0 and 255. The mask is left as it is. */
+/** A 0/1 mask (any non-zero byte is lesion) as an 8-bit greyscale PNG of 0 and 255, the ISIC ground truth's format. */
 export function maskPng(mask: BinaryMask): Uint8Array {
   const { width, height, data } = mask;
   if (data.length !== width * height) throw new RangeError(`mask of ${width}x${height} holds ${data.length} values`);
-  const deflater = new RunDeflater();
-  let a = 1;
-  let b = 0;
-  // Adler-32 over the filtered bytes, with the modulo taken before the sums can lose precision.
-  const feed = (v: number): void => {
-    deflater.push(v);
-    a += v;
-    b += a;
-    if (b > 0x3fffffff) {
-      a %= 65521;
-      b %= 65521;
-    }
-  };
-  for (let y = 0; y < height; y++) {
-    feed(2); // filter type Up
-    const row = y * width;
-    for (let x = 0; x < width; x++) {
-      const value = data[row + x] ? 255 : 0;
-      const above = y === 0 ? 0 : data[row - width + x] ? 255 : 0;
-      feed((value - above) & 0xff);
-    }
-  }
-  const deflated = deflater.finish();
-  a %= 65521;
-  b %= 65521;
-  const zlib = new Uint8Array(2 + deflated.length + 4);
-  zlib[0] = 0x78;
-  zlib[1] = 0x01;
-  zlib.set(deflated, 2);
-  new DataView(zlib.buffer).setUint32(2 + deflated.length, ((b << 16) | a) >>> 0);
-
-  const header = new Uint8Array(13);
-  const h = new DataView(header.buffer);
-  h.setUint32(0, width);
-  h.setUint32(4, height);
-  header[8] = 8; // bits per sample
-  header[9] = 0; // greyscale
-  return concatBytes([Uint8Array.from(SIGNATURE), chunk('IHDR', header), chunk('IDAT', zlib), chunk('IEND', new Uint8Array(0))]);
+  // A plain loop: Uint8Array.from with a mapping function took seconds on a 7-megapixel mask.
+  const grey = new Uint8Array(data.length);
+  for (let i = 0; i < data.length; i++) grey[i] = data[i] ? 255 : 0;
+  return encode({ width, height, data: grey, depth: 8, channels: 1 });
 }

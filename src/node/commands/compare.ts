@@ -23,7 +23,7 @@ import { compareArms, type CompareArm, type Comparison } from '../../core/scorin
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 import { NO_PSEUDO_LABELS } from '../store.ts';
@@ -98,7 +98,7 @@ const compare: Command = {
     const [inputSize] = sizes;
 
     const items = labeled.map(itemFromSample);
-    const cache = new PixelCache(source, new JimpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
+    const cache = new PixelCache(source, new SharpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
       if (e.type === 'warning') io.err(`warning: ${e.message}`);
     }, CACHE_BYTES);
     const compared: CompareArm[] = [];

@@ -40,7 +40,7 @@ import { METRIC_KEYS, METRIC_TITLES, uncertainty, type MetricKey, type Uncertain
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 import { NO_PSEUDO_LABELS } from '../store.ts';
@@ -89,7 +89,7 @@ const evalCommand: Command = {
       const { model, inputSize, logitThreshold } = await loadExportedModel(modelDir, io);
       io.err(`scoring ${labeled.length} images at ${inputSize}x${inputSize}, logits thresholded at ${logitThreshold}`);
       // Budget 0: every image is read once, nothing is worth caching.
-      const cache = new PixelCache(source, new JimpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
+      const cache = new PixelCache(source, new SharpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
         if (e.type === 'warning') io.err(`warning: ${e.message}`);
       }, 0);
       try {
@@ -145,7 +145,7 @@ interface Scored {
  * truth with two candidate files, or no prediction for any.
  */
 async function scoreWrittenMasks(index: DatasetIndex, truthSource: FileSource, predDir: string, batchSize: number, io: CliIo): Promise<Scored | undefined> {
-  const decoder = new JimpDecoder();
+  const decoder = new SharpDecoder();
   const predSource = new FsFileSource([predDir]);
   const listed = await predSource.list();
   for (const link of predSource.brokenLinks) io.err(`warning: ${link.path}: ${link.detail}`);

@@ -24,7 +24,7 @@ import { LesionError } from '../../core/errors.ts';
 import { maskFileName, predictions, type PredictionInput } from '../../core/run/products.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 import { outHoldsData, overwriteRefusal, WrittenFiles } from '../outputs.ts';
@@ -76,7 +76,7 @@ const predict: Command = {
     io.err(`model: ${inputSize}x${inputSize} input, logits thresholded at ${logitThreshold}; ${samples.length} images${perSet ? ', one folder per set (ids repeat across sets)' : ''}`);
     await mkdir(out, { recursive: true });
 
-    const decoder = new JimpDecoder();
+    const decoder = new SharpDecoder();
     const progress = new Progress(io, samples.length);
     let count = 0;
     let skipped = 0;

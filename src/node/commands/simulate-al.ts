@@ -19,7 +19,7 @@ import { simulationTable, summariseSimulation, type SimulationRow } from '../../
 import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData } from '../files.ts';
 import { overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
@@ -135,7 +135,7 @@ const simulate: Command = {
         const card = simulationCard(size, epochs, seed);
         last = await simulateActiveLearning(
           { ...spec, card, samples, seed },
-          { source, decoder: new JimpDecoder(), store: new FsKeyValueStore(path.join(scratch, String(seed))), emit: () => {}, log: (line) => io.err(line) },
+          { source, decoder: new SharpDecoder(), store: new FsKeyValueStore(path.join(scratch, String(seed))), emit: () => {}, log: (line) => io.err(line) },
         );
         rows.push(...last.rows);
         testIds[seed] = last.testIds;

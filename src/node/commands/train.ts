@@ -38,7 +38,7 @@ import { formatSpread, summariseRepeats } from '../../core/run/repeats.ts';
 import { METRIC_KEYS, METRIC_TITLES } from '../../core/scoring/bootstrap.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
-import { JimpDecoder } from '../decode.ts';
+import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { outHoldsData, overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
@@ -192,7 +192,7 @@ async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, sto
     await runNoisyStudent(
       card,
       { labeled, unlabeled },
-      { source, decoder: new JimpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
+      { source, decoder: new SharpDecoder(), store, emit: (e: TrainerEvent) => progress.show(e) },
       control,
       { runId, resume },
     );
