@@ -312,7 +312,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(stderr).toContain(`warning: zero-one/ISIC_0000001_segmentation.png: symbolic link to ${path.join(work, 'moved-away.png')}, which does not exist`);
     // The 16-bit twin scores as the 8-bit one: its samples are read as stored, not scaled to 8 bits first.
     expect(stderr).toContain(`warning: zero-one/${id16}_segmentation.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion`);
-    expect(perImageOf(stdout).get(id16)).toEqual({ id: id16, lesionIoU: 1, dice: 1 });
+    expect(perImageOf(stdout).get(id16)).toMatchObject({ id: id16, lesionIoU: 1, dice: 1 });
   });
 
   it('names a prediction at another scale and scores it resized; refuses, by name, one of another aspect ratio and exits 1', async () => {
