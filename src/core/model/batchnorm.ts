@@ -7,24 +7,40 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { wasmBatchNorm } from '../backends/wasm/fused.ts';
-import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu/training.ts';
+import { batchNormApply, batchNormGradInput, batchNormGradSums, batchNormStats, batchNormStatsAndMoving, useLever } from '../backends/webgpu/training.ts';
 import { RECOMPUTING } from './recompute.ts';
 
 /** Batch norm's training arithmetic as a backend's own kernels. */
-type FusedBatchNorm = typeof wasmBatchNorm;
+interface FusedBatchNorm {
+  stats(x: tf.Tensor): tf.Tensor;
+  /** [stats, running mean, running variance]: the statistics and the layer's running averages moved by them. */
+  statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
+  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
+  gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
+  gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
+}
 
+/** WebGPU moves the running averages in the statistics' kernel, one dispatch for the three tensors. */
 const webGpuBatchNorm: FusedBatchNorm = {
   stats: batchNormStats,
+  statsAndMoving: batchNormStatsAndMoving,
   apply: batchNormApply,
-  gradSums: (dy, x, stats, eps) => [batchNormGradSum(dy, x, stats, eps, 0), batchNormGradSum(dy, x, stats, eps, 1)],
+  gradSums: batchNormGradSums,
   gradInput: batchNormGradInput,
-  movingAverage,
+};
+
+const wasmFused: FusedBatchNorm = {
+  ...wasmBatchNorm,
+  statsAndMoving: (x, movingMean, movingVariance, momentum, varianceFactor) => {
+    const stats = wasmBatchNorm.stats(x);
+    return [stats, wasmBatchNorm.movingAverage(movingMean, stats, 0, momentum, 1), wasmBatchNorm.movingAverage(movingVariance, stats, 1, momentum, varianceFactor)];
+  },
 };
 
 /** The active backend's batch norm kernels, if it has them (and, on WebGPU, while its lever is on). */
 function fusedBatchNorm(): FusedBatchNorm | undefined {
   if (useLever('batchnorm')) return webGpuBatchNorm;
-  return tf.getBackend() === 'wasm' ? wasmBatchNorm : undefined;
+  return tf.getBackend() === 'wasm' ? wasmFused : undefined;
 }
 
 interface BatchNormArgs extends tf.serialization.ConfigDict {
@@ -87,11 +103,19 @@ export class BatchNorm extends tf.layers.Layer {
    */
   private fusedTraining(k: FusedBatchNorm, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, updateMoving: boolean): tf.Tensor {
     const eps = this.args.epsilon;
-    let stats: tf.Tensor | undefined;
+    const n = x.size / gamma.size;
+    let moved: tf.Tensor[] = [];
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [input, scale, shift, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-      // Kept past customGrad's own scope for the running averages below.
-      stats = tf.keep(k.stats(input));
+      let stats: tf.Tensor;
+      if (updateMoving) {
+        // The running averages are kept past customGrad's own scope, for the variables below.
+        [stats, ...moved] = k.statsAndMoving(input, this.movingMean.read(), this.movingVariance.read(), this.args.momentum, n / Math.max(1, n - 1));
+        tf.keep(moved[0]);
+        tf.keep(moved[1]);
+      } else {
+        stats = k.stats(input);
+      }
       save([input, scale, stats]);
       return {
         value: k.apply(input, stats, scale, shift, eps),
@@ -103,15 +127,11 @@ export class BatchNorm extends tf.layers.Layer {
       };
     });
     const y = op(x, gamma, beta);
-    const n = x.size / gamma.size;
-    const m = this.args.momentum;
     if (updateMoving) {
-      tf.tidy(() => {
-        this.movingMean.write(k.movingAverage(this.movingMean.read(), stats!, 0, m, 1));
-        this.movingVariance.write(k.movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
-      });
+      this.movingMean.write(moved[0]);
+      this.movingVariance.write(moved[1]);
+      tf.dispose(moved);
     }
-    stats!.dispose();
     return y;
   }
 
