@@ -11,12 +11,14 @@ import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
 import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
 import { lossByName } from '../src/core/training/losses.ts';
+import { atrousConv2d } from '../src/core/model/atrous.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { createOptimizer } from '../src/core/training/optim.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { activationGrads, batchNorm, type BatchNormResult, batchNormCases, optimiserRun } from './helpers/training-kernels.ts';
 import { convCases, convGradients } from './helpers/conv-cases.ts';
 import { relativeError } from './helpers/tf-node.ts';
+import { Rng } from '../src/core/random.ts';
 
 const unavailable = await initNodeBackend('webgpu').then(
   () => undefined,
@@ -100,5 +102,58 @@ describe.skipIf(unavailable !== undefined)('WebGPU convolution gradients against
     const [gpuDx, gpuDw] = await convGradients('webgpu', c);
     expect(relativeError(gpuDx, cpuDx)).toBeLessThan(1e-4);
     expect(relativeError(gpuDw, cpuDw)).toBeLessThan(1e-4);
+  });
+});
+
+/** The atrous convolution's value and the gradients of sum(out * weighting), on one backend (WebGPU takes its own kernels). */
+async function atrousRun(backend: string, input: number[], kernel: number[], rate: number): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  const seeded = (shape: number[], seed: number): tf.Tensor4D => {
+    const rng = new Rng(seed);
+    return tf.tensor4d(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.uniform(-1, 1)), shape as [number, number, number, number]);
+  };
+  const x = seeded(input, rate);
+  const k = seeded(kernel, rate + 1);
+  const weighting = seeded([...input.slice(0, 3), kernel[3]], rate + 2);
+  const value = atrousConv2d(x, k, rate);
+  const [dx, dk] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(atrousConv2d(a as tf.Tensor4D, b as tf.Tensor4D, rate), weighting)))([x, k]);
+  const out = await Promise.all([value, dx, dk].map((t) => t.data() as Promise<Float32Array>));
+  tf.dispose([x, k, weighting, value, dx, dk]);
+  return out;
+}
+
+describe.skipIf(unavailable !== undefined)('WebGPU atrous convolution against cpu', () => {
+  // Channel and pixel counts that leave partial 16x16 tiles; rate 6 on 5x7 and
+  // rate 12 on 6x6 leave taps that reach only padding (skipped); a 5x5 kernel.
+  const cases = [
+    { rate: 2, input: [2, 5, 7, 19], kernel: [3, 3, 19, 21] },
+    { rate: 6, input: [2, 5, 7, 3], kernel: [3, 3, 3, 2] },
+    { rate: 12, input: [1, 6, 6, 17], kernel: [3, 3, 17, 33] },
+    { rate: 3, input: [3, 9, 10, 40], kernel: [3, 3, 40, 18] },
+    { rate: 2, input: [1, 9, 9, 2], kernel: [5, 5, 2, 2] },
+  ];
+
+  it.each(cases)('rate $rate, $input * $kernel: value, input and filter gradients', async ({ rate, input, kernel }) => {
+    const cpu = await atrousRun('cpu', input, kernel, rate);
+    const tensorsBefore = tf.memory().numTensors;
+    const gpu = await atrousRun('webgpu', input, kernel, rate);
+    expect(tf.memory().numTensors, 'no tensor leaked').toBe(tensorsBefore);
+    ['value', 'dx', 'dk'].forEach((name, i) => expect(relativeError(gpu[i], cpu[i]), name).toBeLessThan(1e-4));
+  });
+
+  it('takes three dispatches of ours for a forward and backward pass', async () => {
+    await tf.setBackend('webgpu');
+    const counter = DispatchCounter.attach()!;
+    try {
+      const x = tf.randomUniform([1, 8, 8, 4]) as tf.Tensor4D;
+      const k = tf.randomUniform([3, 3, 4, 5]) as tf.Tensor4D;
+      counter.take();
+      const grads = tf.grads((a: tf.Tensor, b: tf.Tensor) => atrousConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2))([x, k]);
+      const counts = counter.take().byProgram;
+      expect(counts).toMatchObject({ lesion_atrous_conv: 1, lesion_atrous_input_grad: 1, lesion_atrous_filter_grad: 1 });
+      tf.dispose([x, k, ...grads]);
+    } finally {
+      counter.detach();
+    }
   });
 });

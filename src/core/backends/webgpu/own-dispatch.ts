@@ -40,7 +40,7 @@ export interface OwnProgram {
   uniforms: [string, 'i32' | 'f32'][];
   workgroupSize: number;
   workgroups: [number, number, number];
-  /** WGSL declarations and `fn main(gid, lid, wid)` body, reading `u.<field>`. Every binding must be used: an 'auto' layout drops unused ones. */
+  /** WGSL declarations and `fn main(index : i32, lid : i32, wid : vec3<i32>)` (global x, local x, workgroup id), reading `u.<field>`. Every binding must be used: an 'auto' layout drops unused ones. */
   body: string;
 }
 
@@ -68,7 +68,7 @@ ${bindings.join('\n')}
 ${p.body}
 @compute @workgroup_size(${p.workgroupSize}, 1, 1)
 fn entry(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {
-  main(i32(gid.x), i32(lid.x), vec2<i32>(i32(wid.x), i32(wid.y)));
+  main(i32(gid.x), i32(lid.x), vec3<i32>(wid));
 }`;
 }
 

@@ -29,7 +29,7 @@ type Uniform = { type: 'int32' | 'float32'; data: number[] };
 type Program = WebGPUProgram & { label: string };
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 
@@ -120,7 +120,7 @@ function channelReduction(
         return total;
       }
 
-      fn main(index : i32, lid : i32, wid : vec2<i32>) {
+      fn main(index : i32, lid : i32, wid : vec3<i32>) {
         let c = wid.x * CHANNELS + lid % CHANNELS;
         let lane = lid / CHANNELS;
         let valid = c < u.C;
@@ -279,7 +279,7 @@ function flatOwn(label: string, outputs: string[], inputs: string[], shape: numb
     workgroupSize: FLAT,
     workgroups: [x, Math.ceil(groups / x), 1],
     body: `
-      fn main(flat : i32, lid : i32, wid : vec2<i32>) {
+      fn main(flat : i32, lid : i32, wid : vec3<i32>) {
         let index = flat + wid.y * ${x * FLAT};
         if (index < u.size) {
           ${body}
