@@ -89,10 +89,33 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
 });
 
 describe.skipIf(unavailable !== undefined)('WebGPU activation gradients against cpu', () => {
-  it('ReLU and its clip at 6 pass the gradient exactly where cpu does', async () => {
+  it('ReLU, its clip at 6 and ReLU6 pass the gradient exactly where cpu does', async () => {
     const cpu = await activationGrads('cpu');
     const gpu = await activationGrads('webgpu');
     expect(gpu).toEqual(cpu);
+  });
+});
+
+describe.skipIf(unavailable !== undefined)('WebGPU Sum and Mean gradients against cpu', () => {
+  it('spread dy over the reduced axes as cpu does, with no tensor left behind', async () => {
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const before = tf.memory().numTensors;
+      const out = tf.tidy(() => {
+        const rng = new Rng(5);
+        const x = tf.tensor4d(Float32Array.from({ length: 2 * 3 * 5 * 7 }, () => rng.uniform(-1, 1)), [2, 3, 5, 7]);
+        const w = tf.tensor(Float32Array.from({ length: 2 * 7 }, () => rng.uniform(-1, 1)), [2, 1, 1, 7]);
+        const loss = (t: tf.Tensor) => tf.add(tf.sum(tf.mul(tf.mean(t, [1, 2], true), w)), tf.sum(tf.square(tf.sum(t, 3))));
+        return tf.grad(loss)(x);
+      });
+      const values = Array.from(await out.data());
+      out.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+      return values;
+    };
+    const cpu = await run('cpu');
+    const gpu = await run('webgpu');
+    expect(relativeError(Float32Array.from(gpu), Float32Array.from(cpu))).toBeLessThan(1e-6);
   });
 });
 
