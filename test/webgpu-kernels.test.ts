@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
+import { uniformBuffersCreated } from '../src/core/backends/webgpu/launch-cache.ts';
 import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
 import { lossByName } from '../src/core/training/losses.ts';
@@ -178,5 +179,26 @@ describe.skipIf(unavailable !== undefined)('WebGPU atrous convolution against cp
     } finally {
       counter.detach();
     }
+  });
+});
+
+describe.skipIf(unavailable !== undefined)('WebGPU uniform cache', () => {
+  it('writes a uniform block once and reuses it for a repeated launch of the same shapes', async () => {
+    await tf.setBackend('webgpu');
+    const x = tf.tensor2d([[-1, 0.5, 7], [3, -2, 6]]);
+    const w = tf.tensor2d([[1, 2, 3], [4, 5, 6]]);
+    const run = async () => {
+      const y = tf.tidy(() => tf.mul(tf.relu6(tf.add(x, 0.25)), w));
+      const values = Array.from(await y.data());
+      y.dispose();
+      return values;
+    };
+    const first = await run();
+    const created = uniformBuffersCreated();
+    const second = await run();
+    expect(uniformBuffersCreated(), 'no new uniform buffer').toBe(created);
+    expect(second).toEqual(first);
+    expect(first).toEqual([0, 0.75 * 2, 6 * 3, 3.25 * 4, 0, 6 * 6]);
+    tf.dispose([x, w]);
   });
 });

@@ -4,12 +4,13 @@
  * weight and its momentum, or batch norm's statistics and running averages,
  * took one dispatch per tensor written. Here the bind group is ours: outputs
  * first (read_write), then inputs (read), then one uniform block of 32-bit
- * scalars. Everything else is tfjs's: buffers from its pool, uniforms through
- * its pooled uniform buffers, dispatches into its open compute pass, submits
- * at its batch size, so that ordering, buffer reuse and deferred disposal
- * behave as for its own programs.
+ * scalars, looked up in launch-cache.ts's cache. Everything else is
+ * tfjs's: buffers from its pool, dispatches into its open compute pass,
+ * submits at its batch size, so that ordering, buffer reuse and deferred
+ * disposal behave as for its own programs.
  */
 import * as tf from '@tensorflow/tfjs';
+import { cachedUniformBuffer } from './launch-cache.ts';
 
 /** The parts of tfjs-webgpu's backend this drives (public in its JavaScript, not in its typings). */
 interface Backend {
@@ -19,9 +20,7 @@ interface Backend {
   computePassEncoder: GPUComputePassEncoder | null;
   dispatchCountInPass: number;
   commandQueueOwnedIds: WeakSet<object>;
-  uniformPendingDisposal: GPUBuffer[];
   tensorMap: { get(dataId: object): { resource?: GPUBuffer } };
-  bufferManager: { acquireBuffer(size: number, usage: number): GPUBuffer };
   makeTensorInfo(shape: number[], dtype: 'float32'): tf.TensorInfo;
   uploadToGPU(dataId: object): void;
   ensureCommandEncoderReady(): void;
@@ -105,14 +104,10 @@ export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[
     return b.tensorMap.get(info.dataId).resource!;
   };
   const pipeline = pipelineOf(b.device, p);
-  const bytes = uniformBytes(p, uniforms);
-  const uniform = b.bufferManager.acquireBuffer(bytes.byteLength, GPUBufferUsage.COPY_DST | GPUBufferUsage.UNIFORM);
-  b.queue.writeBuffer(uniform, 0, bytes);
-  b.uniformPendingDisposal.push(uniform);
-  const resources = [...outputs.map(buffer), ...inputs.map(buffer)];
+  const uniform = cachedUniformBuffer(b.device, b.queue, uniformBytes(p, uniforms));
   const bindGroup = b.device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
-    entries: [...resources.map((resource, binding) => ({ binding, resource: { buffer: resource } })), { binding: resources.length, resource: { buffer: uniform } }],
+    entries: [...outputs.map(buffer), ...inputs.map(buffer), uniform].map((resource, binding) => ({ binding, resource: { buffer: resource } })),
   });
   b.ensureCommandEncoderReady();
   b.computePassEncoder ??= b.commandEncoder!.beginComputePass({});

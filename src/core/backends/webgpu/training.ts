@@ -22,6 +22,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
+import { installLaunchCache } from './launch-cache.ts';
 import { type OwnProgram, runOwn, runOwnTensors } from './own-dispatch.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
@@ -29,7 +30,7 @@ type Uniform = { type: 'int32' | 'float32'; data: number[] };
 type Program = WebGPUProgram & { label: string };
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 
@@ -401,6 +402,11 @@ function depthwiseFilterGrad(x: tf.TensorInfo, dy: tf.TensorInfo, filterShape: n
 }
 
 const pair = (v: unknown): [number, number] => (Array.isArray(v) ? [v[0], v[1]] : [Number(v ?? 1), Number(v ?? 1)]);
+
+/** Call once the webgpu backend is active: its launches then take cached uniform buffers (launch-cache.ts) while that lever is on. */
+export function prepareWebGpuBackend(): void {
+  installLaunchCache(tf.backend(), () => enabled.has('uniform-cache'));
+}
 
 let registered = false;
 
