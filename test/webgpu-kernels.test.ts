@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
 import { uniformBuffersCreated } from '../src/core/backends/webgpu/launch-cache.ts';
+import { setWebGpuLevers, WEBGPU_LEVERS } from '../src/core/backends/webgpu/training.ts';
 import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
 import { lossByName } from '../src/core/training/losses.ts';
@@ -27,10 +28,13 @@ const unavailable = await initNodeBackend('webgpu').then(
 );
 
 describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu', () => {
-  it.each(batchNormCases)('batch norm $shape: output, running statistics and gradients', async ({ shape, seed }) => {
+  // Backward in two kernels (gradient sums, input gradient) or in one.
+  const batchNormKernels = batchNormCases.flatMap((c) => [false, true].map((onePass) => ({ ...c, onePass })));
+  it.each(batchNormKernels)('batch norm $shape, one pass $onePass: output, running statistics and gradients', async ({ shape, seed, onePass }) => {
     const cpu = await batchNorm('cpu', shape, seed);
     const tensorsBefore = tf.memory().numTensors;
-    const gpu = await batchNorm('webgpu', shape, seed);
+    setWebGpuLevers(WEBGPU_LEVERS.filter((lever) => onePass || lever !== 'batchnorm-one-pass'));
+    const gpu = await batchNorm('webgpu', shape, seed).finally(() => setWebGpuLevers(WEBGPU_LEVERS));
     expect(tf.memory().numTensors, 'no tensor leaked').toBe(tensorsBefore);
     for (const key of Object.keys(cpu) as (keyof BatchNormResult)[]) {
       expect(relativeError(gpu[key], cpu[key], 1e-6), key).toBeLessThan(1e-4);
@@ -50,7 +54,7 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     cpu.forEach((expected, i) => expect(relativeError(gpu[i], expected, 1e-6), `tensor ${i}`).toBeLessThan(1e-5));
   });
 
-  it('a training step of the paper card\'s model dispatches at most 1,500 programs', { timeout: 300_000 }, async () => {
+  it('a training step of the paper card\'s model dispatches at most 750 programs', { timeout: 300_000 }, async () => {
     await tf.setBackend('webgpu');
     const card = paperCard();
     // At the card's own size (256 px): at smaller ones the ASPP's outer taps fall on padding only and are skipped.
@@ -83,9 +87,9 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
       tf.dispose([x, y]);
       model.dispose();
     }
-    // With tfjs's kernels alone: 4,206 at 128 px.
+    // With tfjs's kernels alone: 4,206 at 128 px; 1,411 with those of this repo before the ASPP, optimiser and batch norm kernels of own-dispatch.ts, 718 after.
     expect(counts[1]).toBeGreaterThan(0);
-    expect(counts[1]).toBeLessThanOrEqual(1500);
+    expect(counts[1]).toBeLessThanOrEqual(750);
   });
 });
 

@@ -30,7 +30,7 @@ type Uniform = { type: 'int32' | 'float32'; data: number[] };
 type Program = WebGPUProgram & { label: string };
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'batchnorm-one-pass'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 
@@ -186,6 +186,59 @@ export function batchNormStatsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, mov
         }`,
   );
   return runOwnTensors(program, [x, movingMean, movingVariance], [x.size / c, c, momentum, 1 - momentum, varianceFactor * (1 - momentum)]);
+}
+
+/**
+ * Batch norm's backward pass in one kernel (the 'batchnorm-one-pass' lever):
+ * each workgroup, having summed its channels' gradients, computes dx for
+ * them in a second pass over the rows, as batchNormGradSums then
+ * batchNormGradInput do. One dispatch instead of two; the price is the
+ * reduction's parallelism (C / 4 workgroups) for the element-wise pass, which
+ * a graphics card may feel on the wide early layers (bench:gpu measures the
+ * levers). The forward pass cannot be one kernel the same way: statistics,
+ * output and both new running averages with their inputs are nine storage
+ * buffers, and tfjs's device keeps WebGPU's default limit of eight a stage.
+ * Returns [dx, dGamma, dBeta].
+ */
+export function batchNormBackward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[] {
+  const c = x.shape[x.shape.length - 1];
+  const program = channelReduction(
+    'lesion_bn_backward',
+    [['dx', x.shape], ['sumDyXhat', [c]], ['sumDy', [c]]],
+    ['dy', 'x', 'stats', 'gamma'],
+    [['M', 'i32'], ['C', 'i32'], ['eps', 'f32']],
+    c,
+    `
+        var accDy = 0.0;
+        var accDyXhat = 0.0;
+        var mean = 0.0;
+        var rstd = 0.0;
+        if (valid) {
+          mean = stats[c];
+          rstd = inverseSqrt(stats[u.C + c] + u.eps);
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            accDy = accDy + dy[i];
+            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
+          }
+        }
+        let totalDy = laneSum(lid, accDy);
+        let totalDyXhat = laneSum(lid, accDyXhat);
+        if (valid) {
+          if (lane == 0) {
+            sumDy[c] = totalDy;
+            sumDyXhat[c] = totalDyXhat;
+          }
+          let m = f32(u.M);
+          let g = gamma[c];
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            let xhat = (x[i] - mean) * rstd;
+            dx[i] = g * rstd * (dy[i] - totalDy / m - xhat * totalDyXhat / m);
+          }
+        }`,
+  );
+  return runOwnTensors(program, [dy, x, stats, gamma], [x.size / c, c, epsilon]);
 }
 
 /** y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel from `stats`. */
