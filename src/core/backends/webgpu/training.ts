@@ -334,7 +334,8 @@ function flatOwn(label: string, outputs: string[], inputs: string[], shape: numb
     workgroups: [x, Math.ceil(groups / x), 1],
     body: `
       fn main(flat : i32, lid : i32, wid : vec3<i32>) {
-        let index = flat + wid.y * ${x * FLAT};
+        // Only a dispatch with all 65,535 workgroups in x has a second row (wid.y > 0); the pipeline is shared by every size.
+        let index = flat + wid.y * ${65535 * FLAT};
         if (index < u.size) {
           ${body}
         }
