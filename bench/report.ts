@@ -19,6 +19,8 @@ export interface TaskSpec {
   estimateFrom?: { key: string; factor: number };
   /** A WebGPU-only cell that runs with only these of our kernels (step.ts --levers). */
   levers?: string;
+  /** A cell that runs on WebGPU alone. */
+  webgpuOnly?: boolean;
 }
 
 export type Outcome =

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { decodeGroups, timeDecoding, type DecodeResult } from './decode.ts';
-import { decodeTable, describe, figureOf, memoryRow, speedup, table, type Outcome, type TaskSpec } from './report.ts';
+import { decodeTable, describe, figureOf, median, memoryRow, speedup, table, type Outcome, type TaskSpec } from './report.ts';
 import type { TaskResult } from './tasks.ts';
 
 const BACKENDS = ['cpu', 'wasm', 'webgpu'] as const;
@@ -54,9 +54,11 @@ const TASKS: TaskSpec[] = [
   // A forward pass costs about a third of a training step; 4x the pixels, 2x the batch.
   { key: 'predict', title: 'default (w1 OS8 ASPP256)  256 px  batch 8', task: 'predict', model: 'default', size: 256, batch: 8, estimateFrom: { key: 'train-default-128', factor: 8 / 3 } },
   { key: 'train-default-256', title: 'default (w1 OS8 ASPP256)  256 px  batch 8', task: 'train', model: 'default', size: 256, batch: 8, estimateFrom: { key: 'train-default-128', factor: 8 } },
+  // The issue's yardstick for dispatches (the ASPP's taps depend on the size); WebGPU only.
+  { key: 'train-default-256-b2', title: 'default (w1 OS8 ASPP256)  256 px  batch 2', task: 'train', model: 'default', size: 256, batch: 2, webgpuOnly: true },
   // What each of our WebGPU kernels buys, one at a time: the dispatch count
   // does not depend on the image size, so a small one keeps lavapipe quick.
-  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'all'].map(
+  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'all'].map(
     (levers): TaskSpec => ({ key: `levers-${levers}`, title: levers, task: 'train', model: 'default', size: 64, batch: 4, levers }),
   ),
 ];
@@ -79,7 +81,7 @@ const unavailable = new Map<Backend, string>();
 // The cpu backend needs minutes per step of the default model: those cells go
 // last, so that the deadline cuts them rather than the other backends' figures.
 const slowCell = (backend: Backend, spec: TaskSpec): boolean => backend === 'cpu' && spec.model === 'default';
-const cells = TASKS.flatMap((spec) => backends.filter((b) => !spec.levers || b === 'webgpu').map((backend) => ({ backend, spec })));
+const cells = TASKS.flatMap((spec) => backends.filter((b) => !(spec.levers || spec.webgpuOnly) || b === 'webgpu').map((backend) => ({ backend, spec })));
 for (const { backend, spec } of [...cells.filter((c) => !slowCell(c.backend, c.spec)), ...cells.filter((c) => slowCell(c.backend, c.spec))]) {
   const outcome = await runOrSkip(backend, spec);
   outcomes.set(key(backend, spec.key), outcome);
@@ -220,7 +222,7 @@ function print(): void {
   for (const [name, detail] of details) out.push(`  ${name}: ${detail}`);
   for (const [name, reason] of unavailable) out.push(`  ${name}: unavailable (${reason})`);
 
-  const trainTasks = TASKS.filter((t) => t.task === 'train' && !t.levers);
+  const trainTasks = TASKS.filter((t) => t.task === 'train' && !t.levers && !t.webgpuOnly);
   out.push('', `Training step: forward + backward + SGD update on a fixed batch, loss read back; median of up to ${settings.steps} steps after ${settings.warmup} warm-up; budget ${settings.budgetS} s per cell`);
   out.push(table(['model', ...backends], trainTasks.map((t) => [t.title, ...backends.map((b) => describe(outcomes.get(key(b, t.key)), t.batch))])));
 
@@ -244,6 +246,29 @@ function print(): void {
 
   const leverTasks = TASKS.filter((t) => t.levers);
   if (backends.includes('webgpu')) {
+    const hostTasks = TASKS.filter((t) => t.key === 'train-default-128' || t.key === 'train-default-256-b2');
+    out.push('', 'WebGPU: host cost per training step (from calling the step until it returns with its work enqueued; the queue held meanwhile, so lavapipe\'s arithmetic is left out: src/core/backends/webgpu/host-clock.ts; median of the timed steps), paper card\'s model');
+    out.push(
+      table(
+        ['cell', 'dispatches', 'host cost per step (wall)', 'per dispatch', 'CPU meanwhile', 'step'],
+        hostTasks.map((t) => {
+          const outcome = outcomes.get(key('webgpu', t.key));
+          const result = outcome?.kind === 'done' ? outcome.result : undefined;
+          const d = result?.dispatches;
+          const costs = result?.host ?? [];
+          const wall = costs.length > 0 ? median(costs.map((c) => c.wallMs)) : undefined;
+          const cpu = costs.length > 0 && costs[0].cpuMs !== undefined ? median(costs.map((c) => c.cpuMs!)) : undefined;
+          return [
+            t.title,
+            d ? String(d.total) : '—',
+            wall === undefined ? '—' : `${wall.toFixed(0)} ms (n=${costs.length})`,
+            wall === undefined || !d ? '—' : `${((1000 * wall) / d.total).toFixed(0)} µs`,
+            cpu === undefined ? '—' : `${cpu.toFixed(0)} ms`,
+            describe(outcome, t.batch),
+          ];
+        }),
+      ),
+    );
     const none = figureOf(outcomes.get(key('webgpu', 'levers-none')));
     out.push('', `WebGPU: which of our kernels run (the rest are tfjs-webgpu's own), default model ${leverTasks[0].size} px batch ${leverTasks[0].batch}; dispatches per training step`);
     out.push(

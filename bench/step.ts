@@ -16,6 +16,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { DispatchCounter, type DispatchCount } from '../src/core/backends/webgpu/dispatches.ts';
+import { timeHostCost, type HostCost } from '../src/core/backends/webgpu/host-clock.ts';
 import { setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu/training.ts';
 import { CheckpointStore, trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type RunCard } from '../src/core/config.ts';
@@ -133,20 +134,27 @@ async function timeTraining(): Promise<void> {
   const ys = tf.tensor4d(y, [batch, size, size, 1]);
   const counter = DispatchCounter.attach();
   let dispatches: DispatchCount | undefined;
+  const hostCosts: HostCost[] = [];
   let n = 0;
   await timeRepeated(async () => {
     counter?.take();
     setDropoutSeed(model, deriveSeed(SEED, `bench/${n++}`));
-    const loss = tf.tidy(() => {
-      const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, xs, values.recompute!), ys), variables);
-      optimizer.apply(params, variables.map((v) => grads[v.name]));
-      return value;
-    });
+    // The host cost: what the step spends in JavaScript and WebGPU calls
+    // before it returns with its work enqueued; on a GPU the device runs
+    // behind it, so this, not the arithmetic, bounds a step from below.
+    const { value: loss, cost } = timeHostCost(() =>
+      tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, xs, values.recompute!), ys), variables);
+        optimizer.apply(params, variables.map((v) => grads[v.name]));
+        return value;
+      }),
+    );
+    hostCosts.push(cost);
     // Reading the loss waits for the device: the step is over only then.
     await loss.data();
     loss.dispose();
     dispatches = counter?.take();
-  }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing, dispatches }));
+  }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing, host: hostCosts.slice(timing.warmupMs.length), dispatches }));
   counter?.detach();
   optimizer.dispose();
   tf.dispose([xs, ys]);

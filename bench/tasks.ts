@@ -5,6 +5,7 @@
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
 import type { DispatchCount } from '../src/core/backends/webgpu/dispatches.ts';
+import type { HostCost } from '../src/core/backends/webgpu/host-clock.ts';
 import type { ModelConfig } from '../src/core/model/deeplab.ts';
 import { datasetsRoot } from '../test/helpers/datasets.ts';
 
@@ -37,6 +38,8 @@ export interface TaskResult {
   timesMs: number[];
   warmupMs: number[];
   memory?: { before: { tensors: number; bytes: number }; after: { tensors: number; bytes: number } };
+  /** train: per timed step, its host cost: from calling the step until it returned with its work enqueued, the device's time left out. */
+  host?: HostCost[];
   /** WebGPU programs dispatched by the latest training step, in all and per program. */
   dispatches?: DispatchCount;
   backend?: string;

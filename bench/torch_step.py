@@ -9,6 +9,7 @@ momentum 0.81, weight decay 0.02). Only torch itself is needed (no
 torchvision, no smp). Weights are random: they do not change the arithmetic.
 
   python3 bench/torch_step.py --size 128 --batch 4 --steps 5 --warmup 2 --threads 2
+  python3 bench/torch_step.py --size 256 --batch 10 --device cuda   (bench/gpu.ts)
 
 Prints one JSON line after every step (the last holds all figures), as
 bench/step.ts does: parameters counts the running statistics too, as
@@ -64,27 +65,35 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=0)
     parser.add_argument('--conv-rate', action='store_true')
+    parser.add_argument('--device', default='cpu')
     a = parser.parse_args()
+    if a.device.startswith('cuda') and not torch.cuda.is_available():
+        print(f'RuntimeError: torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})', file=sys.stderr)
+        return 1
+    device = torch.device(a.device)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     if a.conv_rate:
         return conv_rate()
     torch.manual_seed(2137)
-    model = DeepLabV3(PAPER_MODEL).train()
+    model = DeepLabV3(PAPER_MODEL).train().to(device)
     parameters = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for name, b in model.named_buffers() if not name.endswith('num_batches_tracked')
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.006, momentum=0.81, weight_decay=0.02)
-    x = torch.rand(a.batch, 3, a.size, a.size)
+    x = torch.rand(a.batch, 3, a.size, a.size, device=device)
     yy, xx = torch.meshgrid(torch.arange(a.size), torch.arange(a.size), indexing='ij')
-    y = (((yy - a.size / 2) ** 2 + (xx - a.size / 2) ** 2) < (a.size / 4) ** 2).float().expand(a.batch, 1, a.size, a.size).contiguous()
+    y = (((yy - a.size / 2) ** 2 + (xx - a.size / 2) ** 2) < (a.size / 4) ** 2).float().expand(a.batch, 1, a.size, a.size).contiguous().to(device)
     result = {'parameters': parameters, 'threads': torch.get_num_threads(), 'torch': torch.__version__, 'timesMs': [], 'warmupMs': []}
+    if device.type == 'cuda':
+        result['device'] = torch.cuda.get_device_name(device)
     for i in range(a.warmup + a.steps):
         t = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss = dice_loss(model(x), y)
         loss.backward()
         optimizer.step()
+        # Waits for the device, as reading the loss does in bench/step.ts.
         loss.item()
         result['warmupMs' if i < a.warmup else 'timesMs'].append((time.perf_counter() - t) * 1000)
         print(json.dumps(result), flush=True)

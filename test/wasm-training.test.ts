@@ -31,7 +31,7 @@ describe('wasm fused training kernels against cpu', () => {
     }
   });
 
-  it('ReLU and its clip at 6 pass the gradient exactly where cpu does', async () => {
+  it('ReLU, its clip at 6 and ReLU6 pass the gradient exactly where cpu does', async () => {
     expect(await activationGrads('wasm')).toEqual(await activationGrads('cpu'));
   });
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { autoSkipsAdapter } from '../core/backends/adapter.ts';
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
-import { registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
+import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import { ConfigError } from '../core/errors.ts';
 import { activateThreadedWasm } from './wasm-threads.ts';
 
@@ -113,6 +113,7 @@ async function initWebGpu(adapter: GPUAdapter): Promise<ActiveBackend> {
   await import('@tensorflow/tfjs-backend-webgpu');
   registerWebGpuTrainingKernels();
   await activate('webgpu');
+  prepareWebGpuBackend();
   const info = adapter.info;
   const described = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
   return { name: 'webgpu', detail: `tfjs webgpu backend on Dawn, adapter: ${described || 'unnamed'}` };

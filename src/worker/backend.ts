@@ -15,7 +15,7 @@ import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-was
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
-import { registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
+import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
@@ -103,6 +103,7 @@ async function tryBackend(name: BackendName): Promise<string | undefined> {
     if (!ok) return 'it did not start';
     await tf.ready();
     if (name === 'wasm') prepareWasmBackend();
+    if (name === 'webgpu') prepareWebGpuBackend();
     // A tiny op proves the kernels run (WebGL can register and still fail here).
     const probe = tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(1)));
     const value = (await probe.data())[0];

@@ -93,7 +93,7 @@ export async function activationGrads(backend: string): Promise<number[][]> {
   await tf.setBackend(backend);
   const x = tf.tensor([-1, 0, 1e-7, 3, 6 - 1e-6, 6, 6.5, ...values(67, 41, 4, 3)], [2, 37]);
   const w = tf.tensor(values(74, 42), [2, 37]);
-  const grads = [tf.relu, (t: tf.Tensor) => tf.clipByValue(t, 0, 6)].map((f) => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(f(t), w)))(x));
+  const grads = [tf.relu, (t: tf.Tensor) => tf.clipByValue(t, 0, 6), tf.relu6].map((f) => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(f(t), w)))(x));
   // + 0 turns -0 (cpu multiplies a negative dy by 0) into 0, which it equals.
   const out = await Promise.all(grads.map(async (g) => Array.from(await g.data(), (v) => v + 0)));
   tf.dispose([x, w, ...grads]);

@@ -7,24 +7,79 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { wasmBatchNorm } from '../backends/wasm/fused.ts';
-import { batchNormApply, batchNormGradInput, batchNormGradSum, batchNormStats, movingAverage, useLever } from '../backends/webgpu/training.ts';
+import {
+  batchNormApply,
+  batchNormBackward,
+  batchNormGradInput,
+  batchNormGradSums,
+  batchNormStats,
+  batchNormStatsAndMoving,
+  useLever,
+} from '../backends/webgpu/training.ts';
 import { RECOMPUTING } from './recompute.ts';
 
-/** Batch norm's training arithmetic as a backend's own kernels. */
-type FusedBatchNorm = typeof wasmBatchNorm;
+interface Moving {
+  mean: tf.Tensor;
+  variance: tf.Tensor;
+  momentum: number;
+  /** M / (M - 1): the running variance is the unbiased estimate, as in PyTorch. */
+  varianceFactor: number;
+}
 
-const webGpuBatchNorm: FusedBatchNorm = {
+/** Batch norm's training arithmetic as a backend's own kernels. */
+interface FusedBatchNorm {
+  /** [y, stats], or with `moving` [y, stats, running mean, running variance]. */
+  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving): tf.Tensor[];
+  /** [dx, dGamma, dBeta] from the saved input and statistics. */
+  backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
+}
+
+interface BatchNormParts {
+  stats(x: tf.Tensor): tf.Tensor;
+  statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
+  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
+  gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
+  gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
+}
+
+/** Statistics (with the running averages), normalisation; gradient sums, input gradient: four kernels. */
+function fromParts(k: BatchNormParts): FusedBatchNorm {
+  return {
+    forward: (x, gamma, beta, eps, moving) => {
+      const [stats, ...moved] = moving ? k.statsAndMoving(x, moving.mean, moving.variance, moving.momentum, moving.varianceFactor) : [k.stats(x)];
+      return [k.apply(x, stats, gamma, beta, eps), stats, ...moved];
+    },
+    backward: (dy, x, stats, gamma, eps) => {
+      const [sumDy, sumDyXhat] = k.gradSums(dy, x, stats, eps);
+      return [k.gradInput(dy, x, stats, gamma, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
+    },
+  };
+}
+
+/** WebGPU moves the running averages in the statistics' kernel, one dispatch for the three tensors. */
+const webGpuBatchNorm = fromParts({
   stats: batchNormStats,
+  statsAndMoving: batchNormStatsAndMoving,
   apply: batchNormApply,
-  gradSums: (dy, x, stats, eps) => [batchNormGradSum(dy, x, stats, eps, 0), batchNormGradSum(dy, x, stats, eps, 1)],
+  gradSums: batchNormGradSums,
   gradInput: batchNormGradInput,
-  movingAverage,
-};
+});
+
+/** And with the 'batchnorm-one-pass' lever, the backward pass in one kernel. */
+const webGpuOnePass: FusedBatchNorm = { ...webGpuBatchNorm, backward: batchNormBackward };
+
+const wasmFused = fromParts({
+  ...wasmBatchNorm,
+  statsAndMoving: (x, movingMean, movingVariance, momentum, varianceFactor) => {
+    const stats = wasmBatchNorm.stats(x);
+    return [stats, wasmBatchNorm.movingAverage(movingMean, stats, 0, momentum, 1), wasmBatchNorm.movingAverage(movingVariance, stats, 1, momentum, varianceFactor)];
+  },
+});
 
 /** The active backend's batch norm kernels, if it has them (and, on WebGPU, while its lever is on). */
 function fusedBatchNorm(): FusedBatchNorm | undefined {
-  if (useLever('batchnorm')) return webGpuBatchNorm;
-  return tf.getBackend() === 'wasm' ? wasmBatchNorm : undefined;
+  if (useLever('batchnorm')) return useLever('batchnorm-one-pass') ? webGpuOnePass : webGpuBatchNorm;
+  return tf.getBackend() === 'wasm' ? wasmFused : undefined;
 }
 
 interface BatchNormArgs extends tf.serialization.ConfigDict {
@@ -87,31 +142,31 @@ export class BatchNorm extends tf.layers.Layer {
    */
   private fusedTraining(k: FusedBatchNorm, x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, updateMoving: boolean): tf.Tensor {
     const eps = this.args.epsilon;
-    let stats: tf.Tensor | undefined;
+    const n = x.size / gamma.size;
+    const moving = updateMoving
+      ? { mean: this.movingMean.read(), variance: this.movingVariance.read(), momentum: this.args.momentum, varianceFactor: n / Math.max(1, n - 1) }
+      : undefined;
+    let moved: tf.Tensor[] = [];
     const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       const [input, scale, shift, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-      // Kept past customGrad's own scope for the running averages below.
-      stats = tf.keep(k.stats(input));
+      const [value, stats, ...averages] = k.forward(input, scale, shift, eps, moving);
+      // Kept past customGrad's own scope, for the variables below.
+      moved = averages.map((t) => tf.keep(t));
       save([input, scale, stats]);
       return {
-        value: k.apply(input, stats, scale, shift, eps),
+        value,
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
           const [xs, g, s] = saved;
-          const [sumDy, sumDyXhat] = k.gradSums(dy, xs, s, eps);
-          return [k.gradInput(dy, xs, s, g, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
+          return k.backward(dy, xs, s, g, eps);
         },
       };
     });
     const y = op(x, gamma, beta);
-    const n = x.size / gamma.size;
-    const m = this.args.momentum;
-    if (updateMoving) {
-      tf.tidy(() => {
-        this.movingMean.write(k.movingAverage(this.movingMean.read(), stats!, 0, m, 1));
-        this.movingVariance.write(k.movingAverage(this.movingVariance.read(), stats!, 1, m, n / Math.max(1, n - 1)));
-      });
+    if (moved.length > 0) {
+      this.movingMean.write(moved[0]);
+      this.movingVariance.write(moved[1]);
+      tf.dispose(moved);
     }
-    stats!.dispose();
     return y;
   }
 

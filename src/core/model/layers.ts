@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { deriveSeed } from '../random.ts';
 import { AtrousConv2D, BatchToSpace, SpaceToBatch } from './atrous.ts';
+import { ReLU6 } from './activation.ts';
 import { BatchNorm } from './batchnorm.ts';
 import { SeededDropout } from './dropout.ts';
 
@@ -167,6 +168,7 @@ export class LayerKit {
   }
 
   relu(x: Sym, name: string, maxValue?: number): Sym {
+    if (this.mode === 'train' && maxValue === 6) return new ReLU6({ name }).apply(x) as Sym;
     return tf.layers.reLU({ name, maxValue }).apply(x) as Sym;
   }
 

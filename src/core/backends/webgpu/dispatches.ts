@@ -1,11 +1,13 @@
 /**
  * Counts the WebGPU programs tfjs actually dispatches, by program class, at
- * the backend (recordAndSubmit): kernels that only share data (Reshape,
+ * the backend (recordAndSubmit), and ours that bind their own outputs
+ * (own-dispatch.ts) by label: kernels that only share data (Reshape,
  * Identity, a float cast of a float) or run on the CPU are not dispatches and
  * are not counted. Deterministic for a given model, batch and backend
  * settings, unlike per-kernel timings, so the bench can report it anywhere.
  */
 import * as tf from '@tensorflow/tfjs';
+import { onOwnDispatch } from './own-dispatch.ts';
 
 interface Recorder {
   recordAndSubmit(program: { constructor: { name: string }; label?: string }, ...rest: unknown[]): void;
@@ -16,8 +18,8 @@ export interface DispatchCount {
   byProgram: Record<string, number>;
   /**
    * Milliseconds of JavaScript (and the WebGPU calls it makes: uniform
-   * write, bind group, dispatch, submit) spent launching them: the
-   * per-launch cost, which does not depend on the GPU.
+   * write, bind group, dispatch, submit) spent launching tfjs's programs
+   * (recordAndSubmit); host-clock.ts measures a whole step's host cost.
    */
   launchMs: number;
 }
@@ -26,6 +28,7 @@ export class DispatchCounter {
   private counts = new Map<string, number>();
   private launchMs = 0;
   private readonly original: Recorder['recordAndSubmit'];
+  private readonly stopOwn: () => void;
 
   constructor(private readonly backend: Recorder) {
     this.original = backend.recordAndSubmit;
@@ -40,6 +43,7 @@ export class DispatchCounter {
       original.call(this, program, ...rest);
       self.launchMs += performance.now() - started;
     };
+    this.stopOwn = onOwnDispatch((label) => counts.set(label, (counts.get(label) ?? 0) + 1));
   }
 
   /** The active backend's counter; undefined unless it is webgpu. */
@@ -59,5 +63,6 @@ export class DispatchCounter {
 
   detach(): void {
     this.backend.recordAndSubmit = this.original;
+    this.stopOwn();
   }
 }

@@ -22,13 +22,15 @@
 import * as tf from '@tensorflow/tfjs';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 import { asKernel, type Attrs, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
+import { installLaunchCache } from './launch-cache.ts';
+import { type OwnProgram, runOwn, runOwnTensors } from './own-dispatch.ts';
 
 type Uniform = { type: 'int32' | 'float32'; data: number[] };
 /** The label names our programs in dispatch counts (tfjs's are named by class). */
 type Program = WebGPUProgram & { label: string };
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'batchnorm-one-pass'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 
@@ -73,29 +75,39 @@ function flatProgram(key: string, variableNames: string[], outputShape: number[]
 /**
  * Per-channel reductions over an activation seen as [M, C] (NHWC flattened):
  * a workgroup of THREADS owns CHANNELS neighbouring channels (and one of
- * `taps` outputs per channel, workgroupId.y), so reads of one row are
+ * `taps` outputs per channel, wid.y), so reads of one row are
  * contiguous, and LANES = THREADS / CHANNELS threads per channel stride down
  * the rows; the lanes are then summed in a fixed tree, so results do not vary
  * between runs. Early layers have few channels and many pixels: 4 channels a
- * workgroup keeps C / 4 workgroups busy there; 16 above 256 channels.
+ * workgroup keeps C / 4 workgroups busy there; 16 above 256 channels. Our own
+ * bind group (own-dispatch.ts), so that one reduction can write several tensors.
  */
 const THREADS = 256;
 
-function channelReduction(key: string, variableNames: string[], outputShape: number[], channels: number, uniforms: string, body: string, taps = 1): Program {
+function channelReduction(
+  label: string,
+  outputs: [string, number[]][],
+  inputs: string[],
+  uniforms: OwnProgram['uniforms'],
+  channels: number,
+  body: string,
+  taps = 1,
+): OwnProgram {
   const perGroup = channels <= 256 ? 4 : 16;
   return {
-    ...programBase(key, variableNames, outputShape, uniforms),
-    shaderKey: `${key}_${perGroup}`,
-    workgroupSize: [THREADS, 1, 1],
-    dispatch: [Math.ceil(channels / perGroup), taps, 1],
-    getUserCode: () => `
+    label: `${label}_${perGroup}`,
+    outputs,
+    inputs,
+    uniforms,
+    workgroupSize: THREADS,
+    workgroups: [Math.ceil(channels / perGroup), taps, 1],
+    body: `
       const CHANNELS = ${perGroup};
       const LANES = ${THREADS / perGroup};
       var<workgroup> partial : array<f32, ${THREADS}>;
 
       // Sums 'value' over the lanes of this thread's channel; every thread gets the total.
-      fn laneSum(value : f32) -> f32 {
-        let lid = i32(localId.x);
+      fn laneSum(lid : i32, value : f32) -> f32 {
         partial[lid] = value;
         workgroupBarrier();
         for (var stride = ${THREADS / 2}; stride >= CHANNELS; stride = stride / 2) {
@@ -109,16 +121,31 @@ function channelReduction(key: string, variableNames: string[], outputShape: num
         return total;
       }
 
-      fn main(index : i32) {
-        let lid = i32(localId.x);
-        let c = i32(workgroupId.x) * CHANNELS + lid % CHANNELS;
+      fn main(index : i32, lid : i32, wid : vec3<i32>) {
+        let c = wid.x * CHANNELS + lid % CHANNELS;
         let lane = lid / CHANNELS;
-        let valid = c < uniforms.C;
-        let tap = i32(workgroupId.y);
+        let valid = c < u.C;
+        let tap = wid.y;
         ${body}
       }`,
   };
 }
+
+/** Two-pass per-channel mean and biased variance, as the cpu path computes them, into mean and variance. */
+const STATS_BODY = `
+        var sum = 0.0;
+        if (valid) {
+          for (var r = lane; r < u.M; r = r + LANES) { sum = sum + x[r * u.C + c]; }
+        }
+        let mean = laneSum(lid, sum) / f32(u.M);
+        var squares = 0.0;
+        if (valid) {
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let d = x[r * u.C + c] - mean;
+            squares = squares + d * d;
+          }
+        }
+        let variance = laneSum(lid, squares) / f32(u.M);`;
 
 function run(program: Program, inputs: tf.Tensor[], uniforms: Uniform[]): tf.Tensor {
   return tf.engine().makeTensorFromTensorInfo(gpuBackend().runWebGPUProgram(program, inputs, 'float32', uniforms));
@@ -127,33 +154,91 @@ function run(program: Program, inputs: tf.Tensor[], uniforms: Uniform[]): tf.Ten
 /** Per channel: row 0 the batch mean, row 1 the biased variance (two passes, as the cpu path computes them). */
 export function batchNormStats(x: tf.Tensor): tf.Tensor2D {
   const c = x.shape[x.shape.length - 1];
-  const m = x.size / c;
-  const program = channelReduction(
-    'lesion_bn_stats',
-    ['x'],
-    [2, c],
-    c,
-    'M : i32, C : i32,',
-    `
-        var sum = 0.0;
-        if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + LANES) { sum = sum + x[r * uniforms.C + c]; }
-        }
-        let mean = laneSum(sum) / f32(uniforms.M);
-        var squares = 0.0;
-        if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + LANES) {
-            let d = x[r * uniforms.C + c] - mean;
-            squares = squares + d * d;
-          }
-        }
-        let variance = laneSum(squares) / f32(uniforms.M);
+  const program = channelReduction('lesion_bn_stats', [['stats', [2, c]]], ['x'], [['M', 'i32'], ['C', 'i32']], c, `${STATS_BODY}
         if (valid && lane == 0) {
-          result[c] = mean;
-          result[uniforms.C + c] = variance;
+          stats[c] = mean;
+          stats[u.C + c] = variance;
+        }`);
+  return runOwnTensors(program, [x], [x.size / c, c])[0] as tf.Tensor2D;
+}
+
+/**
+ * batchNormStats, and in the same kernel the layer's running averages moved
+ * by them (moving * momentum + batch * factor * (1 - momentum), factor 1 for
+ * the mean and M / (M - 1) for the variance), as new tensors: [stats, mean, variance].
+ * Complements like 1 - momentum come from JavaScript in double precision, as
+ * the cpu path's scalars do: in float32 on the GPU, 1 - 0.999 is off by 1e-5.
+ */
+export function batchNormStatsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[] {
+  const c = x.shape[x.shape.length - 1];
+  const program = channelReduction(
+    'lesion_bn_stats_moving',
+    [['stats', [2, c]], ['newMean', [c]], ['newVariance', [c]]],
+    ['x', 'movingMean', 'movingVariance'],
+    [['M', 'i32'], ['C', 'i32'], ['momentum', 'f32'], ['meanWeight', 'f32'], ['varianceWeight', 'f32']],
+    c,
+    `${STATS_BODY}
+        if (valid && lane == 0) {
+          stats[c] = mean;
+          stats[u.C + c] = variance;
+          newMean[c] = movingMean[c] * u.momentum + mean * u.meanWeight;
+          newVariance[c] = movingVariance[c] * u.momentum + variance * u.varianceWeight;
         }`,
   );
-  return run(program, [x], [{ type: 'int32', data: [m] }, { type: 'int32', data: [c] }]) as tf.Tensor2D;
+  return runOwnTensors(program, [x, movingMean, movingVariance], [x.size / c, c, momentum, 1 - momentum, varianceFactor * (1 - momentum)]);
+}
+
+/**
+ * Batch norm's backward pass in one kernel (the 'batchnorm-one-pass' lever):
+ * each workgroup, having summed its channels' gradients, computes dx for
+ * them in a second pass over the rows, as batchNormGradSums then
+ * batchNormGradInput do. One dispatch instead of two; the price is the
+ * reduction's parallelism (C / 4 workgroups) for the element-wise pass, which
+ * a graphics card may feel on the wide early layers (bench:gpu measures the
+ * levers). The forward pass cannot be one kernel the same way: statistics,
+ * output and both new running averages with their inputs are nine storage
+ * buffers, and tfjs's device keeps WebGPU's default limit of eight a stage.
+ * Returns [dx, dGamma, dBeta].
+ */
+export function batchNormBackward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[] {
+  const c = x.shape[x.shape.length - 1];
+  const program = channelReduction(
+    'lesion_bn_backward',
+    [['dx', x.shape], ['sumDyXhat', [c]], ['sumDy', [c]]],
+    ['dy', 'x', 'stats', 'gamma'],
+    [['M', 'i32'], ['C', 'i32'], ['eps', 'f32']],
+    c,
+    `
+        var accDy = 0.0;
+        var accDyXhat = 0.0;
+        var mean = 0.0;
+        var rstd = 0.0;
+        if (valid) {
+          mean = stats[c];
+          rstd = inverseSqrt(stats[u.C + c] + u.eps);
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            accDy = accDy + dy[i];
+            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
+          }
+        }
+        let totalDy = laneSum(lid, accDy);
+        let totalDyXhat = laneSum(lid, accDyXhat);
+        if (valid) {
+          if (lane == 0) {
+            sumDy[c] = totalDy;
+            sumDyXhat[c] = totalDyXhat;
+          }
+          let m = f32(u.M);
+          let g = gamma[c];
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            let xhat = (x[i] - mean) * rstd;
+            dx[i] = g * rstd * (dy[i] - totalDy / m - xhat * totalDyXhat / m);
+          }
+        }`,
+  );
+  return runOwnTensors(program, [dy, x, stats, gamma], [x.size / c, c, epsilon]);
 }
 
 /** y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel from `stats`. */
@@ -171,43 +256,35 @@ export function batchNormApply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor,
   return run(program, [x, stats, gamma, beta], [{ type: 'int32', data: [c] }, { type: 'float32', data: [epsilon] }]);
 }
 
-/**
- * Per channel: sum(dy) (which 0) or sum(dy * xhat) (which 1), the gradients
- * of beta and gamma, each a [C] tensor of its own so that no slice follows.
- */
-export function batchNormGradSum(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number, which: 0 | 1): tf.Tensor1D {
+/** Per channel, in one kernel: sum(dy) and sum(dy * xhat), the gradients of beta and gamma, each a [C] tensor of its own. */
+export function batchNormGradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor1D, tf.Tensor1D] {
   const c = x.shape[x.shape.length - 1];
-  const m = x.size / c;
-  // WebGPU drops a binding the shader never reads: sum(dy) binds dy alone.
-  const [variables, inputs, setup, term] =
-    which === 0
-      ? [['dy'], [dy], '', 'dy[i]']
-      : [['dy', 'x', 'stats'], [dy, x, stats], 'let mean = stats[c];\n          let rstd = inverseSqrt(stats[uniforms.C + c] + uniforms.eps);', '(x[i] - mean) * rstd * dy[i]'];
   const program = channelReduction(
-    `lesion_bn_grad_sum_${which}`,
-    variables,
-    [c],
+    'lesion_bn_grad_sums',
+    [['sumDy', [c]], ['sumDyXhat', [c]]],
+    ['dy', 'x', 'stats'],
+    [['M', 'i32'], ['C', 'i32'], ['eps', 'f32']],
     c,
-    'M : i32, C : i32, eps : f32,',
     `
-        var sum = 0.0;
+        var accDy = 0.0;
+        var accDyXhat = 0.0;
         if (valid) {
-          ${setup}
-          for (var r = lane; r < uniforms.M; r = r + LANES) {
-            let i = r * uniforms.C + c;
-            sum = sum + ${term};
+          let mean = stats[c];
+          let rstd = inverseSqrt(stats[u.C + c] + u.eps);
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            accDy = accDy + dy[i];
+            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
           }
         }
-        let total = laneSum(sum);
+        let totalDy = laneSum(lid, accDy);
+        let totalDyXhat = laneSum(lid, accDyXhat);
         if (valid && lane == 0) {
-          result[c] = total;
+          sumDy[c] = totalDy;
+          sumDyXhat[c] = totalDyXhat;
         }`,
   );
-  return run(program, inputs, [
-    { type: 'int32', data: [m] },
-    { type: 'int32', data: [c] },
-    { type: 'float32', data: [epsilon] },
-  ]) as tf.Tensor1D;
+  return runOwnTensors(program, [dy, x, stats], [x.size / c, c, epsilon]) as [tf.Tensor1D, tf.Tensor1D];
 }
 
 /** dx = gamma * rstd * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M). */
@@ -241,42 +318,48 @@ export function batchNormGradInput(
 }
 
 /**
- * moving * momentum + stats[row] * factor * (1 - momentum), as a new tensor.
- * Complements like 1 - momentum come from JavaScript in double precision, as
- * the cpu path's scalars do: in float32 on the GPU, 1 - 0.999 is off by 1e-5.
+ * An element-wise program of ours over `size` values: one thread each, the
+ * workgroups laid out in x, spilling into y past WebGPU's 65,535 a dimension.
  */
-export function movingAverage(moving: tf.Tensor, stats: tf.Tensor, row: 0 | 1, momentum: number, factor: number): tf.Tensor {
-  const c = moving.size;
-  const program = flatProgram(
-    'lesion_bn_moving',
-    ['moving', 'stats'],
-    moving.shape,
-    'row : i32, C : i32, momentum : f32, weight : f32,',
-    `setOutputAtIndex(index, moving[index] * uniforms.momentum + stats[uniforms.row * uniforms.C + index] * uniforms.weight);`,
-  );
-  return run(program, [moving, stats], [
-    { type: 'int32', data: [row] },
-    { type: 'int32', data: [c] },
-    { type: 'float32', data: [momentum] },
-    { type: 'float32', data: [factor * (1 - momentum)] },
-  ]);
+function flatOwn(label: string, outputs: string[], inputs: string[], shape: number[], uniforms: OwnProgram['uniforms'], body: string): OwnProgram {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const groups = Math.ceil(size / FLAT);
+  const x = Math.min(groups, 65535);
+  return {
+    label,
+    outputs: outputs.map((name) => [name, shape]),
+    inputs,
+    uniforms: [['size', 'i32'], ...uniforms],
+    workgroupSize: FLAT,
+    workgroups: [x, Math.ceil(groups / x), 1],
+    body: `
+      fn main(flat : i32, lid : i32, wid : vec3<i32>) {
+        // Only a dispatch with all 65,535 workgroups in x has a second row (wid.y > 0); the pipeline is shared by every size.
+        let index = flat + wid.y * ${65535 * FLAT};
+        if (index < u.size) {
+          ${body}
+        }
+      }`,
+  };
 }
 
 /**
- * Runs `program` into a new tensor that `target` then takes. Writing into the
- * variable's own buffer would save no dispatch and is unsafe in tfjs-webgpu: a
- * clone shares the buffer, and a read caches the values on the CPU, which a
+ * Runs `program` into new tensors that `targets` then take. Writing into the
+ * variables' own buffers would save no dispatch and is unsafe in tfjs-webgpu:
+ * a clone shares the buffer, and a read caches the values on the CPU, which a
  * write under it would leave stale.
  */
-function update(target: tf.Variable, program: Program, inputs: tf.Tensor[], uniforms: Uniform[]): void {
-  const next = run(program, inputs, uniforms);
-  target.assign(next);
-  next.dispose();
+function update(targets: tf.Variable[], program: OwnProgram, inputs: tf.Tensor[], uniforms: number[]): void {
+  runOwnTensors(program, inputs, uniforms).forEach((next, i) => {
+    targets[i].assign(next);
+    next.dispose();
+  });
 }
 
 /**
  * torch.optim.SGD on one variable: g' = g + wd * w; buf = first ? g' :
- * momentum * buf + g'; w -= lr * buf. One kernel without momentum, two with.
+ * momentum * buf + g'; w -= lr * buf. One kernel, writing the weight and its
+ * momentum buffer.
  */
 export function sgdStep(
   w: tf.Variable,
@@ -284,32 +367,29 @@ export function sgdStep(
   buf: tf.Variable | undefined,
   o: { lr: number; momentum: number; weightDecay: number; first: boolean },
 ): void {
-  const hyper: Uniform[] = [
-    { type: 'float32', data: [o.lr] },
-    { type: 'float32', data: [o.momentum] },
-    { type: 'float32', data: [o.weightDecay] },
-    { type: 'float32', data: [o.first ? 1 : 0] },
-  ];
-  const fields = 'lr : f32, momentum : f32, wd : f32, first : f32,';
+  const fields: OwnProgram['uniforms'] = [['lr', 'f32'], ['momentum', 'f32'], ['wd', 'f32'], ['first', 'f32']];
+  const hyper = [w.size, o.lr, o.momentum, o.weightDecay, o.first ? 1 : 0];
   if (!buf) {
-    update(w, flatProgram('lesion_sgd', ['g', 'w'], w.shape, fields, `setOutputAtIndex(index, w[index] - uniforms.lr * (g[index] + uniforms.wd * w[index]));`), [g, w], hyper);
+    update([w], flatOwn('lesion_sgd', ['nextW'], ['g', 'w'], w.shape, fields, `nextW[index] = w[index] - u.lr * (g[index] + u.wd * w[index]);`), [g, w], hyper);
     return;
   }
-  const momentum = flatProgram(
+  const program = flatOwn(
     'lesion_sgd_momentum',
+    ['nextW', 'nextBuf'],
     ['g', 'w', 'buf'],
     w.shape,
     fields,
-    `let grad = g[index] + uniforms.wd * w[index];
-          setOutputAtIndex(index, select(uniforms.momentum * buf[index] + grad, grad, uniforms.first > 0.5));`,
+    `let grad = g[index] + u.wd * w[index];
+          let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+          nextBuf[index] = step;
+          nextW[index] = w[index] - u.lr * step;`,
   );
-  update(buf, momentum, [g, w, buf], hyper);
-  update(w, flatProgram('lesion_sgd_apply', ['w', 'buf'], w.shape, fields, `setOutputAtIndex(index, w[index] - uniforms.lr * buf[index]);`), [w, buf], hyper);
+  update([w, buf], program, [g, w, buf], hyper);
 }
 
 /**
  * torch.optim.Adam on one variable (L2 decay in the gradient, bias-corrected
- * moments): three kernels, one per tensor written.
+ * moments): one kernel writing the weight and both moments.
  */
 export function adamStep(
   w: tf.Variable,
@@ -318,32 +398,22 @@ export function adamStep(
   v: tf.Variable,
   o: { lr: number; beta1: number; beta2: number; epsilon: number; weightDecay: number; correction1: number; correction2: number },
 ): void {
-  const hyper: Uniform[] = [
-    { type: 'float32', data: [o.lr / o.correction1] },
-    { type: 'float32', data: [o.beta1] },
-    { type: 'float32', data: [1 - o.beta1] },
-    { type: 'float32', data: [o.beta2] },
-    { type: 'float32', data: [1 - o.beta2] },
-    { type: 'float32', data: [o.epsilon] },
-    { type: 'float32', data: [o.weightDecay] },
-    { type: 'float32', data: [Math.sqrt(o.correction2)] },
-  ];
-  const fields = 'stepSize : f32, beta1 : f32, oneMinusBeta1 : f32, beta2 : f32, oneMinusBeta2 : f32, eps : f32, wd : f32, sqrtCorrection2 : f32,';
-  const grad = 'let grad = g[index] + uniforms.wd * w[index];';
-  const moment = (key: string, slot: tf.Variable, value: string) =>
-    update(slot, flatProgram(key, ['g', 'w', 'slot'], w.shape, fields, `${grad}
-          setOutputAtIndex(index, ${value});`), [g, w, slot], hyper);
-  moment('lesion_adam_m', m, 'uniforms.beta1 * slot[index] + uniforms.oneMinusBeta1 * grad');
-  moment('lesion_adam_v', v, 'uniforms.beta2 * slot[index] + uniforms.oneMinusBeta2 * (grad * grad)');
-  const apply = flatProgram(
-    'lesion_adam_apply',
-    ['w', 'm', 'v'],
+  const program = flatOwn(
+    'lesion_adam',
+    ['nextW', 'nextM', 'nextV'],
+    ['g', 'w', 'm', 'v'],
     w.shape,
-    fields,
-    `let denom = sqrt(v[index]) / uniforms.sqrtCorrection2 + uniforms.eps;
-          setOutputAtIndex(index, w[index] - uniforms.stepSize * m[index] / denom);`,
+    [['stepSize', 'f32'], ['beta1', 'f32'], ['oneMinusBeta1', 'f32'], ['beta2', 'f32'], ['oneMinusBeta2', 'f32'], ['eps', 'f32'], ['wd', 'f32'], ['sqrtCorrection2', 'f32']],
+    `let grad = g[index] + u.wd * w[index];
+          let mNext = u.beta1 * m[index] + u.oneMinusBeta1 * grad;
+          let vNext = u.beta2 * v[index] + u.oneMinusBeta2 * (grad * grad);
+          nextM[index] = mNext;
+          nextV[index] = vNext;
+          let denom = sqrt(vNext) / u.sqrtCorrection2 + u.eps;
+          nextW[index] = w[index] - u.stepSize * mNext / denom;`,
   );
-  update(w, apply, [w, m, v], hyper);
+  const hyper = [w.size, o.lr / o.correction1, o.beta1, 1 - o.beta1, o.beta2, 1 - o.beta2, o.epsilon, o.weightDecay, Math.sqrt(o.correction2)];
+  update([w, m, v], program, [g, w, m, v], hyper);
 }
 
 /**
@@ -357,46 +427,40 @@ function depthwiseFilterGrad(x: tf.TensorInfo, dy: tf.TensorInfo, filterShape: n
   const [n, h, w] = x.shape;
   const program = channelReduction(
     'lesion_depthwise_filter_grad',
+    [['dw', filterShape]],
     ['x', 'dy'],
-    filterShape,
+    (['M', 'C', 'H', 'W', 'outW', 'outHW', 'kw', 'strideH', 'strideW', 'padTop', 'padLeft'] as const).map((name) => [name, 'i32']),
     c,
-    'M : i32, C : i32, H : i32, W : i32, outW : i32, outHW : i32, kw : i32, stride : vec2<i32>, pad : vec2<i32>,',
     `
-        let kr = tap / uniforms.kw;
-        let kc = tap % uniforms.kw;
+        let kr = tap / u.kw;
+        let kc = tap % u.kw;
         var sum = 0.0;
         if (valid) {
-          for (var r = lane; r < uniforms.M; r = r + LANES) {
-            let b = r / uniforms.outHW;
-            let p = r % uniforms.outHW;
-            let ih = (p / uniforms.outW) * uniforms.stride.x - uniforms.pad.x + kr;
-            let iw = (p % uniforms.outW) * uniforms.stride.y - uniforms.pad.y + kc;
-            if (ih >= 0 && ih < uniforms.H && iw >= 0 && iw < uniforms.W) {
-              sum = sum + x[((b * uniforms.H + ih) * uniforms.W + iw) * uniforms.C + c] * dy[r * uniforms.C + c];
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let b = r / u.outHW;
+            let p = r % u.outHW;
+            let ih = (p / u.outW) * u.strideH - u.padTop + kr;
+            let iw = (p % u.outW) * u.strideW - u.padLeft + kc;
+            if (ih >= 0 && ih < u.H && iw >= 0 && iw < u.W) {
+              sum = sum + x[((b * u.H + ih) * u.W + iw) * u.C + c] * dy[r * u.C + c];
             }
           }
         }
-        let total = laneSum(sum);
+        let total = laneSum(lid, sum);
         if (valid && lane == 0) {
-          result[tap * uniforms.C + c] = total;
+          dw[tap * u.C + c] = total;
         }`,
     kh * kw,
   );
-  const int = (...data: number[]): Uniform => ({ type: 'int32', data });
-  return gpuBackend().runWebGPUProgram(program, [x, dy], 'float32', [
-    int(n * g.outH * g.outW),
-    int(c),
-    int(h),
-    int(w),
-    int(g.outW),
-    int(g.outH * g.outW),
-    int(kw),
-    int(g.strideH, g.strideW),
-    int(g.padTop, g.padLeft),
-  ]);
+  return runOwn(program, [x, dy], [n * g.outH * g.outW, c, h, w, g.outW, g.outH * g.outW, kw, g.strideH, g.strideW, g.padTop, g.padLeft])[0];
 }
 
 const pair = (v: unknown): [number, number] => (Array.isArray(v) ? [v[0], v[1]] : [Number(v ?? 1), Number(v ?? 1)]);
+
+/** Call once the webgpu backend is active: its launches then take cached uniform buffers (launch-cache.ts) while that lever is on. */
+export function prepareWebGpuBackend(): void {
+  installLaunchCache(tf.backend(), () => enabled.has('uniform-cache'));
+}
 
 let registered = false;
 
@@ -435,22 +499,42 @@ export function registerWebGpuTrainingKernels(): void {
   const applies = () => useLever('activation-grad');
   replaceGradient('Relu', applies, (dy, x) => activationGrad(dy, x));
   replaceGradient('ClipByValue', applies, (dy, x, a) => activationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
+  replaceGradient('Relu6', applies, (dy, x) => activationGrad(dy, x, { lo: 0, hi: 6, above: true }));
+
+  const spreads = () => useLever('reduce-grad');
+  replaceGradient('Sum', spreads, (dy, x, a) => spreadGrad(dy, x, a, false));
+  replaceGradient('Mean', spreads, (dy, x, a) => spreadGrad(dy, x, a, true));
 }
 
 /**
- * ReLU and ReLU6 (ClipByValue) gradients in one kernel each: tfjs builds them
- * from two (Step, Multiply) and five (two comparisons, LogicalAnd, ZerosLike,
- * Select) element-wise kernels. Same rule: ReLU passes dy where x > 0, the clip
- * where lo <= x <= hi.
+ * The gradients of Sum and Mean spread dy back over the reduced axes. tfjs
+ * multiplies it by ones(x.shape), an array it fills in JavaScript and uploads
+ * at every step: for the ASPP's image pooling (a mean over a 1280-channel
+ * map) 1.3 M values at 128 px batch 4 and 13 M at 256 px batch 10, the
+ * largest part of a step's host cost in the profile. Broadcasting instead
+ * stays on the GPU and gives the same values (dy * 1 is dy).
  */
-function activationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: number; hi: number }): tf.Tensor {
+function spreadGrad(dy: tf.Tensor, x: tf.Tensor, attrs: Attrs, mean: boolean): tf.Tensor {
+  const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x.shape);
+  const spread = tf.broadcastTo(tf.reshape(dy, x.shape.map((d, i) => (axes.includes(i) ? 1 : d))), x.shape);
+  return mean ? tf.div(spread, axes.reduce((n, i) => n * x.shape[i], 1)) : spread;
+}
+
+/**
+ * ReLU, clip and ReLU6 gradients in one kernel each: tfjs builds them from
+ * two (Step, Multiply), five (two comparisons, LogicalAnd, ZerosLike, Select)
+ * and five (LessEqual, Step, two casts, Multiply) element-wise kernels. Same
+ * rule: ReLU passes dy where x > 0, the clip where lo <= x <= hi, ReLU6 (above)
+ * where lo < x <= hi.
+ */
+function activationGrad(dy: tf.Tensor, x: tf.Tensor, range?: { lo: number; hi: number; above?: boolean }): tf.Tensor {
   if (!range) return run(flatProgram('lesion_relu_grad', ['dy', 'x'], x.shape, '', 'setOutputAtIndex(index, select(0.0, dy[index], x[index] > 0.0));'), [dy, x], []);
   const program = flatProgram(
-    'lesion_clip_grad',
+    range.above ? 'lesion_relu6_grad' : 'lesion_clip_grad',
     ['dy', 'x'],
     x.shape,
     'lo : f32, hi : f32,',
-    'setOutputAtIndex(index, select(0.0, dy[index], x[index] >= uniforms.lo && x[index] <= uniforms.hi));',
+    `setOutputAtIndex(index, select(0.0, dy[index], x[index] ${range.above ? '>' : '>='} uniforms.lo && x[index] <= uniforms.hi));`,
   );
   return run(program, [dy, x], [
     { type: 'float32', data: [range.lo] },
