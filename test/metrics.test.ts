@@ -89,10 +89,11 @@ describe('MetricAccumulator', () => {
     expect(r.dice).toBeCloseTo(2 / 3, 12);
     // per-image Jaccard 0.5 -> 0, then 1 and 1 (both empty)
     expect(r.thresholdedJaccard).toBeCloseTo(2 / 3, 12);
+    // Each image keeps its own counts and its batch, for resampling (bootstrap.ts).
     expect(r.perImage).toEqual([
-      { id: 'a1', lesionIoU: 0.5, dice: 2 / 3 },
-      { id: 'a2', lesionIoU: 1, dice: 1 },
-      { id: 'b1', lesionIoU: 1, dice: 1 },
+      { id: 'a1', lesionIoU: 0.5, dice: 2 / 3, confusion: { tp: 1, fp: 1, fn: 0, tn: 2 }, batch: 0 },
+      { id: 'a2', lesionIoU: 1, dice: 1, confusion: { tp: 0, fp: 0, fn: 0, tn: 4 }, batch: 0 },
+      { id: 'b1', lesionIoU: 1, dice: 1, confusion: { tp: 0, fp: 0, fn: 0, tn: 4 }, batch: 1 },
     ]);
   });
 

@@ -74,7 +74,7 @@ export async function gallery(
   const batch = card.train.batchSize;
   const [scores, predictions] = split === 'test' ? await Promise.all([store.perImage(stage), store.testPredictions(stage)]) : [];
   const items: GalleryItem[] = [];
-  const add = (sample: Sample, loaded: LoadedSample, prediction: BinaryMask, score: Omit<ImageScore, 'id'>): void => {
+  const add = (sample: Sample, loaded: LoadedSample, prediction: BinaryMask, score: Pick<ImageScore, 'lesionIoU' | 'dice'>): void => {
     const truth = loaded.mask!;
     items.push({
       id: sample.id,

@@ -24,6 +24,10 @@ export interface ImageScore {
   id: string;
   lesionIoU: number;
   dice: number;
+  /** The image's own counts, from which a bootstrap recomputes the pooled figures of any resample. */
+  confusion: Confusion;
+  /** Which addBatch call (from 0) scored it: the paper's mIoU pools per batch. */
+  batch: number;
 }
 
 export interface MetricReport {
@@ -67,7 +71,7 @@ export function confusion(pred: Uint8Array, target: Uint8Array): Confusion {
 }
 
 /** Adds b into a, in place. */
-function accumulate(a: Confusion, b: Confusion): void {
+export function accumulate(a: Confusion, b: Confusion): void {
   a.tp += b.tp;
   a.fp += b.fp;
   a.fn += b.fn;
@@ -122,6 +126,7 @@ export class MetricAccumulator {
   private readonly pooled = emptyConfusion();
   private weightedBatchIoU = 0;
   private thresholdedSum = 0;
+  private batches = 0;
   private readonly scores: ImageScore[] = [];
 
   addBatch(preds: Uint8Array[], targets: Uint8Array[], ids?: string[]): void {
@@ -146,8 +151,9 @@ export class MetricAccumulator {
       accumulate(batch, c);
       const lesionIoU = lesionJaccard(c);
       this.thresholdedSum += thresholdJaccard(lesionIoU);
-      this.scores.push({ id, lesionIoU, dice: lesionDice(c) });
+      this.scores.push({ id, lesionIoU, dice: lesionDice(c), confusion: c, batch: this.batches });
     }
+    this.batches++;
     accumulate(this.pooled, batch);
     this.weightedBatchIoU += macroIoU(batch) * preds.length;
   }
@@ -172,7 +178,7 @@ export class MetricAccumulator {
       lesionIoU: lesionJaccard(this.pooled),
       dice: lesionDice(this.pooled),
       thresholdedJaccard: this.thresholdedSum / images,
-      perImage: this.scores.map((s) => ({ ...s })),
+      perImage: this.scores.map((s) => ({ ...s, confusion: { ...s.confusion } })),
       images,
     };
   }
