@@ -12,6 +12,7 @@ import type { NoiseConfig, NoiseStep } from '../core/noise/chain.ts';
 import type { ExpertLabel, ExpertLabelInfo } from '../core/active/labels.ts';
 import type { FineTuneResult, StageResult, TrainingStage } from '../core/run/pipeline.ts';
 export type { FineTuneResult } from '../core/run/pipeline.ts';
+import type { FineTuneProgress } from '../core/active/fine-tune.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -313,6 +314,8 @@ export interface PredictionView {
   /** The binary mask as a PNG (0/255), named like ISIC ground truth. */
   maskPng: ArrayBuffer;
   maskName: string;
+  /** What reading the file found odd (an EXIF orientation left unapplied), each naming it. */
+  warnings: string[];
 }
 
 export interface StorageUsage {
@@ -413,8 +416,8 @@ export interface TrainerApi {
   deleteLabel(image: string): Promise<ExpertLabelInfo[]>;
   /** `expert-labels/<id>_segmentation.png` (0/255 at the image's size) and a CSV of authors, notes and times. */
   exportExpertLabels(): Promise<ExportedFile[]>;
-  /** Continues from the stage's best checkpoint for a few epochs with the new expert labels; refused while a run trains. */
-  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink): Promise<FineTuneResult>;
+  /** The stage fine-tuned with the new expert labels and, as a control, without them (core/active/fine-tune.ts); refused while a run trains. */
+  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: FineTuneProgress): Promise<FineTuneResult>;
   fineTuneResult(runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined>;
   /** The fine-tune's best weights as a model export (layers format + metadata with its before and after). */
   exportFineTunedModel(runId: string, stage: TrainingStage): Promise<ExportedFile[]>;
