@@ -30,6 +30,14 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'write <id>_segmentation.png masks at each image\'s original size, as the ISIC scorer expects',
     load: () => import('./commands/predict.ts'),
   },
+  rank: {
+    summary: 'rank the unlabeled images of folders for labeling by a trained run\'s acquisition score (the Label view\'s queue)',
+    load: () => import('./commands/rank.ts'),
+  },
+  'fine-tune': {
+    summary: 'fine-tune a trained run with new labels and, as a control, without them: what the labels bought, with its interval',
+    load: () => import('./commands/fine-tune.ts'),
+  },
   'simulate-al': {
     summary: 'simulate active learning on labeled folders: lesion IoU per round, ranked picks against random ones',
     load: () => import('./commands/simulate-al.ts'),

@@ -13,6 +13,8 @@ import { labeledUnlabeledRatio, paperSplit, splitSamples } from '../dataset/spli
 import { plannedStages } from './display.ts';
 import { failureCode, LesionError } from '../errors.ts';
 import { evaluate, summary } from '../scoring/evaluate.ts';
+import type { Comparison } from '../scoring/compare.ts';
+import type { Uncertainty } from '../scoring/bootstrap.ts';
 import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
@@ -347,19 +349,39 @@ export interface ExportMetadata {
   fineTune?: FineTuneResult;
 }
 
-/** A fine-tune of a stage with expert labels, scored before and after with the same code. */
+/** One arm of a fine-tune: what it trained on and how it scored. */
+export interface FineTuneArm {
+  /** Training images: the run's own, plus the new labels in the arm that has them. */
+  train: number;
+  /** The arm's best epoch by the run's validation rule (null without validation images: the last epoch). */
+  bestEpoch: number | null;
+  /** Each epoch's validation figures, for Compare's curves. */
+  curve: { epoch: number; metrics: MetricSummary }[];
+  /** On the scored images, with 95 % intervals over them. */
+  scores: MetricSummary & Uncertainty;
+}
+
+/**
+ * A fine-tune of a stage with new labels and its control: the same schedule
+ * (epochs, seed, card) from the same checkpoint, once on the run's training
+ * images plus the new labels and once on the run's training images alone.
+ * `labels` (with minus without, paired on the scored images) is what the
+ * labels bought; `before` is the stage as the run left it.
+ */
 export interface FineTuneResult {
   runId: string;
   stage: TrainingStage;
   epochs: number;
   /** The run's test part, or its validation part when it has none. */
   split: 'test' | 'val';
-  /** Expert labels among the training images (the run's own training images are the rest). */
+  /** New labels among the training images of the arm that has them. */
   expertLabels: number;
-  train: number;
   /** Images the figures are computed on. */
   scored: number;
-  before: MetricSummary;
-  after: MetricSummary;
+  before: MetricSummary & Uncertainty;
+  withLabels: FineTuneArm;
+  withoutLabels: FineTuneArm;
+  /** compareArms([without, with]): the difference is with minus without. */
+  labels: Comparison;
   finishedAt: string;
 }
