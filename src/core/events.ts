@@ -5,6 +5,7 @@
  */
 import type { FailureCode } from './errors.ts';
 import type { MetricReport } from './scoring/metrics.ts';
+import type { Uncertainty } from './scoring/bootstrap.ts';
 
 export type StageName = 'teacher' | 'pseudo-teacher' | 'student' | 'pseudo-student' | 'student-star';
 
@@ -18,6 +19,9 @@ export const STAGE_TITLES: Record<StageName, string> = {
 
 /** Metrics without the per-image list, for charts and tables. */
 export type MetricSummary = Omit<MetricReport, 'perImage'>;
+
+/** A test split's figures with their 95 % intervals (bootstrap.ts); runs stored before intervals were kept lack them. */
+export type TestFigures = MetricSummary & Partial<Uncertainty>;
 
 export interface PseudoLabelRecord {
   /** Sample id of the unlabeled image. */
@@ -51,7 +55,7 @@ export type TrainerEvent =
       numBytes: number;
     }
   | { type: 'epoch'; stage: StageName; epoch: number; epochs: number; metrics: MetricSummary; ema: number; best: boolean; seconds: number }
-  | { type: 'evaluation'; stage: StageName; split: 'val' | 'test'; bySet: Record<string, MetricSummary>; overall: MetricSummary }
+  | { type: 'evaluation'; stage: StageName; split: 'val' | 'test'; bySet: Record<string, TestFigures>; overall: TestFigures }
   | { type: 'pseudo'; stage: StageName; done: number; total: number; kept: number; dropped: number; imagesPerSecond: number }
   | { type: 'checkpoint'; stage: StageName; epoch: number; step: number; kind: 'latest' | 'best'; bytes: number }
   | { type: 'progress'; task: string; done: number; total: number; etaSeconds?: number }

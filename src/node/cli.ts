@@ -26,6 +26,10 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'score a model (or masks already written) on labeled data sets with every metric, per set and overall',
     load: () => import('./commands/eval.ts'),
   },
+  compare: {
+    summary: 'compare two or more models (or seeds of one card per arm) on the same labeled images: paired differences, intervals, p-values',
+    load: () => import('./commands/compare.ts'),
+  },
   predict: {
     summary: 'write <id>_segmentation.png masks at each image\'s original size, as the ISIC scorer expects',
     load: () => import('./commands/predict.ts'),

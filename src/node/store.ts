@@ -65,3 +65,11 @@ export class FsKeyValueStore implements KeyValueStore {
     return out.filter((k) => k.startsWith(prefix)).sort();
   }
 }
+
+/** For scoring against expert masks only (eval, compare): a pseudo-label lookup would be a bug. */
+export const NO_PSEUDO_LABELS: KeyValueStore = {
+  get: (key) => Promise.reject(new Error(`scoring keeps no pseudo-labels (asked for ${key})`)),
+  set: (key) => Promise.reject(new Error(`scoring keeps no pseudo-labels (asked to store ${key})`)),
+  delete: () => Promise.resolve(),
+  keys: () => Promise.resolve([]),
+};

@@ -33,9 +33,9 @@ import { exportBuild, exportMetadata, type FineTuneArm, type FineTuneResult } fr
 import { modelFiles, type ProductFile } from '../run/products.ts';
 import { RunStore, type TrainingStage } from '../run/run-store.ts';
 import { samplesByKey, withStageModel } from '../run/stage-model.ts';
-import { uncertainty } from '../scoring/bootstrap.ts';
+import { withIntervals } from '../scoring/bootstrap.ts';
 import { compareArms } from '../scoring/compare.ts';
-import { evaluate, summary } from '../scoring/evaluate.ts';
+import { evaluate } from '../scoring/evaluate.ts';
 import type { ImageScore } from '../scoring/metrics.ts';
 import { CheckpointStore } from '../training/checkpoint.ts';
 import { RunControl } from '../training/control.ts';
@@ -113,7 +113,7 @@ export async function fineTune(host: FineTuneHost, request: FineTuneRequest, onP
   const schedule: RunCard = { ...card, train: { ...card.train, epochs } };
   const score = async (model: tf.LayersModel): Promise<{ figures: FineTuneResult['before']; perImage: ImageScore[] }> => {
     const { overall } = await evaluate(model, scored, cache, { batchSize: card.train.batchSize, logitThreshold: card.eval.logitThreshold });
-    return { figures: { ...summary(overall), ...uncertainty(overall.perImage) }, perImage: overall.perImage };
+    return { figures: withIntervals(overall), perImage: overall.perImage };
   };
 
   return withStageModel(run, stage, 'best', async (start) => {

@@ -12,9 +12,9 @@ import type { Sample } from '../dataset/layouts.ts';
 import { labeledUnlabeledRatio, paperSplit, splitSamples } from '../dataset/splits.ts';
 import { plannedStages } from './display.ts';
 import { failureCode, LesionError } from '../errors.ts';
-import { evaluate, summary } from '../scoring/evaluate.ts';
+import { evaluate } from '../scoring/evaluate.ts';
 import type { Comparison } from '../scoring/compare.ts';
-import type { Uncertainty } from '../scoring/bootstrap.ts';
+import { withIntervals, type Uncertainty } from '../scoring/bootstrap.ts';
 import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
@@ -260,8 +260,8 @@ export async function runNoisyStudent(
             onPrediction: (id, mask) => predictions.set(id, mask),
           });
           testResult = {
-            overall: summary(evaluation.overall),
-            bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, summary(v)])),
+            overall: withIntervals(evaluation.overall, { noun: 'test image' }),
+            bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, withIntervals(v, { noun: 'test image' })])),
           };
           emit({ type: 'evaluation', stage, split: 'test', overall: testResult.overall, bySet: testResult.bySet });
           await run.setPerImage(stage, evaluation.overall.perImage);

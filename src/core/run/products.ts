@@ -7,7 +7,8 @@
  * Neither computes them, so both write the same bytes.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { MetricSummary } from '../events.ts';
+import type { MetricSummary, TestFigures } from '../events.ts';
+import { METRIC_KEYS } from '../scoring/bootstrap.ts';
 import type { ExpertLabel } from '../active/labels.ts';
 import { inspectImage } from '../image/image-header.ts';
 import type { BinaryMask, FileSource, RgbImage } from '../io.ts';
@@ -96,14 +97,23 @@ async function imageSize(source: FileSource | undefined, path: string): Promise<
 }
 
 const METRIC_COLUMNS: (keyof MetricSummary)[] = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJaccard', 'images'];
+/** After the figures, so that the columns older files had keep their places. */
+const INTERVAL_COLUMNS = [...METRIC_KEYS.flatMap((k) => [`${k}_ci95_lo`, `${k}_ci95_hi`]), 'note'];
 
-/** metrics.json (the run's card, split sizes and every stage's results) and metrics.csv, a row per stage, split and set. */
+/**
+ * metrics.json (the run's card, split sizes and every stage's results) and
+ * metrics.csv, a row per stage, split and set; test rows carry each figure's
+ * 95 % interval over images and the few-images note (validation rows, and
+ * runs stored before intervals were kept, leave those cells empty).
+ */
 export async function metricsFiles(run: RunStore): Promise<ProductFile[]> {
   const [state, card] = await Promise.all([run.state(), run.card()]);
   // Each row says whose figures it holds: the exported (best) epoch's, or the last epoch's on 'val-last'.
-  const rows = [['stage', 'split', 'set', 'epoch', ...METRIC_COLUMNS].join(',')];
-  const row = (stage: string, split: string, set: string, epoch: number | null, m: MetricSummary): string =>
-    [stage, split, set, epoch ?? '', ...METRIC_COLUMNS.map((k) => String(m[k]))].map(csvCell).join(',');
+  const rows = [['stage', 'split', 'set', 'epoch', ...METRIC_COLUMNS, ...INTERVAL_COLUMNS].join(',')];
+  const row = (stage: string, split: string, set: string, epoch: number | null, m: TestFigures): string =>
+    [stage, split, set, epoch ?? '', ...METRIC_COLUMNS.map((k) => String(m[k])), ...METRIC_KEYS.flatMap((k): unknown[] => m.ci95?.[k] ?? ['', '']), m.note ?? '']
+      .map(csvCell)
+      .join(',');
   for (const { stage, best, last, test } of state?.results ?? []) {
     if (best.val) rows.push(row(stage, 'val', 'all', best.epoch, best.val));
     if (last.val) rows.push(row(stage, 'val-last', 'all', last.epoch, last.val));

@@ -19,10 +19,13 @@
  */
 import { CheckpointStore } from '../training/checkpoint.ts';
 import type { RunCard } from '../config.ts';
-import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName } from '../events.ts';
+import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName, type TestFigures } from '../events.ts';
 import type { BinaryMask, KeyValueStore } from '../io.ts';
 import type { ImageScore } from '../scoring/metrics.ts';
 import type { StoredMask } from '../dataset/samples.ts';
+
+/** Runs stored before the bootstrap (scoring/bootstrap.ts) kept no counts or batch per image. */
+export type StoredImageScore = Omit<ImageScore, 'confusion' | 'batch'> & Partial<Pick<ImageScore, 'confusion' | 'batch'>>;
 
 export type TrainingStage = 'teacher' | 'student' | 'student-star';
 export type PseudoStage = 'pseudo-teacher' | 'pseudo-student';
@@ -33,8 +36,8 @@ export interface StageResult {
   best: { epoch: number | null; val: MetricSummary | null };
   /** The stage's final epoch, apart: it is not the exported model when validation peaked earlier. Epoch null: a run stored before it was recorded. */
   last: { epoch: number | null; val: MetricSummary | null };
-  /** The best checkpoint's. */
-  test: { overall: MetricSummary; bySet: Record<string, MetricSummary> } | null;
+  /** The best checkpoint's, each figure with its image-bootstrap interval. */
+  test: { overall: TestFigures; bySet: Record<string, TestFigures> } | null;
 }
 
 /** What a run keeps about itself, so that it can resume on any host. */
@@ -149,8 +152,8 @@ export class RunStore {
   }
 
   /** The best checkpoint's score on each test image; absent for a stage tested on nothing. */
-  perImage(stage: TrainingStage): Promise<ImageScore[] | undefined> {
-    return this.kv.get<ImageScore[]>(this.key(`per-image/${stage}`));
+  perImage(stage: TrainingStage): Promise<StoredImageScore[] | undefined> {
+    return this.kv.get<StoredImageScore[]>(this.key(`per-image/${stage}`));
   }
 
   setPerImage(stage: TrainingStage, scores: ImageScore[]): Promise<void> {

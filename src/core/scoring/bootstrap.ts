@@ -9,7 +9,7 @@
  * Plain arrays only (no TensorFlow.js), so the page imports it.
  */
 import { Rng } from '../random.ts';
-import { accumulate, emptyConfusion, lesionDice, lesionJaccard, macroIoU, thresholdJaccard, type ImageScore } from './metrics.ts';
+import { accumulate, emptyConfusion, lesionDice, lesionJaccard, macroIoU, thresholdJaccard, type ImageScore, type MetricReport } from './metrics.ts';
 
 /** The five figures every report carries (metrics.ts says what each is). */
 export const METRIC_KEYS = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJaccard'] as const;
@@ -17,6 +17,15 @@ export type MetricKey = (typeof METRIC_KEYS)[number];
 export type MetricValues = Record<MetricKey, number>;
 export type Interval = [lo: number, hi: number];
 export type MetricIntervals = Record<MetricKey, Interval>;
+
+/** Each figure's name as tables print it. */
+export const METRIC_TITLES: Record<MetricKey, string> = {
+  paperMIoU: 'paper mIoU',
+  pooledMIoU: 'pooled mIoU',
+  lesionIoU: 'lesion IoU',
+  dice: 'Dice',
+  thresholdedJaccard: 'thresholded Jaccard',
+};
 
 export const DEFAULT_RESAMPLES = 2000;
 /** Fixed, so that the same scores always print the same interval. */
@@ -141,6 +150,12 @@ export function uncertainty(images: readonly ScoredImage[], options: BootstrapOp
   const ci95 = metricIntervals(images, options);
   const note = fewImagesNote(images.length, ci95.lesionIoU, options.noun);
   return note === undefined ? { ci95 } : { ci95, note };
+}
+
+/** A report's figures with their intervals and note, without the per-image list: what runs store and show. */
+export function withIntervals(report: MetricReport, options: BootstrapOptions & { noun?: string } = {}): Omit<MetricReport, 'perImage'> & Uncertainty {
+  const { perImage, ...figures } = report;
+  return { ...figures, ...uncertainty(perImage, options) };
 }
 
 /** The percentile 95 % interval of the mean of `values` (e.g. one per seed, or paired differences). */

@@ -18,14 +18,18 @@
  *   an empty mask and is named in a warning.
  * The paper's mIoU pools each batch of --batch images (10, the official
  * validation batch), so it depends on the batch size; the other figures do not.
+ * Every figure carries its 95 % interval over images (src/core/scoring/bootstrap.ts:
+ * 2,000 seeded resamples, percentile), `ci95` in --json, and a set of
+ * fewer than 30 images says how wide that makes it.
  */
 import { stat } from 'node:fs/promises';
 import type { DatasetIndex, Sample } from '../../core/dataset/layouts.ts';
 import { readMask, type ReadMask, type Size } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import { evaluate, type Evaluation } from '../../core/scoring/evaluate.ts';
-import type { FileSource, KeyValueStore } from '../../core/io.ts';
+import type { FileSource } from '../../core/io.ts';
 import { MetricAccumulator, type MetricReport } from '../../core/scoring/metrics.ts';
+import { METRIC_KEYS, METRIC_TITLES, uncertainty, type MetricKey, type Uncertainty } from '../../core/scoring/bootstrap.ts';
 import { maskFileName } from '../../core/run/products.ts';
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
@@ -33,6 +37,7 @@ import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
 import { FsFileSource, setFolderName } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
+import { NO_PSEUDO_LABELS } from '../store.ts';
 
 /** The official validation batch: the paper's mIoU is pooled per batch of this many images. */
 const PAPER_BATCH = 10;
@@ -90,7 +95,12 @@ const evalCommand: Command = {
       ({ evaluation, rejected } = await scoreWrittenMasks(index, source, predDir!, batchSize, io));
       scoredAt = 'full resolution';
     }
-    io.out(values.json ? JSON.stringify({ scoredAt, sets: evaluation.bySet, overall: evaluation.overall }, null, 2) : scoreTable(evaluation, scoredAt));
+    const reported = {
+      scoredAt,
+      sets: Object.fromEntries(Object.entries(evaluation.bySet).map(([name, r]) => [name, withUncertainty(r)])),
+      overall: withUncertainty(evaluation.overall),
+    };
+    io.out(values.json ? JSON.stringify(reported, null, 2) : scoreTable(reported));
     if (rejected === 0) return 0;
     io.err(
       rejected === 1
@@ -102,14 +112,6 @@ const evalCommand: Command = {
 };
 
 export default evalCommand;
-
-/** Evaluation reads expert masks only; a pseudo-label lookup would be a bug. */
-const NO_PSEUDO_LABELS: KeyValueStore = {
-  get: (key) => Promise.reject(new Error(`eval keeps no pseudo-labels (asked for ${key})`)),
-  set: (key) => Promise.reject(new Error(`eval keeps no pseudo-labels (asked to store ${key})`)),
-  delete: () => Promise.resolve(),
-  keys: () => Promise.resolve([]),
-};
 
 async function scoreWrittenMasks(
   index: DatasetIndex,
@@ -202,20 +204,25 @@ function sameAspect(w: number, h: number, W: number, H: number): boolean {
   return Math.abs(w * H - h * W) <= Math.max(w + h, W + H) / 2;
 }
 
-function scoreTable(evaluation: Evaluation, scoredAt: string): string {
-  const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(2)} %` : '--');
-  const header = ['set', 'images', 'paper mIoU', 'pooled mIoU', 'lesion IoU', 'Dice', 'thresholded Jaccard'];
-  const row = (name: string, r: MetricReport): string[] => [
-    name,
-    String(r.images),
-    pct(r.paperMIoU),
-    pct(r.pooledMIoU),
-    pct(r.lesionIoU),
-    pct(r.dice),
-    pct(r.thresholdedJaccard),
-  ];
-  const rows = [...Object.entries(evaluation.bySet).map(([name, r]) => row(name, r)), row('overall', evaluation.overall)];
+type Reported = MetricReport & Uncertainty;
+
+/** The figures, then their intervals and note, then the per-image list. */
+function withUncertainty(report: MetricReport): Reported {
+  const { perImage, ...figures } = report;
+  return { ...figures, ...uncertainty(perImage, { noun: 'image' }), perImage };
+}
+
+function scoreTable({ scoredAt, sets, overall }: { scoredAt: string; sets: Record<string, Reported>; overall: Reported }): string {
+  const pct = (x: number): string => (Number.isFinite(x) ? (100 * x).toFixed(2) : '--');
+  const figure = (r: Reported, k: MetricKey): string => `${pct(r[k])} [${pct(r.ci95[k][0])}, ${pct(r.ci95[k][1])}]`;
+  const header = ['set', 'images', ...METRIC_KEYS.map((k) => METRIC_TITLES[k]), ''];
+  const row = (name: string, r: Reported): string[] => [name, String(r.images), ...METRIC_KEYS.map((k) => figure(r, k)), r.note ?? ''];
+  const rows = [...Object.entries(sets).map(([name, r]) => row(name, r)), row('overall', overall)];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  return [`scored at ${scoredAt}`, line(header), ...rows.map(line)].join('\n');
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]) : i === cells.length - 1 ? c : c.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [`scored at ${scoredAt}; percentages, each with its 95 % interval over images (bootstrap, 2,000 resamples)`, line(header), ...rows.map(line)].join('\n');
 }

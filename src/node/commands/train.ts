@@ -9,7 +9,12 @@
  * store that makes the run resumable. The files are the core's products, the
  * ones the studio exports.
  *
- * One --out holds one run and has one writer: train.lock holds the pid of the
+ * --seeds 1,2,3 runs the card once per seed, one after another, each in
+ * --out/seed-<n>/ exactly as a single run in --out (resumable, replaceable),
+ * then prints each seed's test figures, their mean, sd and range
+ * (src/core/run/repeats.ts) and writes them to --out/repeats.json.
+ *
+ * One --out holds one run (or one series of seeds) and has one writer: train.lock holds the pid of the
  * train writing there. A fresh run refuses an --out that holds a run unless
  * --replace deletes it; --resume refuses a card that differs from the run's.
  * Ctrl-C saves a checkpoint and exits 130.
@@ -27,6 +32,8 @@ import type { FileSource } from '../../core/io.ts';
 import { loadStageModel, runNoisyStudent } from '../../core/run/pipeline.ts';
 import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/run/products.ts';
 import { RunStore } from '../../core/run/run-store.ts';
+import { formatSpread, summariseRepeats } from '../../core/run/repeats.ts';
+import { METRIC_KEYS, METRIC_TITLES } from '../../core/scoring/bootstrap.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { JimpDecoder } from '../decode.ts';
@@ -37,7 +44,7 @@ import { ProgressPrinter } from '../progress.ts';
 const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const train: Command = {
-  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--run-id <id>]',
+  usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--seeds <n>,<n>...] [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--run-id <id>]',
   options: {
     config: { type: 'string' },
     preset: { type: 'string' },
@@ -48,6 +55,7 @@ const train: Command = {
     resume: { type: 'boolean' },
     replace: { type: 'boolean' },
     'run-id': { type: 'string' },
+    seeds: { type: 'string' },
   },
   async run({ values }, io) {
     const labeledDirs = list(values.labeled);
@@ -73,24 +81,79 @@ const train: Command = {
       io.err(`lesion-studio train: ${inside}`);
       return EXIT_USAGE;
     }
+    const seeds = values.seeds === undefined ? undefined : parseSeeds(values.seeds as string);
+    if (typeof seeds === 'string') {
+      io.err(`lesion-studio train: ${seeds}\nusage: lesion-studio train ${train.usage}`);
+      return EXIT_USAGE;
+    }
     const card = await readCard(values.config as string | undefined, values.preset as string | undefined);
     const cardFlag = values.config === undefined ? `--preset ${values.preset as string}` : `--config ${values.config as string}`;
     const runId = (values['run-id'] as string | undefined) ?? 'run';
+    const backend = values.backend as NodeBackendName | undefined;
     await mkdir(out, { recursive: true });
     const unlock = await lockOut(out, io);
     try {
-      const store = new FsKeyValueStore(path.join(out, 'store'));
-      const refusal = resume ? await resumeRefusal(store, runId, card, cardFlag, out) : await freshRefusal(store, out, Boolean(values.replace), io);
-      if (refusal) {
-        io.err(`lesion-studio train: ${refusal}`);
-        return EXIT_USAGE;
+      // One run, or one per seed in its own folder: each is refused, resumed or replaced as a single run would be.
+      const runs = (seeds ?? [undefined]).map((seed) => {
+        const dir = seed === undefined ? out : path.join(out, `seed-${seed}`);
+        return { seed, dir, card: seed === undefined ? card : parseRunCard({ ...card, seed }), store: new FsKeyValueStore(path.join(dir, 'store')) };
+      });
+      const resumes: boolean[] = [];
+      for (const r of runs) {
+        // A series stopped early has seeds not yet begun: --resume starts those.
+        const begun = (await r.store.keys()).length > 0;
+        resumes.push(resume && (seeds === undefined || begun));
+        const refusal = resumes.at(-1) ? await resumeRefusal(r.store, runId, r.card, cardFlag, r.dir) : await freshRefusal(r.store, r.dir, Boolean(values.replace), io);
+        if (refusal) {
+          io.err(`lesion-studio train: ${refusal}`);
+          return EXIT_USAGE;
+        }
       }
-      return await runAndWrite(card, { labeledDirs, unlabeledDirs, out, store, runId, resume, backend: values.backend as NodeBackendName | undefined }, io);
+      for (const [i, r] of runs.entries()) {
+        if (r.seed !== undefined) {
+          io.err(`seed ${r.seed} (${i + 1} of ${runs.length}): ${resumes[i] ? 'resuming' : 'running'} in ${r.dir}`);
+          await mkdir(r.dir, { recursive: true });
+        }
+        const code = await runAndWrite(r.card, { labeledDirs, unlabeledDirs, out: r.dir, store: r.store, runId, resume: resumes[i], backend }, io);
+        if (code !== 0) return code;
+      }
+      if (seeds) await reportRepeats(runs.map((r) => ({ seed: r.seed!, store: r.store })), runId, card.name, out, io);
+      return 0;
     } finally {
       await unlock();
     }
   },
 };
+
+/** The seeds of --seeds, distinct non-negative integers, or what is wrong with them. */
+function parseSeeds(text: string): number[] | string {
+  const seeds = text.split(',').map((s) => (/^\d+$/.test(s.trim()) ? Number(s) : NaN));
+  if (seeds.some((s) => !Number.isSafeInteger(s))) return `--seeds takes integers separated by commas (e.g. 1,2,3), got '${text}'`;
+  if (new Set(seeds).size !== seeds.length) return `--seeds names a seed twice: '${text}'`;
+  return seeds;
+}
+
+/** Each seed's test figures per stage with their mean and spread, printed and written to repeats.json. */
+async function reportRepeats(runs: { seed: number; store: FsKeyValueStore }[], runId: string, name: string, out: string, io: CliIo): Promise<void> {
+  const seedRuns = await Promise.all(runs.map(async ({ seed, store }) => ({ seed, results: (await new RunStore(store, runId).state())?.results ?? [] })));
+  const stages = summariseRepeats(seedRuns);
+  await writeFile(path.join(out, 'repeats.json'), `${JSON.stringify({ card: name, seeds: runs.map((r) => r.seed), stages }, null, 2)}\n`);
+  const header = ['stage', 'split', 'seed', ...METRIC_KEYS.map((k) => METRIC_TITLES[k])];
+  const rows = stages.flatMap((s) => [
+    ...s.perSeed.map((m, i) => [s.stage, s.split, String(s.seeds[i]), ...METRIC_KEYS.map((k) => (100 * m[k]).toFixed(1))]),
+    [s.stage, s.split, 'mean ± sd (range)', ...METRIC_KEYS.map((k) => formatSpread(s.spread[k]))],
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  io.out(
+    [
+      `${name} over seeds ${runs.map((r) => r.seed).join(', ')}, in percent (each seed draws its own split, initial weights, data order, noise and dropout):`,
+      line(header),
+      ...rows.map(line),
+    ].join('\n'),
+  );
+  io.err(`wrote ${path.join(out, 'repeats.json')}`);
+}
 
 export default train;
 
