@@ -6,6 +6,7 @@
  * When the worker stops (see client.ts), a new one starts, gets the same
  * data set again, and the run it was training is offered for resuming.
  */
+import { parseRunCard, type RunCard } from '../core/config.ts';
 import type { DatasetSummary, OpenProgress, PagedFile, RootRole, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
@@ -31,6 +32,19 @@ export const VIEWS: { id: View; title: string }[] = [
 const params = new URLSearchParams(location.search);
 const FAULTS = params.has('faults');
 const HEARTBEAT_MS = FAULTS && params.has('heartbeat') ? Number(params.get('heartbeat')) : 60_000;
+
+const REPEATS_KEY = 'lesion-studio-repeats';
+
+function storedRepeats(): RunCard[] {
+  try {
+    const cards = JSON.parse(localStorage.getItem(REPEATS_KEY) ?? '[]') as unknown[];
+    return cards.map((c) => parseRunCard(c));
+  } catch {
+    // A queue this studio cannot read is dropped: the runs it would start are the user's to start again.
+    localStorage.removeItem(REPEATS_KEY);
+    return [];
+  }
+}
 
 export class Studio {
   private link: TrainerLink = this.connect();
@@ -62,8 +76,22 @@ export class Studio {
   /** Bumped whenever the data set changes, so views refetch thumbnails and previews. */
   datasetVersion = $state(0);
 
+  /** Runs of a *Repeat with seeds* not started yet, in order. */
+  get repeats(): RunCard[] {
+    return this.repeatQueue;
+  }
+
+  set repeats(cards: RunCard[]) {
+    this.repeatQueue = cards;
+    if (cards.length > 0) localStorage.setItem(REPEATS_KEY, JSON.stringify(cards));
+    else localStorage.removeItem(REPEATS_KEY);
+  }
+
+  private repeatQueue = $state<RunCard[]>(storedRepeats());
+
   private readonly onEvents = proxy((batch: StampedEvent[]) => {
     this.run.apply(batch);
+    if (!this.run.watching && this.repeats.length > 0 && batch.some(({ event }) => event.type === 'run' && event.status === 'completed')) void this.startNextRepeat();
     // The worker resumes by itself after a lost GPU, perhaps on another backend.
     if (!this.run.watching && batch.some(({ event }) => event.type === 'run' && event.status === 'resumed')) {
       void this.trainer.runBackend().then((backend) => {
@@ -242,8 +270,32 @@ export class Studio {
     this.datasetVersion++;
   }
 
-  async startRun(): Promise<void> {
-    const card = this.card.snapshot();
+  startRun(): Promise<void> {
+    return this.startCard(this.card.snapshot());
+  }
+
+  /**
+   * *Repeat with seeds*: the card again with each seed, one run after the
+   * other, each a run like any (it resumes from its checkpoints). Every repeat
+   * keeps the held-out split of `card` (data.splitSeed), so Compare pairs the
+   * seeds on the same test images. The seeds not yet started are kept in
+   * localStorage and go on when the run before them completes, after a
+   * reload too.
+   */
+  async repeatWithSeeds(card: RunCard, seeds: number[]): Promise<void> {
+    const splitSeed = card.data.splitSeed ?? card.seed;
+    this.repeats = seeds.map((seed) => ({ ...card, seed, data: { ...card.data, splitSeed } }));
+    await this.startNextRepeat();
+  }
+
+  private async startNextRepeat(): Promise<void> {
+    const [next, ...rest] = this.repeats;
+    if (!next) return;
+    this.repeats = rest;
+    await this.startCard(next);
+  }
+
+  private async startCard(card: RunCard): Promise<void> {
     await this.stopWatching();
     this.run.reset(card);
     this.view = 'train';

@@ -13,6 +13,10 @@ import type { ExpertLabel, ExpertLabelInfo } from '../core/active/labels.ts';
 import type { FineTuneResult, StageResult, TrainingStage } from '../core/run/pipeline.ts';
 export type { FineTuneResult } from '../core/run/pipeline.ts';
 import type { FineTuneProgress } from '../core/active/fine-tune.ts';
+import type { FineTuneArmName } from '../core/run/display.ts';
+import type { ModelComparison } from '../core/run/compare-models.ts';
+export type { ModelComparison } from '../core/run/compare-models.ts';
+import type { StageRepeats } from '../core/run/repeats.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -208,6 +212,18 @@ export interface RunListing {
   card: RunCard;
 }
 
+/** A model Compare can pick: a trained stage, or one arm of its fine-tune. */
+export interface ComparePick {
+  runId: string;
+  stage: TrainingStage;
+  fineTune?: FineTuneArmName;
+}
+
+export interface CompareOption extends ComparePick {
+  label: string;
+  createdAt: string;
+}
+
 export interface RunResultsView {
   runId: string;
   card: RunCard;
@@ -399,6 +415,12 @@ export interface TrainerApi {
   listRuns(): Promise<RunListing[]>;
   deleteRun(runId: string): Promise<void>;
   results(runId: string): Promise<RunResultsView | undefined>;
+  /** The run and every stored run of the same card with another seed (a *Repeat with seeds*): each seed's figures and their spread. */
+  repeats(runId: string): Promise<StageRepeats[]>;
+  /** Every tested stage of every stored run, and both arms of each fine-tune, newest run first. */
+  comparable(): Promise<CompareOption[]>;
+  /** The picked models on the same images (core/run/compare-models.ts); refused when they were tested on different images. */
+  compare(picks: ComparePick[]): Promise<ModelComparison>;
   /** Test images as the stage scored them when it ended (validation images, when there is no test part, scored now with its best model). */
   gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink): Promise<GalleryItem[]>;
   /** Most uncertain first. */

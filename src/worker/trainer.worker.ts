@@ -8,10 +8,15 @@ import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
 import { hasExpertLabel, LabelStore } from '../core/active/labels.ts';
-import { deleteFineTunes, fineTune, fineTunedModelFiles, fineTuneResult, type FineTuneProgress } from '../core/active/fine-tune.ts';
+import { deleteFineTunes, fineTune, fineTunedModelFiles, fineTuneResult, fineTuneScores, type FineTuneProgress } from '../core/active/fine-tune.ts';
 import { RunStore } from '../core/run/run-store.ts';
+import { compareModels, modelName, sameRecipe, stageScores } from '../core/run/compare-models.ts';
+import { summariseRepeats } from '../core/run/repeats.ts';
+import { FINE_TUNE_ARMS } from '../core/run/display.ts';
 import {
   FAULT_TEST_MARK,
+  type ComparePick,
+  type CompareOption,
   type DatasetSummary,
   type EventBatchSink,
   type InjectedFault,
@@ -273,6 +278,36 @@ const api: TrainerApi = {
         unlabeled: state.split.unlabeled.length,
       },
     };
+  },
+
+  async repeats(runId: string) {
+    const { card } = await runs.state(runId);
+    const seeds = (await runs.list()).filter((r) => r.status === 'completed' && sameRecipe(r.card, card));
+    return summariseRepeats(await Promise.all(seeds.map(async (r) => ({ seed: r.card.seed, results: (await runs.state(r.runId)).state.results }))));
+  },
+
+  async comparable() {
+    const options: CompareOption[] = [];
+    for (const listing of await runs.list()) {
+      const { state } = await runs.state(listing.runId);
+      for (const result of state.results) {
+        if (!result.test || result.stage === 'pseudo-teacher' || result.stage === 'pseudo-student') continue;
+        const stage = result.stage;
+        const base = { runId: listing.runId, createdAt: listing.createdAt };
+        options.push({ ...base, stage, label: modelName(listing.card, stage) });
+        if (await fineTuneResult(fineTunes, listing.runId, stage)) {
+          for (const arm of ['with', 'without'] as const) options.push({ ...base, stage, fineTune: arm, label: `${modelName(listing.card, stage)}, fine-tuned ${FINE_TUNE_ARMS[arm]}` });
+        }
+      }
+    }
+    return options;
+  },
+
+  async compare(picks: ComparePick[]) {
+    const models = await Promise.all(
+      picks.map((p) => (p.fineTune ? fineTuneScores(runStore, fineTunes, p.runId, p.stage, p.fineTune) : stageScores(new RunStore(runStore, p.runId), p.stage))),
+    );
+    return compareModels(models);
   },
 
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {

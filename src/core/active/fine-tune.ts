@@ -33,6 +33,7 @@ import { exportBuild, exportMetadata, type FineTuneArm, type FineTuneResult } fr
 import { modelFiles, type ProductFile } from '../run/products.ts';
 import { RunStore, type TrainingStage } from '../run/run-store.ts';
 import { samplesByKey, withStageModel } from '../run/stage-model.ts';
+import { modelName, scoredImages, type ModelScores } from '../run/compare-models.ts';
 import { withIntervals } from '../scoring/bootstrap.ts';
 import { compareArms } from '../scoring/compare.ts';
 import { evaluate } from '../scoring/evaluate.ts';
@@ -84,6 +85,15 @@ export async function fineTuneResult(store: KeyValueStore, runId: string, stage:
 /** An arm's score on each scored image, for Compare. */
 export function fineTunePerImage(store: KeyValueStore, runId: string, stage: TrainingStage, arm: FineTuneArmName): Promise<ImageScore[] | undefined> {
   return store.get<ImageScore[]>(perImageKey(runId, stage, arm));
+}
+
+/** An arm of the stage's fine-tune as Compare reads a model (core/run/compare-models.ts). */
+export async function fineTuneScores(runs: KeyValueStore, store: KeyValueStore, runId: string, stage: TrainingStage, arm: FineTuneArmName): Promise<ModelScores> {
+  const [result, perImage, card] = await Promise.all([fineTuneResult(store, runId, stage), fineTunePerImage(store, runId, stage, arm), new RunStore(runs, runId).card()]);
+  if (!result || !perImage || !card) throw new LesionError('storage', `run ${runId} has no fine-tune of its ${stage}`);
+  const name = `${modelName(card, stage)}, fine-tuned ${FINE_TUNE_ARMS[arm]}`;
+  const { curve } = arm === 'with' ? result.withLabels : result.withoutLabels;
+  return { key: `${runId}/${stage}/${arm}`, name, runId, stage, card, images: scoredImages(perImage, name), curve };
 }
 
 /** Forgets a deleted run's fine-tunes. */

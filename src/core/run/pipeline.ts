@@ -57,18 +57,20 @@ const PRODUCER: Record<PseudoStage, TrainingStage> = { 'pseudo-teacher': 'teache
 
 /**
  * The card's held-out parts. Images an official layout already marks as test
- * (e.g. ISIC's Test folders) stay test; the rest is split with the card's seed.
+ * (e.g. ISIC's Test folders) stay test; the rest is split with the card's
+ * split seed, or its seed when it has none.
  */
 export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[]; val: Sample[]; test: Sample[] } {
   const official = labeled.filter((s) => s.split === 'test');
   const rest = labeled.filter((s) => s.split !== 'test');
   const split = card.data.split;
+  const seed = card.data.splitSeed ?? card.seed;
   if (split.kind === 'fractions') {
-    const parts = splitSamples(rest, { seed: card.seed, val: split.val, test: official.length > 0 ? 0 : split.test });
+    const parts = splitSamples(rest, { seed, val: split.val, test: official.length > 0 ? 0 : split.test });
     return { train: parts.train, val: parts.val, test: [...official, ...parts.test] };
   }
   const held = official.length > 0 ? { train: rest, test: official } : (() => {
-    const p = splitSamples(rest, { seed: card.seed, val: 0, test: split.test });
+    const p = splitSamples(rest, { seed, val: 0, test: split.test });
     return { train: p.train, test: p.test };
   })();
   const folds = paperSplit(held.train, split.valFold);
