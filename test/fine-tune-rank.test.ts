@@ -6,17 +6,19 @@
  * fine-tune` on its folder give the order, scores and figures that the core
  * functions give when called here on the same run, as the worker calls them.
  * The fine-tune's control arm trains without the new labels' images, and
- * its headline is with minus without, paired on the run's test images.
+ * its headline is with minus without, paired on the run's test images;
+ * Compare reads the stage and both arms and gives that headline again.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fineTune, fineTunePerImage, fineTuneResult, type FineTuneResult } from '../src/core/active/fine-tune.ts';
+import { fineTune, fineTunePerImage, fineTuneResult, fineTuneScores, type FineTuneResult } from '../src/core/active/fine-tune.ts';
 import { rankPool } from '../src/core/active/rank.ts';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import { inputsByRole, rootOf } from '../src/core/dataset/layouts.ts';
 import { METRIC_KEYS, metricsOf } from '../src/core/scoring/bootstrap.ts';
+import { compareModels, stageScores } from '../src/core/run/compare-models.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { JimpDecoder } from '../src/node/decode.ts';
@@ -187,4 +189,48 @@ describe('lesion-studio fine-tune', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('no new label to fine-tune with');
   }, 300_000);
+});
+
+describe('Compare of a stage and its fine-tune (core/run/compare-models.ts)', () => {
+  it('pairs them on the run\'s test images, reads 0 [0, 0] for a model against itself, and gives the fine-tune\'s own headline', async () => {
+    const runs = new FsKeyValueStore(path.join(out, 'store'));
+    const fineTunes = new FsKeyValueStore(path.join(out, 'fine-tunes'));
+    const teacher = await stageScores(new RunStore(runs, 'run'), 'teacher');
+    const state = (await new RunStore(runs, 'run').state())!;
+    expect(teacher.images.map((s) => s.id).sort()).toEqual(state.split.test.map((k) => k.slice(k.indexOf('/') + 1)).sort());
+    // A run trained from the command line keeps no chart history: no curve, and no error for it.
+    expect(teacher.curve).toEqual([]);
+
+    const itself = compareModels([teacher, teacher]);
+    const [zero] = itself.comparison.differences;
+    expect(itself.differing).toEqual([]);
+    expect(itself.arms).toEqual([[0], [1]]);
+    expect(itself.models.map((m) => m.name)).toEqual([`${teacher.name}, #1`, `${teacher.name}, #2`]);
+    for (const k of METRIC_KEYS) {
+      expect(zero.difference[k]).toBe(0);
+      expect(zero.ci95[k]).toEqual([0, 0]);
+      expect(zero.pValue[k]).toBe(1);
+    }
+
+    const result = (await fineTuneResult(fineTunes, 'run', 'teacher'))!;
+    const [without, withLabels] = await Promise.all([
+      fineTuneScores(runs, fineTunes, 'run', 'teacher', 'without'),
+      fineTuneScores(runs, fineTunes, 'run', 'teacher', 'with'),
+    ]);
+    expect(withLabels.curve).toEqual(result.withLabels.curve);
+    const labels = compareModels([without, withLabels]);
+    // The same card and run: nothing differs, and two arms of one run are never pooled as seeds.
+    expect(labels.differing).toEqual([]);
+    expect(labels.pooledSeeds).toBe(false);
+    const [bought] = labels.comparison.differences;
+    const [headline] = result.labels.differences;
+    expect(bought.difference).toEqual(headline.difference);
+    expect(bought.ci95).toEqual(headline.ci95);
+    expect(bought.pValue).toEqual(headline.pValue);
+    expect(bought.perImage).toEqual(headline.perImage);
+
+    const three = compareModels([teacher, without, withLabels]);
+    expect(three.comparison.differences).toHaveLength(2);
+    expect(three.comparison.arms.map((a) => a.value.lesionIoU)).toEqual([teacher, without, withLabels].map((m) => metricsOf(m.images).lesionIoU));
+  });
 });

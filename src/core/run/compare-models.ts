@@ -97,8 +97,21 @@ function groupSeeds(models: readonly ModelScores[]): number[][] {
   return arms;
 }
 
-export function compareModels(models: readonly ModelScores[], options: CompareOptions = {}): ModelComparison {
-  if (models.length < 2) throw new LesionError('config', 'pick two models or more to compare');
+export function compareModels(picked: readonly ModelScores[], options: CompareOptions = {}): ModelComparison {
+  if (picked.length < 2) throw new LesionError('config', 'pick two models or more to compare');
+  const fields = new Set<string>();
+  for (let i = 0; i < picked.length; i++) {
+    for (let j = i + 1; j < picked.length; j++) for (const d of cardDifferences(asRun(picked[i].card), asRun(picked[j].card))) fields.add(d.field);
+  }
+  const valueAt = (card: RunCard, field: string): unknown => field.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], card);
+  const differing = [...fields].sort().map((field) => ({ field, values: picked.map((m) => valueAt(asRun(m.card), field)) }));
+  // Models of one name (a card run twice with a change, or one model picked twice) are told apart by what differs, else by their place.
+  const models = picked.map((m, i) => {
+    if (!picked.some((o, j) => j !== i && o.name === m.name)) return m;
+    const own = differing.filter((f) => f.field !== 'name').map((f) => `${f.field} ${JSON.stringify(f.values[i])}`);
+    return { ...m, name: `${m.name}, ${own.length > 0 ? own.join(', ') : `#${i + 1}`}` };
+  });
+
   const grouped = groupSeeds(models);
   const pooledSeeds = grouped.length >= 2 && grouped.length < models.length;
   const arms = pooledSeeds ? grouped : models.map((_, i) => [i]);
@@ -106,18 +119,13 @@ export function compareModels(models: readonly ModelScores[], options: CompareOp
     const first = models[positions[0]];
     const seeds = positions.map((i) => models[i].card.seed);
     return {
-      name: positions.length === 1 ? first.name : `${first.name} (seeds ${seeds.join(', ')})`,
+      name: positions.length === 1 ? first.name : first.name.replace(`(seed ${first.card.seed})`, `(seeds ${seeds.join(', ')})`),
       runs: positions.map((i) => ({ name: models[i].name, images: models[i].images })),
     };
   };
-  const fields = new Set<string>();
-  for (let i = 0; i < models.length; i++) {
-    for (let j = i + 1; j < models.length; j++) for (const d of cardDifferences(asRun(models[i].card), asRun(models[j].card))) fields.add(d.field);
-  }
-  const valueAt = (card: RunCard, field: string): unknown => field.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], card);
   return {
     models: models.map((m) => ({ key: m.key, name: m.name, runId: m.runId, stage: m.stage, seed: m.card.seed, curve: m.curve })),
-    differing: [...fields].sort().map((field) => ({ field, values: models.map((m) => valueAt(asRun(m.card), field)) })),
+    differing,
     arms,
     pooledSeeds,
     comparison: compareArms(arms.map(armOf), options),
