@@ -7,7 +7,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { randomScore } from '../src/core/active/acquisition.ts';
 import { simulateActiveLearning, type SimulationResult } from '../src/core/active/active-loop.ts';
-import { simulationTable } from '../src/core/active/simulation-summary.ts';
+import { simulationTable, summariseSimulation } from '../src/core/active/simulation-summary.ts';
 import { paperCard, parseRunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { deriveSeed } from '../src/core/random.ts';
@@ -71,12 +71,23 @@ describe('simulated active learning', () => {
     expect(result.rows.find((r) => r.strategy === 'random' && r.round === 1)!.revealed).toEqual(expected);
   });
 
-  it('prints rounds x strategies, with each seed in brackets when there are several', () => {
+  it('prints rounds x strategies and each strategy minus random, with intervals over seeds when there are several', () => {
     const row = (seed: number, strategy: 'entropy' | 'random', round: number, lesionIoU: number) => ({ seed, strategy, round, labeled: 4 + 2 * round, lesionIoU, dice: 0, revealed: [] });
     expect(simulationTable({ rows: [row(1, 'entropy', 0, 0.5), row(1, 'random', 0, 0.5), row(1, 'entropy', 1, 0.7), row(1, 'random', 1, 0.6)] })).toBe(
-      ['| round | labeled | entropy | random |', '| --- | --- | --- | --- |', '| 0 | 4 | 0.500 | 0.500 |', '| 1 | 6 | 0.700 | 0.600 |'].join('\n'),
+      [
+        '| round | labeled | entropy | random | entropy - random |',
+        '| --- | --- | --- | --- | --- |',
+        '| 0 | 4 | 0.500 | 0.500 | +0.000 |',
+        '| 1 | 6 | 0.700 | 0.600 | +0.100 |',
+      ].join('\n'),
     );
-    expect(simulationTable({ rows: [row(1, 'entropy', 0, 0.5), row(2, 'entropy', 0, 0.6)] }).split('\n')[2]).toBe('| 0 | 4 | 0.550 (0.500, 0.600) |');
+    // Two seeds: a resampled mean is one seed's value or their average, so the interval spans both seeds.
+    expect(simulationTable({ rows: [row(1, 'entropy', 0, 0.5), row(2, 'entropy', 0, 0.6)] }).split('\n')[2]).toBe('| 0 | 4 | 0.550 [0.500, 0.600] |');
+    // Paired by seed: entropy beats random by 0.1 on seed 1 and by 0.3 on seed 2, though seed 2 scores lower overall.
+    const paired = summariseSimulation([row(1, 'entropy', 1, 0.8), row(1, 'random', 1, 0.7), row(2, 'entropy', 1, 0.5), row(2, 'random', 1, 0.2)]);
+    expect(paired.rounds[0].vsRandom[0]).toEqual({ difference: expect.closeTo(0.2, 12), ci95: [expect.closeTo(0.1, 12), expect.closeTo(0.3, 12)], seeds: 2 });
+    expect(paired.rounds[0].vsRandom[1]).toBeNull();
+    expect(paired.rounds[0].ci95[1]).toEqual([expect.closeTo(0.2, 12), expect.closeTo(0.7, 12)]);
   });
 
   it('refuses a folder too small for the plan, saying how many images it needs', async () => {

@@ -18,6 +18,8 @@ import {
   type ScoredImage,
 } from '../src/core/scoring/bootstrap.ts';
 import { compareArms } from '../src/core/scoring/compare.ts';
+import { formatSpread, summariseRepeats } from '../src/core/run/repeats.ts';
+import type { StageResult } from '../src/core/run/run-store.ts';
 
 const image = (id: string, tp: number, fp: number, fn: number, tn = 100, batch = 0): ScoredImage => ({ id, batch, confusion: { tp, fp, fn, tn } });
 
@@ -215,5 +217,27 @@ describe('compareArms', () => {
     const b = { name: 'b', images: a.images.slice(1) };
     expect(() => compareArms([{ name: 'a', runs: [a] }, { name: 'b', runs: [b] }])).toThrow(LesionError);
     expect(() => compareArms([{ name: 'a', runs: [a] }, { name: 'b', runs: [b] }])).toThrow('b was scored on 4 images and a on 5 (img0 is missing): a paired comparison needs the same images');
+  });
+});
+
+describe('summariseRepeats', () => {
+  const figures = (lesionIoU: number) => ({ paperMIoU: 0.5, pooledMIoU: 0.5, lesionIoU, dice: 0.6, thresholdedJaccard: 0.4, images: 6 });
+  const result = (stage: 'teacher' | 'student', test: number | null, val: number): StageResult => ({
+    stage,
+    best: { epoch: 2, val: figures(val) },
+    last: { epoch: 3, val: figures(val) },
+    test: test === null ? null : { overall: figures(test), bySet: {} },
+  });
+
+  it('gives each stage its seeds\' test figures, mean and spread, and falls back to validation when a seed has no test split', () => {
+    const stages = summariseRepeats([
+      { seed: 1, results: [result('teacher', 0.767, 0.7), result('student', null, 0.71)] },
+      { seed: 2, results: [result('teacher', 0.8, 0.7), result('student', 0.8, 0.75)] },
+      { seed: 3, results: [result('teacher', 0.78, 0.7)] },
+    ]);
+    expect(stages.map((s) => [s.stage, s.split, s.seeds])).toEqual([['teacher', 'test', [1, 2, 3]], ['student', 'val', [1, 2]]]);
+    expect(stages[0].spread.lesionIoU).toEqual({ n: 3, mean: expect.closeTo(0.782333, 5), sd: expect.closeTo(0.016623, 5), min: 0.767, max: 0.8 });
+    expect(formatSpread(stages[0].spread.lesionIoU)).toBe('78.2 ± 1.7 (76.7-80.0)');
+    expect(stages[1].perSeed.map((m) => m.lesionIoU)).toEqual([0.71, 0.75]);
   });
 });

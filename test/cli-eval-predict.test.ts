@@ -162,7 +162,7 @@ describe('lesion-studio predict', () => {
     const { code, stdout, stderr } = await cli('eval', '--pred', out, '--data', PH2);
     expect(code, stderr).toBe(0);
     expect(stderr).not.toMatch(/no prediction/);
-    expect(stdout).toMatch(/^scored at full resolution\n/);
+    expect(stdout).toMatch(/^scored at full resolution; percentages, each with its 95 % interval over images/);
     expect(stdout).toMatch(/\nph2\s+32\s/);
     expect(stdout).toMatch(/\noverall\s+32\s/);
   });
@@ -236,7 +236,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     const { code, stdout, stderr } = await cli('eval', '--pred', dir, '--data', ISIC2018, '--json');
     expect(code, stderr).toBe(0);
     expect(stderr).toContain(`warning: zero-one/${id8}_segmentation.png: mask is stored as 0/1 instead of 0/255; 1 taken as lesion`);
-    expect(perImageOf(stdout).get(id8)).toEqual({ id: id8, lesionIoU: 1, dice: 1 });
+    expect(perImageOf(stdout).get(id8)).toMatchObject({ id: id8, lesionIoU: 1, dice: 1 });
     expect(stderr).toContain(`warning: zero-one/ISIC_0000001_segmentation.png: symbolic link to ${path.join(work, 'moved-away.png')}, which does not exist`);
     // The decoder brings 16-bit samples to 8 bits first; however it reads 0/1 there, the file is named.
     expect(stderr).toMatch(new RegExp(`warning: zero-one/${id16}_segmentation\\.png: mask (is stored as 0/1|is empty)`));
@@ -267,7 +267,7 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(stderr.match(/^note: /gm)).toHaveLength(1);
     // The scores are still printed, nothing else changed.
     const byId = perImageOf(stdout);
-    expect(byId.get(transposed)).toEqual({ id: transposed, lesionIoU: 0, dice: 0 });
+    expect(byId.get(transposed)).toMatchObject({ id: transposed, lesionIoU: 0, dice: 0, confusion: { tp: 0, fp: 0, fn: lesionPixels(t.grey) } });
     expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeGreaterThan(0.95);
     expect((byId.get(halved) as { lesionIoU: number }).lesionIoU).toBeLessThan(1);
     expect(JSON.parse(stdout).overall.images).toBe(truth.size);
@@ -302,8 +302,10 @@ describe('lesion-studio eval --pred (full resolution, ISIC style)', () => {
     expect(r.pooledMIoU).toBeCloseTo((lesionIoU + tn / (tn + lost)) / 2, 12);
     expect(r.paperMIoU).toBeCloseTo(r.pooledMIoU, 12);
     const byId = new Map(r.perImage.map((p: { id: string }) => [p.id, p]));
-    expect(byId.get(emptied)).toEqual({ id: emptied, lesionIoU: 0, dice: 0 });
-    expect(byId.get(missing)).toEqual({ id: missing, lesionIoU: 0, dice: 0 });
+    expect(byId.get(emptied)).toMatchObject({ id: emptied, lesionIoU: 0, dice: 0, confusion: { tp: 0, fp: 0, fn: truth.get(emptied)!.lesion } });
+    expect(byId.get(missing)).toMatchObject({ id: missing, lesionIoU: 0, dice: 0, confusion: { tp: 0, fp: 0, fn: truth.get(missing)!.lesion } });
+    // One batch of every image: each image's counts add up to the pooled figures.
+    expect(r.perImage.every((p: { batch: number }) => p.batch === 0)).toBe(true);
   });
 });
 
@@ -312,13 +314,16 @@ describe('lesion-studio eval --model', () => {
     const { code, stdout, stderr } = await cli('eval', '--model', modelDir, '--data', PH2, '--json', '--backend', 'cpu');
     expect(code, stderr).toBe(0);
     const report = JSON.parse(stdout);
-    const fields = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJaccard', 'images', 'perImage'];
+    const fields = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJaccard', 'images', 'ci95', 'perImage'];
     expect(Object.keys(report.sets)).toEqual(['ph2']);
     for (const r of [report.sets.ph2, report.overall]) {
       expect(Object.keys(r).sort()).toEqual([...fields].sort());
       for (const f of fields.slice(0, 5)) {
         expect(r[f]).toBeGreaterThanOrEqual(0);
         expect(r[f]).toBeLessThanOrEqual(1);
+        // Every figure has its interval, around it.
+        expect(r.ci95[f][0]).toBeLessThanOrEqual(r[f]);
+        expect(r.ci95[f][1]).toBeGreaterThanOrEqual(r[f]);
       }
       expect(r.images).toBe(32);
       expect(r.perImage.map((p: { id: string }) => p.id).sort()).toEqual(readdirSync(path.join(PH2, 'PH2 Dataset images')).sort());

@@ -175,7 +175,7 @@ describe('the test scores a stage stores', () => {
       const prediction = predictions!.get(sample.id)!;
       expect([prediction.width, prediction.height]).toEqual([SIZE, SIZE]);
       const c = confusion(prediction.data, truth.data);
-      expect(scores!.find((s) => s.id === sample.id)).toEqual({ id: sample.id, lesionIoU: lesionJaccard(c), dice: lesionDice(c) });
+      expect(scores!.find((s) => s.id === sample.id)).toEqual({ id: sample.id, lesionIoU: lesionJaccard(c), dice: lesionDice(c), confusion: c, batch: expect.any(Number) });
     }
   });
 });

@@ -37,9 +37,16 @@ export class ProgressPrinter {
       case 'epoch':
         this.line(`${STAGE_TITLES[e.stage]} epoch ${e.epoch}/${e.epochs}: paper mIoU ${pct(e.metrics.paperMIoU)} lesion IoU ${pct(e.metrics.lesionIoU)} Dice ${pct(e.metrics.dice)} (EMA ${pct(e.ema)})${e.best ? ' best' : ''} in ${fmtTime(e.seconds)}`);
         return;
-      case 'evaluation':
-        this.line(`${STAGE_TITLES[e.stage]} ${e.split}: paper mIoU ${pct(e.overall.paperMIoU)} lesion IoU ${pct(e.overall.lesionIoU)} Dice ${pct(e.overall.dice)} thresholded Jaccard ${pct(e.overall.thresholdedJaccard)} on ${e.overall.images} images`);
+      case 'evaluation': {
+        const { overall } = e;
+        // Lesion IoU's interval, the headline figure's; the others are in metrics.json and metrics.csv.
+        const interval = overall.ci95 ? ` [${pct(overall.ci95.lesionIoU[0])}, ${pct(overall.ci95.lesionIoU[1])}]` : '';
+        this.line(
+          `${STAGE_TITLES[e.stage]} ${e.split}: paper mIoU ${pct(overall.paperMIoU)} lesion IoU ${pct(overall.lesionIoU)}${interval} Dice ${pct(overall.dice)} ` +
+            `thresholded Jaccard ${pct(overall.thresholdedJaccard)} on ${overall.images} images${overall.note ? ` (${overall.note})` : ''}`,
+        );
         return;
+      }
       case 'pseudo':
         if (this.tty) {
           process.stderr.write(`\r${STAGE_TITLES[e.stage]}: ${e.done}/${e.total} images, ${e.kept} kept, ${e.dropped} dropped, ${e.imagesPerSecond.toFixed(2)} img/s`.padEnd(120));

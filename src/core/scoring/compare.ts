@@ -38,7 +38,7 @@ import {
   type ScoredImage,
   type Spread,
 } from './bootstrap.ts';
-import { lesionJaccard, type Confusion } from './metrics.ts';
+import { accumulate, emptyConfusion, lesionJaccard, type Confusion } from './metrics.ts';
 
 /** One trained model's scores on the compared images. */
 export interface CompareRun {
@@ -159,17 +159,16 @@ function meanValues(values: readonly MetricValues[]): MetricValues {
   return Object.fromEntries(METRIC_KEYS.map((k) => [k, mean(values.map((v) => v[k]))])) as MetricValues;
 }
 
-/** Per image, the counts averaged over an arm's runs: the figures' ratios are unchanged by the scale. */
+/**
+ * Per image, the counts averaged over an arm's runs: the figures' ratios are
+ * unchanged by the scale. Summed as integers first, so that the same runs in
+ * another order give the same counts to the last bit.
+ */
 function averagedCounts(runs: readonly ScoredImage[][]): ScoredImage[] {
   return runs[0].map((s, i) => {
-    const c = { tp: 0, fp: 0, fn: 0, tn: 0 };
-    for (const run of runs) {
-      c.tp += run[i].confusion.tp / runs.length;
-      c.fp += run[i].confusion.fp / runs.length;
-      c.fn += run[i].confusion.fn / runs.length;
-      c.tn += run[i].confusion.tn / runs.length;
-    }
-    return { id: s.id, batch: s.batch, confusion: c };
+    const c = emptyConfusion();
+    for (const run of runs) accumulate(c, run[i].confusion);
+    return { id: s.id, batch: s.batch, confusion: { tp: c.tp / runs.length, fp: c.fp / runs.length, fn: c.fn / runs.length, tn: c.tn / runs.length } };
   });
 }
 
@@ -240,7 +239,7 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
   const permutations = options.permutations ?? DEFAULT_PERMUTATIONS;
   const aligned = align(arms);
   const n = aligned[0][0].length;
-  if (n === 0) throw new LesionError('dataset', 'no scored images to compare');
+  if (n === 0) throw new LesionError('dataset', 'no image was scored (none could be read): nothing to compare');
 
   const perRun = aligned.map((runs) => runs.map((images) => metricsOf(images)));
   const values = perRun.map(meanValues);

@@ -8,15 +8,15 @@
  * to the first with its interval and permutation-test p-value, P(A > B) over
  * paired repeats, and per-image wins and losses.
  *
- * Each --model is one arm; a comma list in one --model is several runs of
- * one recipe (seeds of one card), so that the intervals cover training noise
- * too. Run i of each arm is paired with run i of the first for P(A > B).
+ * Each --model is one arm, named A, B, C... in order; a comma list in one
+ * --model is several runs of one recipe (seeds of one card), so that the
+ * intervals cover training noise too. Run i of each arm is paired with run i
+ * of the first for P(A > B).
  * Models are the exported model folders `eval --model` takes. Every model is
  * scored at the same input size, so models taking different inputs, or data
  * without masks, are refused (exit 2).
  */
 import { stat } from 'node:fs/promises';
-import { LesionError } from '../../core/errors.ts';
 import { evaluate } from '../../core/scoring/evaluate.ts';
 import { METRIC_KEYS, METRIC_TITLES, type Interval } from '../../core/scoring/bootstrap.ts';
 import { compareArms, type CompareArm, type Comparison } from '../../core/scoring/compare.ts';
@@ -56,9 +56,11 @@ const compare: Command = {
     if (dataDirs.length === 0) return usage('give the labeled images to score on with --data');
     if (!Number.isInteger(batchSize) || batchSize < 1) return usage(`--batch must be a positive integer, got '${String(values.batch)}'`);
     if (!Number.isInteger(resamples) || resamples < 100) return usage(`--resamples must be an integer of at least 100, got '${String(values.resamples)}'`);
-    const arms = armFlags.map((flag) => ({ name: flag, dirs: flag.split(',').filter((d) => d !== '') }));
+    // Arms are named A, B, C... in the given order: their folders are listed once, not in every line.
+    const arms = armFlags.map((flag, i) => ({ name: String.fromCharCode(65 + i), flag, dirs: flag.split(',').filter((d) => d !== '') }));
+    if (arms.length > 26) return usage(`compare takes at most 26 arms, got ${arms.length}`);
     const empty = arms.find((a) => a.dirs.length === 0);
-    if (empty) return usage(`--model '${empty.name}' names no folder`);
+    if (empty) return usage(`--model '${empty.flag}' names no folder`);
     for (const dir of [...dataDirs, ...arms.flatMap((a) => a.dirs)]) {
       if (!(await stat(dir).catch(() => undefined))?.isDirectory()) {
         io.err(`lesion-studio compare: ${dir}: no such folder`);
@@ -112,7 +114,6 @@ const compare: Command = {
       compared.push({ name: arm.name, runs });
     }
     const comparison = compareArms(compared, { resamples });
-    if (comparison.images === 0) throw new LesionError('dataset', `none of the ${labeled.length} labeled images could be read`);
     const scoredAt = `model input ${inputSize}x${inputSize}`;
     io.out(values.json ? JSON.stringify({ scoredAt, ...comparison }, null, 2) : comparisonText(comparison, scoredAt));
     return 0;
@@ -136,6 +137,7 @@ function comparisonText(c: Comparison, scoredAt: string): string {
   const out = [
     `compared on ${c.images} images at ${scoredAt}; percentages, each with its 95 % interval (bootstrap of ${c.resamples.toLocaleString('en')} resamples: runs within each arm, then images, the same images for every arm)`,
     ...(c.note ? [`note: ${c.note}`] : []),
+    ...c.arms.map((a) => `${a.name}: ${a.runs.join(', ')}`),
     '',
     ...table(
       ['arm', 'runs', ...METRIC_KEYS.map((k) => METRIC_TITLES[k])],

@@ -5,15 +5,17 @@
  *
  * The simulated active-learning loop of src/core/active/active-loop.ts on labeled
  * folders: prints the card, the seeds and a table of lesion IoU on the test
- * split per round and strategy; --json writes every row (what the studio's
- * Results view plots when the file is opened there).
+ * split per round and strategy, with intervals over seeds and each strategy's
+ * difference to random paired by seed (simulation-summary.ts); --json writes
+ * every row and that summary (the rows are what the studio's Results view
+ * plots when the file is opened there).
  */
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/active/acquisition.ts';
 import { simulateActiveLearning, type SimulationResult } from '../../core/active/active-loop.ts';
-import { simulationTable, type SimulationRow } from '../../core/active/simulation-summary.ts';
+import { simulationTable, summariseSimulation, type SimulationRow } from '../../core/active/simulation-summary.ts';
 import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
@@ -146,9 +148,13 @@ const simulate: Command = {
       `round 0: ${epochs} epochs on ${spec.initial} images, then ${spec.rounds} rounds of +${spec.perRound} images and ${spec.fineTuneEpochs} fine-tune epochs; ` +
       `test split ${spec.test} images; backend ${backend.name}`);
     io.out(`seeds: ${seeds.join(', ')} (split, initial images, weights, noise and dropout all drawn from the seed)`);
-    io.out('lesion IoU on the test split (mean over seeds, each seed in brackets):');
+    io.out(
+      seeds.length > 1
+        ? `lesion IoU on the test split: mean over ${seeds.length} seeds [95 % interval over seeds, bootstrap], and each strategy minus random paired by seed:`
+        : 'lesion IoU on the test split, and each strategy minus random (one seed: no interval; give --seeds 1,2,3 for one over seeds):',
+    );
     io.out(simulationTable(result));
-    if (values.json) await writeFile(values.json as string, `${JSON.stringify(result, null, 2)}\n`);
+    if (values.json) await writeFile(values.json as string, `${JSON.stringify({ ...result, summary: summariseSimulation(rows) }, null, 2)}\n`);
     return 0;
   },
 };
