@@ -4,7 +4,9 @@
  * each test figure with its interval and the few-images note; Compare reads
  * the differing field, overlays both validation curves and gives the paired
  * difference with its interval and p-value, says that one seed per arm does
- * not cover training noise, and reads exactly 0 [0, 0] for a model against itself.
+ * not cover training noise, and reads exactly 0 [0, 0] for a model against itself;
+ * Repeat with seeds runs the card twice more on the same test images, Results
+ * shows their spread, and Compare pools the three seeds into one arm.
  */
 import { expect, test } from '@playwright/test';
 import { presetCard, type RunCard } from '../src/core/config.ts';
@@ -76,5 +78,32 @@ test('two runs differing in one card field, compared on the same test images', a
   await expect(page.getByTestId('compare-fields')).toHaveText('The cards are the same.');
   await expect(page.getByTestId('compare-headline')).toHaveText('+0.0 points [+0.0, +0.0]');
   await expect(page.getByTestId('compare-difference')).toContainText('p = 1.0');
+
+  // Repeat with seeds, from the warning: the four-epoch card twice more, one run after the other, on the same test images.
+  await page.getByTestId('repeat-seeds').first().click();
+  await page.getByTestId('tab-results').click();
+  await page.getByTestId('mode-results').click();
+  const repeats = page.getByTestId('results-repeats').locator('tbody tr').first();
+  await expect(repeats).toContainText(/2139, 2138, 2137/, { timeout: 300_000 });
+  await expect(repeats).toContainText('±');
+
+  // Compare with the three seeds as one arm against the two-epoch model.
+  await page.getByTestId('mode-compare').click();
+  await page.getByTestId('compare-add').click();
+  await page.getByTestId('compare-add').click();
+  const values = await page.getByTestId('compare-pick-0').locator('option').evaluateAll((options) => options.map((o) => (o as HTMLOptionElement).value));
+  // Newest first: seeds 2139 and 2138, the four-epoch run of seed 2137, the two-epoch run.
+  expect(values).toHaveLength(4);
+  for (const [i, value] of [values[3], values[2], values[1], values[0]].entries()) await page.getByTestId(`compare-pick-${i}`).selectOption(value);
+  await page.getByTestId('compare-run').click();
+  await expect(page.getByTestId('compare-metrics').locator('thead th')).toHaveCount(3);
+  await expect(page.getByTestId('compare-metrics').locator('thead th').nth(2)).toContainText('(seeds 2137, 2138, 2139)');
+  const differing = page.getByTestId('compare-fields').locator('tbody tr td:first-child');
+  await expect(differing).toHaveText(['seed', 'train.epochs']);
+  // Only the one-run arm is short of seeds now, and P(better) speaks of paired seeds only when both arms have them.
+  await expect(page.getByTestId('compare-warning')).toContainText('has one run)');
+  await expect(page.getByTestId('repeat-seeds')).toHaveCount(1);
+  await expect(page.getByTestId('compare-headline')).toHaveText(/^[+−]\d+\.\d points \[[+−]\d+\.\d, [+−]\d+\.\d\]$/);
+  await snap(page, 'compare-seeds');
   expect(errors).toEqual([]);
 });

@@ -293,6 +293,8 @@ export class Studio {
     if (!next) return;
     this.repeats = rest;
     await this.startCard(next);
+    // A series that cannot start (no data set open, say) is dropped rather than started by some later run's end.
+    if (this.run.status === 'failed') this.repeats = [];
   }
 
   private async startCard(card: RunCard): Promise<void> {
