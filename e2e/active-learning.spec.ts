@@ -248,7 +248,8 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   // Each figure is rounded on its own: their difference may be a tenth of a point off the difference's.
   const bought = parseFloat(boughtText.replace('−', '-'));
   expect(Math.abs(bought - (parseFloat(withText) - parseFloat(withoutText)))).toBeLessThanOrEqual(0.1 + 1e-9);
-  await expect(page.getByTestId('finetune-headline')).toContainText(/What the labels bought: lesion IoU [+−]\d+\.\d points, 95 % interval \[[+−]\d+\.\d, [+−]\d+\.\d\], p = /);
+  const headline = ((await page.getByTestId('finetune-headline').textContent()) ?? '').replace(/\s+/g, ' ');
+  expect(headline).toMatch(/What the labels bought: lesion IoU [+−]\d+\.\d points, 95 % interval \[[+−]\d+\.\d, [+−]\d+\.\d\], p = /);
   await expect(page.getByTestId('finetune')).toContainText('without them (control)');
   // The fine-tuned weights (the arm with the label) export like a stage's model, both arms in the metadata.
   await page.getByTestId('tab-export').click();

@@ -87,7 +87,8 @@ export class Studio {
     else localStorage.removeItem(REPEATS_KEY);
   }
 
-  private repeatQueue = $state<RunCard[]>(storedRepeats());
+  // Raw: the cards go to the worker as they are, and a deep $state proxy cannot be structured-cloned.
+  private repeatQueue = $state.raw<RunCard[]>(storedRepeats());
 
   private readonly onEvents = proxy((batch: StampedEvent[]) => {
     this.run.apply(batch);
@@ -283,8 +284,9 @@ export class Studio {
    * reload too.
    */
   async repeatWithSeeds(card: RunCard, seeds: number[]): Promise<void> {
-    const splitSeed = card.data.splitSeed ?? card.seed;
-    this.repeats = seeds.map((seed) => ({ ...card, seed, data: { ...card.data, splitSeed } }));
+    const plain = $state.snapshot(card);
+    const splitSeed = plain.data.splitSeed ?? plain.seed;
+    this.repeats = seeds.map((seed) => ({ ...plain, seed, data: { ...plain.data, splitSeed } }));
     await this.startNextRepeat();
   }
 
