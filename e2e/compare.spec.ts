@@ -86,6 +86,9 @@ test('two runs differing in one card field, compared on the same test images', a
   const repeats = page.getByTestId('results-repeats').locator('tbody tr').first();
   await expect(repeats).toContainText(/2139, 2138, 2137/, { timeout: 300_000 });
   await expect(repeats).toContainText('±');
+  // Each repeat that starts opens the Train view, as any run does: back to Results.
+  await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed');
+  await page.getByTestId('tab-results').click();
 
   // Compare with the three seeds as one arm against the two-epoch model.
   await page.getByTestId('mode-compare').click();
