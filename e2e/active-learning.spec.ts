@@ -5,7 +5,8 @@
  * route the test serves, since showDirectoryPicker cannot be driven
  * headless). A tiny teacher ranks the pool; a mask is drawn with pointer
  * events, saved, found again after a reload, exported as ISIC ground truth and
- * read back pixel for pixel, fine-tuned on (before and after), and counted by
+ * read back pixel for pixel, fine-tuned on (with the label against a control
+ * without it), and counted by
  * the next run's split.
  */
 import { expect, test, type Page } from '@playwright/test';
@@ -186,18 +187,31 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   expect(new Set(grey)).toEqual(new Set([0, 255]));
   expect(grey.map((v) => (v === 255 ? 1 : 0))).toEqual(saved.data);
 
-  // Fine-tuning the teacher with the new label, scored before and after on the run's test images.
+  // Fine-tuning the teacher with the new label and, as a control, without it: both arms scored on the run's test images.
   await page.getByTestId('tab-results').click();
   await page.getByTestId('finetune-epochs').fill('1');
   await page.getByTestId('finetune-start').click();
-  await expect(page.getByTestId('finetune-table')).toBeVisible({ timeout: 180_000 });
-  await expect(page.getByTestId('finetune')).toContainText('(1 expert label)');
+  await expect(page.getByTestId('finetune-table')).toBeVisible({ timeout: 300_000 });
+  await expect(page.getByTestId('finetune')).toContainText('images, 1 expert label) and');
   await expect(page.getByTestId('finetune-table').locator('tbody tr').first()).toContainText('lesion IoU');
+  const paperRow = page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td');
   // "Before" is the run's own best model on the run's own test images: the figure the run reported.
-  const runTest = await page.getByTestId('results-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').last().textContent();
-  await expect(page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(1)).toHaveText(runTest!);
-  // The fine-tuned weights export like a stage's model, their before and after in the metadata.
-  const afterText = await page.getByTestId('finetune-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').nth(2).textContent();
+  const runTest = (await page.getByTestId('results-table').locator('tbody tr', { hasText: 'paper mIoU' }).locator('td').last().textContent())!;
+  await expect(paperRow.nth(1)).toHaveText(runTest.replace(/\[.*$/, '').trim());
+  // Both arms, and the headline is with minus without, paired, with its interval.
+  const withoutText = (await paperRow.nth(2).textContent())!;
+  const withText = (await paperRow.nth(3).textContent())!;
+  expect(withoutText).toMatch(/^\d+\.\d %$/);
+  expect(withText).toMatch(/^\d+\.\d %$/);
+  const boughtText = (await paperRow.nth(4).textContent())!;
+  expect(boughtText).toMatch(/^[+−]\d+\.\d \[[+−]\d+\.\d, [+−]\d+\.\d\]$/);
+  // Each figure is rounded on its own: their difference may be a tenth of a point off the difference's.
+  const bought = parseFloat(boughtText.replace('−', '-'));
+  expect(Math.abs(bought - (parseFloat(withText) - parseFloat(withoutText)))).toBeLessThanOrEqual(0.1 + 1e-9);
+  const headline = ((await page.getByTestId('finetune-headline').textContent()) ?? '').replace(/\s+/g, ' ');
+  expect(headline).toMatch(/What the labels bought: lesion IoU [+−]\d+\.\d points, 95 % interval \[[+−]\d+\.\d, [+−]\d+\.\d\], p = /);
+  await expect(page.getByTestId('finetune')).toContainText('without them (control)');
+  // The fine-tuned weights (the arm with the label) export like a stage's model, both arms in the metadata.
   await page.getByTestId('tab-export').click();
   const [tuned] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-finetuned').click()]);
   const tunedZip = readZip(await readFile((await tuned.path())!));
@@ -206,7 +220,9 @@ test('the queue ranks the PH2 pool, a drawn mask is saved, survives a reload, ex
   const tunedMeta = JSON.parse(tunedZip.get(`${tunedDir}metadata.json`)!.toString());
   expect(tunedMeta.stage).toBe('teacher');
   expect(tunedMeta.fineTune.expertLabels).toBe(1);
-  expect(`${(tunedMeta.fineTune.after.paperMIoU * 100).toFixed(1)} %`).toBe(afterText);
+  expect(tunedMeta.fineTune.withoutLabels.train + 1).toBe(tunedMeta.fineTune.withLabels.train);
+  expect(`${(tunedMeta.fineTune.withLabels.scores.paperMIoU * 100).toFixed(1)} %`).toBe(withText);
+  expect(`${(tunedMeta.fineTune.withoutLabels.scores.paperMIoU * 100).toFixed(1)} %`).toBe(withoutText);
   // Labels and fine-tunes live in their own databases; the Storage view counts them too.
   await page.getByTestId('tab-storage').click();
   await expect(page.getByTestId('storage-labels')).toContainText('1 expert label (');

@@ -25,7 +25,7 @@ import { FsKeyValueStore } from '../src/node/store.ts';
 import type { ExportedFile } from '../src/worker/api.ts';
 import { OpenDataset } from '../src/worker/dataset.ts';
 import { exportMetrics, exportModel, exportPseudoLabels } from '../src/worker/exports.ts';
-import { predictUpload } from '../src/worker/results.ts';
+import { predictUpload } from '../src/core/run/stage-model.ts';
 import { cli } from './helpers/cli.ts';
 import { datasetsRoot } from './helpers/datasets.ts';
 

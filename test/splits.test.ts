@@ -6,7 +6,7 @@ import {
   paperSplit,
   splitSamples,
 } from '../src/core/dataset/splits.ts';
-import { quickCard } from '../src/core/config.ts';
+import { parseRunCard, quickCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { ConfigError } from '../src/core/errors.ts';
 import type { TrainerEvent } from '../src/core/events.ts';
@@ -110,5 +110,19 @@ describe('planSplit', () => {
     const half = planSplit({ ...card, data: { ...card.data, labeledFraction: 0.5 } }, { labeled, unlabeled: [] });
     expect(half.labelsHidden).toBeGreaterThan(0);
     expect(half.train.length + half.labelsHidden).toBe(plan.train.length);
+  });
+
+  it('holds out by the split seed when the card has one: repeats with other seeds keep their test images', () => {
+    const labeled = samples.slice(0, 40).map((s): Sample => ({ id: s.id, set: 'a', layout: 'images-masks', split: 'unspecified', image: `a/images/${s.id}.jpg`, mask: `a/masks/${s.id}.png` }));
+    const card = quickCard();
+    const first = planSplit(card, { labeled, unlabeled: [] });
+    const repeat = parseRunCard({ ...card, seed: card.seed + 1, data: { ...card.data, splitSeed: card.seed } });
+    expect(repeat.data.splitSeed).toBe(card.seed);
+    const repeated = planSplit(repeat, { labeled, unlabeled: [] });
+    expect(ids(repeated.test)).toEqual(ids(first.test));
+    expect(ids(repeated.val)).toEqual(ids(first.val));
+    // Without it, the other seed draws another split.
+    expect(ids(planSplit({ ...card, seed: card.seed + 1 }, { labeled, unlabeled: [] }).test)).not.toEqual(ids(first.test));
+    expect(() => parseRunCard({ ...card, data: { ...card.data, splitSeed: -1 } })).toThrow(ConfigError);
   });
 });

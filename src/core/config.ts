@@ -42,6 +42,13 @@ export interface DataConfig {
    * setting, to measure what self-training adds when labels are scarce).
    */
   labeledFraction: number;
+  /**
+   * Seeds which labeled images are held out for validation and test, in
+   * place of the card's seed. *Repeat with seeds* keeps the first run's, so
+   * the repeats differ in training noise and are scored on the same images,
+   * which a paired comparison needs.
+   */
+  splitSeed?: number;
 }
 
 export interface PseudoLabelConfig {
@@ -310,6 +317,7 @@ function data(o: Obj): DataConfig {
     split: parsed,
     unlabeledPerLabeled,
     labeledFraction: o.labeledFraction === undefined ? 1 : num(o, 'labeledFraction', 'data', 0.01, 1),
+    ...(o.splitSeed !== undefined && { splitSeed: num(o, 'splitSeed', 'data', 0, 2 ** 32 - 1, true) }),
   };
 }
 

@@ -39,6 +39,14 @@ const COMMANDS: Record<string, CommandEntry> = {
     summary: 'pack a run card, its split and its starting model as a job for PyTorch on a cluster (torchrun)',
     load: () => import('./commands/export-job.ts'),
   },
+  rank: {
+    summary: 'rank the unlabeled images of folders for labeling by a trained run\'s acquisition score (the Label view\'s queue)',
+    load: () => import('./commands/rank.ts'),
+  },
+  'fine-tune': {
+    summary: 'fine-tune a trained run with new labels and, as a control, without them: what the labels bought, with its interval',
+    load: () => import('./commands/fine-tune.ts'),
+  },
   'simulate-al': {
     summary: 'simulate active learning on labeled folders: lesion IoU per round, ranked picks against random ones',
     load: () => import('./commands/simulate-al.ts'),

@@ -4,6 +4,7 @@
  * exit code. Commands import this module, never cli.ts or one another.
  */
 import type { ParseArgsConfig } from 'node:util';
+import { ConfigError } from '../core/errors.ts';
 
 export interface CliIo {
   out(text: string): void;
@@ -41,3 +42,11 @@ export interface Command {
 }
 
 export const EXIT_USAGE = 2;
+
+/** A flag's whole number from 1, or `fallback` when it is absent; a ConfigError naming the flag otherwise. */
+export function positiveFlag(value: unknown, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(flag, `must be a whole number from 1, got '${String(value)}'`);
+  return n;
+}

@@ -7,6 +7,7 @@
  * data set again, and the run it was training is offered for resuming.
  */
 import { rootOf } from '../core/dataset/layouts.ts';
+import { parseRunCard, type RunCard } from '../core/config.ts';
 import type { DatasetSummary, OpenProgress, PagedFile, ProgressSink, RootRole, RootSummary, RunListing, StampedEvent } from '../worker/api.ts';
 import { CardState } from './card.svelte.ts';
 import { proxy, startTrainer, type Trainer, type TrainerLink } from './client.ts';
@@ -32,6 +33,19 @@ export const VIEWS: { id: View; title: string }[] = [
 const params = new URLSearchParams(location.search);
 const FAULTS = params.has('faults');
 const HEARTBEAT_MS = FAULTS && params.has('heartbeat') ? Number(params.get('heartbeat')) : 60_000;
+
+const REPEATS_KEY = 'lesion-studio-repeats';
+
+function storedRepeats(): RunCard[] {
+  try {
+    const cards = JSON.parse(localStorage.getItem(REPEATS_KEY) ?? '[]') as unknown[];
+    return cards.map((c) => parseRunCard(c));
+  } catch {
+    // A queue this studio cannot read is dropped: the runs it would start are the user's to start again.
+    localStorage.removeItem(REPEATS_KEY);
+    return [];
+  }
+}
 
 export class Studio {
   private link: TrainerLink = this.connect();
@@ -67,8 +81,23 @@ export class Studio {
   /** Role changes the worker has not answered yet: until then the split preview is the old roles'. */
   rolesChanging = $state(0);
 
+  /** Runs of a *Repeat with seeds* not started yet, in order. */
+  get repeats(): RunCard[] {
+    return this.repeatQueue;
+  }
+
+  set repeats(cards: RunCard[]) {
+    this.repeatQueue = cards;
+    if (cards.length > 0) localStorage.setItem(REPEATS_KEY, JSON.stringify(cards));
+    else localStorage.removeItem(REPEATS_KEY);
+  }
+
+  // Raw: the cards go to the worker as they are, and a deep $state proxy cannot be structured-cloned.
+  private repeatQueue = $state.raw<RunCard[]>(storedRepeats());
+
   private readonly onEvents = proxy((batch: StampedEvent[]) => {
     this.run.apply(batch);
+    if (!this.run.watching && this.repeats.length > 0 && batch.some(({ event }) => event.type === 'run' && event.status === 'completed')) void this.startNextRepeat();
     // The worker resumes by itself after a lost GPU, perhaps on another backend.
     if (!this.run.watching && batch.some(({ event }) => event.type === 'run' && event.status === 'resumed')) {
       void this.trainer.runBackend().then((backend) => {
@@ -308,8 +337,35 @@ export class Studio {
     }
   }
 
-  async startRun(): Promise<void> {
-    const card = this.card.snapshot();
+  startRun(): Promise<void> {
+    return this.startCard(this.card.snapshot());
+  }
+
+  /**
+   * *Repeat with seeds*: the card again with each seed, one run after the
+   * other, each a run like any (it resumes from its checkpoints). Every repeat
+   * keeps the held-out split of `card` (data.splitSeed), so Compare pairs the
+   * seeds on the same test images. The seeds not yet started are kept in
+   * localStorage and go on when the run before them completes, after a
+   * reload too.
+   */
+  async repeatWithSeeds(card: RunCard, seeds: number[]): Promise<void> {
+    const plain = $state.snapshot(card);
+    const splitSeed = plain.data.splitSeed ?? plain.seed;
+    this.repeats = seeds.map((seed) => ({ ...plain, seed, data: { ...plain.data, splitSeed } }));
+    await this.startNextRepeat();
+  }
+
+  private async startNextRepeat(): Promise<void> {
+    const [next, ...rest] = this.repeats;
+    if (!next) return;
+    this.repeats = rest;
+    await this.startCard(next);
+    // A series that cannot start (no data set open, say) is dropped rather than started by some later run's end.
+    if (this.run.status === 'failed') this.repeats = [];
+  }
+
+  private async startCard(card: RunCard): Promise<void> {
     await this.stopWatching();
     this.run.reset(card);
     this.view = 'train';

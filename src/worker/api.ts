@@ -12,6 +12,11 @@ import type { NoiseConfig, NoiseStep } from '../core/noise/chain.ts';
 import type { ExpertLabel, ExpertLabelInfo } from '../core/active/labels.ts';
 import type { FineTuneResult, StageResult, TrainingStage } from '../core/run/pipeline.ts';
 export type { FineTuneResult } from '../core/run/pipeline.ts';
+import type { FineTuneProgress } from '../core/active/fine-tune.ts';
+import type { FineTuneArmName } from '../core/run/display.ts';
+import type { ModelComparison } from '../core/run/compare-models.ts';
+export type { ModelComparison } from '../core/run/compare-models.ts';
+import type { StageRepeats } from '../core/run/repeats.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -215,6 +220,18 @@ export interface RunListing {
   lastCheckpoint?: { stage: StageName; epoch: number; step: number; bytes: number };
 }
 
+/** A model Compare can pick: a trained stage, or one arm of its fine-tune. */
+export interface ComparePick {
+  runId: string;
+  stage: TrainingStage;
+  fineTune?: FineTuneArmName;
+}
+
+export interface CompareOption extends ComparePick {
+  label: string;
+  createdAt: string;
+}
+
 export interface RunResultsView {
   runId: string;
   card: RunCard;
@@ -321,6 +338,8 @@ export interface PredictionView {
   /** The binary mask as a PNG (0/255), named like ISIC ground truth. */
   maskPng: ArrayBuffer;
   maskName: string;
+  /** What reading the file found odd (an EXIF orientation left unapplied), each naming it. */
+  warnings: string[];
 }
 
 export interface StorageUsage {
@@ -406,6 +425,12 @@ export interface TrainerApi {
   runHistory(runId: string): Promise<StampedEvent[]>;
   deleteRun(runId: string): Promise<void>;
   results(runId: string): Promise<RunResultsView | undefined>;
+  /** The run and every stored run of the same card with another seed (a *Repeat with seeds*): each seed's figures and their spread. */
+  repeats(runId: string): Promise<StageRepeats[]>;
+  /** Every tested stage of every stored run, and both arms of each fine-tune, newest run first. */
+  comparable(): Promise<CompareOption[]>;
+  /** The picked models on the same images (core/run/compare-models.ts); refused when they were tested on different images. */
+  compare(picks: ComparePick[]): Promise<ModelComparison>;
   /** Test images as the stage scored them when it ended (validation images, when there is no test part, scored now with its best model). */
   gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink): Promise<GalleryItem[]>;
   /** Most uncertain first. */
@@ -423,8 +448,8 @@ export interface TrainerApi {
   deleteLabel(image: string): Promise<ExpertLabelInfo[]>;
   /** `expert-labels/<id>_segmentation.png` (0/255 at the image's size) and a CSV of authors, notes and times. */
   exportExpertLabels(): Promise<ExportedFile[]>;
-  /** Continues from the stage's best checkpoint for a few epochs with the new expert labels; refused while a run trains. */
-  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink): Promise<FineTuneResult>;
+  /** The stage fine-tuned with the new expert labels and, as a control, without them (core/active/fine-tune.ts); refused while a run trains. */
+  fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: FineTuneProgress): Promise<FineTuneResult>;
   fineTuneResult(runId: string, stage: TrainingStage): Promise<FineTuneResult | undefined>;
   /** The fine-tune's best weights as a model export (layers format + metadata with its before and after). */
   exportFineTunedModel(runId: string, stage: TrainingStage): Promise<ExportedFile[]>;

@@ -1,28 +1,24 @@
 /**
- * Active learning in the worker: the acquisition queue (pool images ranked
- * by a score from a run's best checkpoint), the editor's task (the image at
+ * Active learning in the worker: the acquisition queue (the core's ranking,
+ * rankPool, with thumbnails and overlays), the editor's task (the image at
  * its own resolution with the model's mask or the saved label), saving expert
  * labels, and exporting them in the ISIC layout.
  */
-import { explainRank, median, rankBy, scoreImages, scoreOf, type ImageScores } from '../core/active/acquisition.ts';
+import { rankPool } from '../core/active/rank.ts';
 import type { RunCard } from '../core/config.ts';
-import { loadSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
-import type { BinaryMask, KeyValueStore, RgbImage } from '../core/io.ts';
+import type { KeyValueStore } from '../core/io.ts';
 import { ExpertLabelSource, type ExpertLabel, type LabelStore } from '../core/active/labels.ts';
-import { binariseLogits } from '../core/scoring/metrics.ts';
-import { buildDeepLabV3, copyWeights } from '../core/model/deeplab.ts';
-import { predictLogits } from '../core/scoring/predict.ts';
 import { resizeMask } from '../core/image/resize.ts';
 import { expertLabelFiles, predictionMask } from '../core/run/products.ts';
 import { RunStore } from '../core/run/run-store.ts';
+import { predictUpload } from '../core/run/stage-model.ts';
 import type { ExportedFile, LabelSave, LabelTask, QueueItem, QueueRequest, TaskProgressSink, TrainingStage } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
 import { BitmapDecoder, decodeBitmap } from './decode.ts';
 import { exported } from './exports.ts';
 import { maskOverlay } from './imaging.ts';
-import { withStageModel } from './results.ts';
 
 const decoder = new BitmapDecoder();
 
@@ -41,63 +37,28 @@ export async function acquisitionQueue(
   runs: KeyValueStore,
   labels: LabelStore,
   dataset: OpenDataset,
-  card: RunCard,
   request: QueueRequest,
   onProgress: TaskProgressSink,
 ): Promise<QueueItem[]> {
   const samples = pool(dataset);
   if (samples.length === 0) throw new LesionError('dataset', 'the open data set has no unlabeled images to rank; mark a folder as an unlabeled pool in the Dataset view');
-  const size = { width: card.model.inputSize, height: card.model.inputSize };
-  const batch = card.train.batchSize;
+  const { ranked } = await rankPool({ source: dataset.source, decoder, runs }, samples, request, onProgress);
   const labeled = await labels.images();
-  const scored = await withStageModel(new RunStore(runs, request.runId), request.stage, 'best', async (exportModel) => {
-    // MC-dropout needs the training build: it holds the seeded dropout layer (the export build's is tfjs's own).
-    const mc = request.score === 'mc-dropout' ? buildDeepLabV3(card.model, 'train', card.seed) : undefined;
-    if (mc) copyWeights(exportModel, mc);
-    const model = mc ?? exportModel;
-    try {
-      const out: { sample: Sample; scores: ImageScores; mask: BinaryMask }[] = [];
-      for (let start = 0; start < samples.length; start += batch) {
-        const chunk = samples.slice(start, start + batch);
-        const loaded: { sample: Sample; image: RgbImage }[] = [];
-        for (const sample of chunk) {
-          // An unreadable image is left out of the queue; its thumbnail in the Dataset view says why.
-          const got = await loadSample(sample, dataset.source, decoder, size).catch(() => undefined);
-          if (got) loaded.push({ sample, image: got.image });
-        }
-        if (loaded.length === 0) continue;
-        const images = loaded.map((l) => l.image);
-        const scores = await scoreImages(model, images, loaded.map((l) => l.sample.image), { batchSize: batch, seed: card.seed, mcPasses: mc ? request.mcPasses : 0, keepLogits: true });
-        loaded.forEach((l, i) => {
-          const { logits, ...kept } = scores[i];
-          out.push({ sample: l.sample, scores: kept, mask: { ...size, data: binariseLogits(logits!, card.eval.logitThreshold) } });
-        });
-        onProgress(Math.min(start + batch, samples.length), samples.length);
-      }
-      return out;
-    } finally {
-      mc?.dispose();
-    }
-  });
-  const ranked = rankBy(scored, (s) => scoreOf(s.scores, request.score));
-  const mid = median(ranked.map((r) => r.value));
-  const shown = ranked.slice(0, request.limit);
   return Promise.all(
-    shown.map(async ({ item, rank, value }) => {
-      const thumb = await dataset.thumbnail({ ...item.sample, mask: undefined }, request.size);
-      const lesion = item.mask.data.reduce((n, v) => n + v, 0);
+    ranked.slice(0, request.limit).map(async ({ sample, rank, value, why, scores, mask, lesionFraction }) => {
+      const thumb = await dataset.thumbnail({ ...sample, mask: undefined }, request.size);
       return {
-        id: item.sample.id,
-        set: item.sample.set,
-        image: item.sample.image,
+        id: sample.id,
+        set: sample.set,
+        image: sample.image,
         rank,
         value,
-        why: explainRank(item.scores, request.score, rank, ranked.length, mid),
-        scores: item.scores,
-        lesionFraction: lesion / item.mask.data.length,
-        labeled: labeled.has(item.sample.image),
+        why,
+        scores,
+        lesionFraction,
+        labeled: labeled.has(sample.image),
         bitmap: thumb.bitmap,
-        overlay: thumb.error ? undefined : maskOverlay(resizeMask(item.mask, thumb.bitmap.width, thumb.bitmap.height)),
+        overlay: thumb.error ? undefined : maskOverlay(resizeMask(mask, thumb.bitmap.width, thumb.bitmap.height)),
       } satisfies QueueItem;
     }),
   );
@@ -116,15 +77,14 @@ export async function labelTask(
 ): Promise<LabelTask> {
   const sample = pool(dataset).find((s) => s.image === image);
   if (!sample) throw new LesionError('dataset', 'is not an unlabeled image of the open data set', image);
-  const bitmap = await decodeBitmap(image, await dataset.source.read(image));
+  const bytes = await dataset.source.read(image);
+  const bitmap = await decodeBitmap(image, bytes);
   const { width, height } = bitmap;
   let prediction: ArrayBuffer | undefined;
   if (model) {
     const { card } = model;
-    const size = { width: card.model.inputSize, height: card.model.inputSize };
-    const loaded = await loadSample(sample, dataset.source, decoder, size);
-    const [logits] = await withStageModel(new RunStore(runs, model.runId), model.stage, 'best', (m) => predictLogits(m, [loaded.image], { batchSize: 1 }));
-    prediction = predictionMask(logits, card.model.inputSize, width, height, card.eval.logitThreshold).data.slice().buffer;
+    const { prediction: predicted } = await predictUpload(new RunStore(runs, model.runId), card, model.stage, image, bytes, decoder);
+    prediction = predictionMask(predicted.logits, card.model.inputSize, width, height, card.eval.logitThreshold).data.slice().buffer;
   }
   const saved = await labels.get(image);
   if (saved && (saved.width !== width || saved.height !== height)) {

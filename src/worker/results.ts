@@ -1,20 +1,18 @@
 /**
  * Looking at what a run produced: per-image scores with overlays, the
- * pseudo-labels for review, and predictions on any image. The stage's model
- * is loaded from its best checkpoint in the export build, the same network
- * the exported files hold.
+ * pseudo-labels for review, and predictions on any image, drawn as bitmaps
+ * around the core's stage model (core/run/stage-model.ts).
  */
-import type * as tf from '@tensorflow/tfjs';
 import type { RunCard } from '../core/config.ts';
-import { loadSample, rgbaToRgb, type LoadedSample } from '../core/dataset/loader.ts';
+import { loadSample, type LoadedSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
-import { decodeImage } from '../core/image/decode.ts';
-import type { BinaryMask, PixelDecoder } from '../core/io.ts';
+import type { BinaryMask } from '../core/io.ts';
 import { binariseLogits, confusion, lesionDice, lesionJaccard, type ImageScore } from '../core/scoring/metrics.ts';
-import { loadStageModel, type TrainingStage } from '../core/run/pipeline.ts';
+import type { TrainingStage } from '../core/run/pipeline.ts';
+import { predictUpload, samplesByKey, withStageModel } from '../core/run/stage-model.ts';
 import { predictLogits } from '../core/scoring/predict.ts';
-import { predictionMask, predictions, type Prediction } from '../core/run/products.ts';
+import { predictionMask } from '../core/run/products.ts';
 import type { PseudoStage, RunState, RunStore } from '../core/run/run-store.ts';
 import type { GalleryItem, PredictionView, PseudoLabelView, TaskProgressSink } from './api.ts';
 import type { OpenDataset } from './dataset.ts';
@@ -23,36 +21,6 @@ import { exported } from './exports.ts';
 import { comparisonOverlay, errorOverlay, fitWithin, maskOverlay, rgbBitmap } from './imaging.ts';
 
 const decoder = new BitmapDecoder();
-
-/**
- * Runs `use` with the stage's model and frees the model after. The caller
- * starts the backend (trainer.worker.ts), so that this module also runs in
- * Node's tests.
- */
-export async function withStageModel<T>(
-  run: RunStore,
-  stage: TrainingStage,
-  kind: 'best' | 'latest',
-  use: (model: tf.LayersModel) => Promise<T>,
-): Promise<T> {
-  const { model } = await loadStageModel(run.kv, run.runId, stage, kind);
-  try {
-    return await use(model);
-  } finally {
-    model.dispose();
-  }
-}
-
-/** The run's labeled samples by the key the pipeline stored them under. */
-export function samplesByKey(dataset: OpenDataset | undefined, keys: string[], roots: string[]): Sample[] {
-  const byKey = new Map((dataset?.inputs().labeled ?? []).map((s) => [`${s.set}/${s.id}`, s]));
-  const found = keys.map((key) => byKey.get(key));
-  const missing = found.filter((s) => s === undefined).length;
-  if (missing > 0) {
-    throw new LesionError('dataset', `${missing} of this run's images are not in the open data set; open ${roots.join(', ') || 'the folders it was trained on'} first`);
-  }
-  return found as Sample[];
-}
 
 /**
  * The held-out images with their prediction and ground truth. The test part
@@ -70,7 +38,7 @@ export async function gallery(
 ): Promise<GalleryItem[]> {
   const { state, card } = run;
   const split = state.split.test.length > 0 ? 'test' : 'val';
-  const samples = samplesByKey(dataset, state.split[split], run.roots);
+  const samples = samplesByKey(dataset?.inputs().labeled ?? [], state.split[split], run.roots);
   const size = { width: card.model.inputSize, height: card.model.inputSize };
   const batch = card.train.batchSize;
   const [scores, predictions] = split === 'test' ? await Promise.all([store.perImage(stage), store.testPredictions(stage)]) : [];
@@ -161,7 +129,7 @@ export async function pseudoLabelViews(
  */
 export async function predictFile(run: RunStore, card: RunCard, stage: TrainingStage, name: string, bytes: Uint8Array, displaySize: number): Promise<PredictionView> {
   const side = card.model.inputSize;
-  const { prediction, width, height } = await predictUpload(run, card, stage, name, bytes, decoder);
+  const { prediction, width, height, warnings } = await predictUpload(run, card, stage, name, bytes, decoder);
   const fit = fitWithin(width, height, displaySize);
   const original = await decodeBitmap(name, bytes);
   const bitmap = await createImageBitmap(original, { resizeWidth: fit.width, resizeHeight: fit.height, resizeQuality: 'high' });
@@ -174,24 +142,6 @@ export async function predictFile(run: RunStore, card: RunCard, stage: TrainingS
     lesionFraction: prediction.lesionFraction,
     maskPng,
     maskName,
+    warnings: warnings.map((w) => w.message),
   };
-}
-
-/** The Predict view's mask file for an uploaded image, and the image's own size: the core's prediction product. */
-export async function predictUpload(
-  run: RunStore,
-  card: RunCard,
-  stage: TrainingStage,
-  name: string,
-  bytes: Uint8Array,
-  pixels: PixelDecoder,
-): Promise<{ prediction: Prediction; width: number; height: number }> {
-  const side = card.model.inputSize;
-  const decoded = await decodeImage(pixels, name, bytes, { width: side, height: side, filter: 'bilinear' });
-  const stem = name.replace(/^.*\//, '').replace(/\.[^.]+$/, '');
-  const input = { id: stem, image: rgbaToRgb(decoded.pixels), width: decoded.sourceWidth, height: decoded.sourceHeight };
-  const [prediction] = await withStageModel(run, stage, 'best', (model) =>
-    predictions(model, [input], { inputSize: side, logitThreshold: card.eval.logitThreshold, batchSize: 1 }),
-  );
-  return { prediction, width: decoded.sourceWidth, height: decoded.sourceHeight };
 }

@@ -7,10 +7,16 @@ import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
-import { LabelStore } from '../core/active/labels.ts';
+import { hasExpertLabel, LabelStore } from '../core/active/labels.ts';
+import { deleteFineTunes, fineTune, fineTunedModelFiles, fineTuneResult, fineTuneScores, type FineTuneProgress } from '../core/active/fine-tune.ts';
 import { RunStore } from '../core/run/run-store.ts';
+import { compareModels, modelName, sameRecipe, stageScores } from '../core/run/compare-models.ts';
+import { summariseRepeats } from '../core/run/repeats.ts';
+import { FINE_TUNE_ARMS } from '../core/run/display.ts';
 import {
   FAULT_TEST_MARK,
+  type ComparePick,
+  type CompareOption,
   type DatasetSummary,
   type EventBatchSink,
   type InjectedFault,
@@ -25,10 +31,10 @@ import {
 import { capabilities, ensureBackend, estimateMemory } from './backend.ts';
 import { OpenDataset } from './dataset.ts';
 import { DemoFileSource } from './demo.ts';
-import { exportJob, exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
+import { exported, exportJob, exportMetrics, exportModel, exportPseudoLabels } from './exports.ts';
+import { BitmapDecoder } from './decode.ts';
 import { FileListSource, HandleFileSource } from './files.ts';
 import { acquisitionQueue, exportExpertLabels, labeledDataset, labelTask, saveLabel } from './labeling.ts';
-import { deleteFineTunes, exportFineTunedModel, fineTune, fineTuneResult } from './finetune.ts';
 import { injectDeviceFault } from './gpu-watch.ts';
 import { previewAugmentation, previewSplit } from './previews.ts';
 import { gallery, predictFile, pseudoLabelViews } from './results.ts';
@@ -122,6 +128,13 @@ async function runContext(runId: string) {
   const { state, card } = await runs.state(runId);
   const origin = await runs.origin(runId);
   return { state, card, roots: origin?.roots ?? [] };
+}
+
+/** Starts the backend the run's card asks for (a stage's model is about to run) and hands back the card. */
+async function onRunBackend(runId: string): Promise<RunCard> {
+  const { card } = await runs.state(runId);
+  await ensureBackend(card.backend);
+  return card;
 }
 
 const api: TrainerApi = {
@@ -271,8 +284,38 @@ const api: TrainerApi = {
     };
   },
 
+  async repeats(runId: string) {
+    const { card } = await runs.state(runId);
+    const seeds = (await runs.list()).filter((r) => r.status === 'completed' && sameRecipe(r.card, card));
+    return summariseRepeats(await Promise.all(seeds.map(async (r) => ({ seed: r.card.seed, results: (await runs.state(r.runId)).state.results }))));
+  },
+
+  async comparable() {
+    const options: CompareOption[] = [];
+    for (const listing of await runs.list()) {
+      const { state } = await runs.state(listing.runId);
+      for (const result of state.results) {
+        if (!result.test || result.stage === 'pseudo-teacher' || result.stage === 'pseudo-student') continue;
+        const stage = result.stage;
+        const base = { runId: listing.runId, createdAt: listing.createdAt };
+        options.push({ ...base, stage, label: modelName(listing.card, stage) });
+        if (await fineTuneResult(fineTunes, listing.runId, stage)) {
+          for (const arm of ['with', 'without'] as const) options.push({ ...base, stage, fineTune: arm, label: `${modelName(listing.card, stage)}, fine-tuned ${FINE_TUNE_ARMS[arm]}` });
+        }
+      }
+    }
+    return options;
+  },
+
+  async compare(picks: ComparePick[]) {
+    const models = await Promise.all(
+      picks.map((p) => (p.fineTune ? fineTuneScores(runStore, fineTunes, p.runId, p.stage, p.fineTune) : stageScores(new RunStore(runStore, p.runId), p.stage))),
+    );
+    return compareModels(models);
+  },
+
   async gallery(runId: string, stage: TrainingStage, onProgress: TaskProgressSink) {
-    await ensureBackend((await runs.state(runId)).card.backend);
+    await onRunBackend(runId);
     return moved(await gallery(new RunStore(runStore, runId), dataset && (await openLabeled()), await runContext(runId), stage, onProgress));
   },
 
@@ -285,14 +328,12 @@ const api: TrainerApi = {
   },
 
   async acquisitionQueue(request, onProgress) {
-    const { card } = await runs.state(request.runId);
-    await ensureBackend(card.backend);
-    return moved(await acquisitionQueue(runStore, labels, open(), card, request, onProgress));
+    await onRunBackend(request.runId);
+    return moved(await acquisitionQueue(runStore, labels, open(), request, onProgress));
   },
 
   async labelTask(image, model) {
-    const withCard = model && { ...model, card: (await runs.state(model.runId)).card };
-    if (withCard) await ensureBackend(withCard.card.backend);
+    const withCard = model && { ...model, card: await onRunBackend(model.runId) };
     return moved(await labelTask(runStore, labels, open(), image, withCard));
   },
 
@@ -314,11 +355,13 @@ const api: TrainerApi = {
     return moved(await exportExpertLabels(labels));
   },
 
-  async fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: TaskProgressSink) {
+  async fineTune(runId: string, stage: TrainingStage, epochs: number, onProgress: FineTuneProgress) {
     if (runs.activeRunId) throw new LesionError('config', `run ${runs.activeRunId} is training; fine-tune once it has finished or been stopped`);
-    const context = await runContext(runId);
-    await ensureBackend(context.card.backend);
-    return fineTune(runStore, fineTunes, await openLabeled(), context, stage, epochs, onProgress);
+    await onRunBackend(runId);
+    const data = await openLabeled();
+    const { labeled } = data.inputs();
+    const request = { runId, stage, epochs, roots: (await runContext(runId)).roots, labeled, newLabels: labeled.filter(hasExpertLabel) };
+    return fineTune({ source: data.source, decoder: new BitmapDecoder(), runs: runStore, store: fineTunes }, request, onProgress);
   },
 
   async fineTuneResult(runId: string, stage: TrainingStage) {
@@ -326,8 +369,9 @@ const api: TrainerApi = {
   },
 
   async exportFineTunedModel(runId: string, stage: TrainingStage) {
-    await ensureBackend((await runs.state(runId)).card.backend);
-    return moved(await exportFineTunedModel(runStore, fineTunes, runId, stage));
+    await onRunBackend(runId);
+    const files = await fineTunedModelFiles(runStore, fineTunes, runId, stage);
+    return moved(files.map((f) => exported(f, `${runId}-${stage}-finetuned/${f.name}`)));
   },
 
   async storageUsage() {
@@ -350,7 +394,7 @@ const api: TrainerApi = {
   },
 
   async exportModel(runId: string, stage: TrainingStage, kind: 'best' | 'latest') {
-    await ensureBackend((await runs.state(runId)).card.backend);
+    await onRunBackend(runId);
     return moved(await exportModel(new RunStore(runStore, runId), stage, kind));
   },
 
@@ -369,8 +413,7 @@ const api: TrainerApi = {
   },
 
   async predict(runId: string, stage: TrainingStage, name: string, bytes: ArrayBuffer, displaySize: number) {
-    const { card } = await runs.state(runId);
-    await ensureBackend(card.backend);
+    const card = await onRunBackend(runId);
     return moved(await predictFile(new RunStore(runStore, runId), card, stage, name, new Uint8Array(bytes), displaySize));
   },
 

@@ -64,28 +64,20 @@ export async function loadSample(
     source.read(sample.image),
     maskPath === undefined ? undefined : source.read(maskPath),
   ]);
-  const image = await decodeImage(decoder, sample.image, imageBytes, { ...size, filter: 'bilinear' });
-  const loaded: LoadedSample = {
-    image: rgbaToRgb(image.pixels),
-    sourceWidth: image.sourceWidth,
-    sourceHeight: image.sourceHeight,
-    warnings: [],
-  };
+  const loaded: LoadedSample = await loadImage(sample.image, imageBytes, decoder, size);
   const warn = (file: string, problem: string) => loaded.warnings.push({ file, message: `${file}: ${problem}` });
-  const tag = orientationWarning(sample.image, image);
-  if (tag) loaded.warnings.push({ file: sample.image, message: tag });
   if (maskPath === undefined || maskBytes === undefined) return loaded;
 
   // Both go to the target size independently, so a mask of another size
   // lines up with its image once resized.
   const mask = await readMask(maskPath, maskBytes, decoder, size);
-  const mismatch = maskAspectError(maskPath, mask, image);
+  const mismatch = maskAspectError(maskPath, mask, loaded);
   if (mismatch) throw mismatch;
-  if (mask.sourceWidth !== image.sourceWidth || mask.sourceHeight !== image.sourceHeight) {
+  if (mask.sourceWidth !== loaded.sourceWidth || mask.sourceHeight !== loaded.sourceHeight) {
     warn(
       maskPath,
       `mask is ${mask.sourceWidth}x${mask.sourceHeight} but its image is ` +
-        `${image.sourceWidth}x${image.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
+        `${loaded.sourceWidth}x${loaded.sourceHeight}; resized to ${size.width}x${size.height} with nearest neighbour`,
     );
   }
   for (const message of mask.warnings) loaded.warnings.push({ file: maskPath, message });
@@ -117,6 +109,22 @@ export function maskAspectError(maskPath: string, mask: { sourceWidth: number; s
       'another aspect ratio (rotated, transposed or cropped?); the pair is left out',
     maskPath,
   );
+}
+
+/**
+ * One image file, read the one way every image is read (training, scoring,
+ * ranking, and a file the user hands the Predict view): decoded, resized
+ * bilinearly to `size`, RGB, with the orientation tag's warning.
+ */
+export async function loadImage(path: string, bytes: Uint8Array, decoder: PixelDecoder, size: Size): Promise<LoadedSample> {
+  const image = await decodeImage(decoder, path, bytes, { ...size, filter: 'bilinear' });
+  const tag = orientationWarning(path, image);
+  return {
+    image: rgbaToRgb(image.pixels),
+    sourceWidth: image.sourceWidth,
+    sourceHeight: image.sourceHeight,
+    warnings: tag ? [{ file: path, message: tag }] : [],
+  };
 }
 
 export interface ReadMask {

@@ -25,3 +25,8 @@ export function formatBytes(bytes: number): string {
   }
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
+
+/** A fine-tune's two arms (core/active/fine-tune.ts): with the new labels, and its control without them. */
+export type FineTuneArmName = 'with' | 'without';
+
+export const FINE_TUNE_ARMS: Record<FineTuneArmName, string> = { with: 'with the new labels', without: 'without them (control)' };

@@ -13,7 +13,8 @@ import { labeledUnlabeledRatio, paperSplit, splitSamples } from '../dataset/spli
 import { plannedStages } from './display.ts';
 import { failureCode, LesionError } from '../errors.ts';
 import { evaluate } from '../scoring/evaluate.ts';
-import { withIntervals } from '../scoring/bootstrap.ts';
+import type { Comparison } from '../scoring/compare.ts';
+import { withIntervals, type Uncertainty } from '../scoring/bootstrap.ts';
 import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
@@ -56,18 +57,20 @@ const PRODUCER: Record<PseudoStage, TrainingStage> = { 'pseudo-teacher': 'teache
 
 /**
  * The card's held-out parts. Images an official layout already marks as test
- * (e.g. ISIC's Test folders) stay test; the rest is split with the card's seed.
+ * (e.g. ISIC's Test folders) stay test; the rest is split with the card's
+ * split seed, or its seed when it has none.
  */
 export function splitLabeled(card: RunCard, labeled: Sample[]): { train: Sample[]; val: Sample[]; test: Sample[] } {
   const official = labeled.filter((s) => s.split === 'test');
   const rest = labeled.filter((s) => s.split !== 'test');
   const split = card.data.split;
+  const seed = card.data.splitSeed ?? card.seed;
   if (split.kind === 'fractions') {
-    const parts = splitSamples(rest, { seed: card.seed, val: split.val, test: official.length > 0 ? 0 : split.test });
+    const parts = splitSamples(rest, { seed, val: split.val, test: official.length > 0 ? 0 : split.test });
     return { train: parts.train, val: parts.val, test: [...official, ...parts.test] };
   }
   const held = official.length > 0 ? { train: rest, test: official } : (() => {
-    const p = splitSamples(rest, { seed: card.seed, val: 0, test: split.test });
+    const p = splitSamples(rest, { seed, val: 0, test: split.test });
     return { train: p.train, test: p.test };
   })();
   const folds = paperSplit(held.train, split.valFold);
@@ -373,19 +376,39 @@ export interface ExportMetadata {
   fineTune?: FineTuneResult;
 }
 
-/** A fine-tune of a stage with expert labels, scored before and after with the same code. */
+/** One arm of a fine-tune: what it trained on and how it scored. */
+export interface FineTuneArm {
+  /** Training images: the run's own, plus the new labels in the arm that has them. */
+  train: number;
+  /** The arm's best epoch by the run's validation rule (null without validation images: the last epoch). */
+  bestEpoch: number | null;
+  /** Each epoch's validation figures, for Compare's curves. */
+  curve: { epoch: number; metrics: MetricSummary }[];
+  /** On the scored images, with 95 % intervals over them. */
+  scores: MetricSummary & Uncertainty;
+}
+
+/**
+ * A fine-tune of a stage with new labels and its control: the same schedule
+ * (epochs, seed, card) from the same checkpoint, once on the run's training
+ * images plus the new labels and once on the run's training images alone.
+ * `labels` (with minus without, paired on the scored images) is what the
+ * labels bought; `before` is the stage as the run left it.
+ */
 export interface FineTuneResult {
   runId: string;
   stage: TrainingStage;
   epochs: number;
   /** The run's test part, or its validation part when it has none. */
   split: 'test' | 'val';
-  /** Expert labels among the training images (the run's own training images are the rest). */
+  /** New labels among the training images of the arm that has them. */
   expertLabels: number;
-  train: number;
   /** Images the figures are computed on. */
   scored: number;
-  before: MetricSummary;
-  after: MetricSummary;
+  before: MetricSummary & Uncertainty;
+  withLabels: FineTuneArm;
+  withoutLabels: FineTuneArm;
+  /** compareArms([without, with]): the difference is with minus without. */
+  labels: Comparison;
   finishedAt: string;
 }
