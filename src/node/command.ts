@@ -43,6 +43,9 @@ export interface Command {
 
 export const EXIT_USAGE = 2;
 
+/** A `multiple` flag's values, none when it was not given. */
+export const listOf = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
+
 /** A flag's whole number from 1, or `fallback` when it is absent; a ConfigError naming the flag otherwise. */
 export function positiveFlag(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;

@@ -17,13 +17,11 @@ import { cardInitDescription, jobFiles } from '../../core/run/job.ts';
 import { buildDeepLabV3, copyWeights } from '../../core/model/deeplab.ts';
 import { initialiseEncoder } from '../../core/run/pipeline.ts';
 import { initNodeBackend } from '../backends.ts';
-import { EXIT_USAGE, type Command } from '../command.ts';
+import { EXIT_USAGE, listOf, type Command } from '../command.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 import { TORCH_PACKAGE_ROOT } from '../python.ts';
 import { readCard } from '../run-card.ts';
-
-const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const exportJob: Command = {
   usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <job> [--init <model dir>]',
@@ -37,8 +35,8 @@ const exportJob: Command = {
   },
   paths: { config: 'file', labeled: 'folder', unlabeled: 'folder', out: 'out-folder', init: 'folder' },
   async run({ values }, io) {
-    const labeledDirs = list(values.labeled);
-    const unlabeledDirs = list(values.unlabeled);
+    const labeledDirs = listOf(values.labeled);
+    const unlabeledDirs = listOf(values.unlabeled);
     const out = values.out as string | undefined;
     if (labeledDirs.length === 0 || !out || (values.config === undefined) === (values.preset === undefined)) {
       io.err(`usage: lesion-studio export-job ${exportJob.usage}`);

@@ -37,15 +37,13 @@ import { RunStore } from '../../core/run/run-store.ts';
 import { formatSpread, summariseRepeats } from '../../core/run/repeats.ts';
 import { METRIC_KEYS, METRIC_TITLES } from '../../core/scoring/bootstrap.ts';
 import { initNodeBackend, type NodeBackendName } from '../backends.ts';
-import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
+import { EXIT_USAGE, listOf, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { outHoldsData, overwriteRefusal } from '../outputs.ts';
 import { FsKeyValueStore } from '../store.ts';
 import { ProgressPrinter } from '../progress.ts';
 import { readCard } from '../run-card.ts';
-
-const list = (v: unknown): string[] => (v === undefined ? [] : (v as string[]));
 
 const train: Command = {
   usage: '(--config <run.json> | --preset paper|quick) --labeled <dir>... [--unlabeled <dir>...] --out <dir> [--seeds <n>,<n>...] [--backend auto|cpu|wasm|webgpu] [--resume | --replace] [--overwrite] [--run-id <id>]',
@@ -64,8 +62,8 @@ const train: Command = {
   },
   paths: { config: 'file', labeled: 'folder', unlabeled: 'folder', out: 'out-folder' },
   async run({ values }, io) {
-    const labeledDirs = list(values.labeled);
-    const unlabeledDirs = list(values.unlabeled);
+    const labeledDirs = listOf(values.labeled);
+    const unlabeledDirs = listOf(values.unlabeled);
     const out = values.out as string | undefined;
     const resume = Boolean(values.resume);
     if (labeledDirs.length === 0 || !out || (values.config === undefined) === (values.preset === undefined)) {
