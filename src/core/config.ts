@@ -340,7 +340,7 @@ export function parseRunCard(input: unknown): RunCard {
     model: model(obj(o.model, 'model', MODEL_KEYS)),
     train: train(obj(o.train, 'train', TRAIN_KEYS)),
     noise: noise(obj(o.noise, 'noise', ['preset', 'distortion', 'probabilities'])),
-    data: data(obj(o.data, 'data', ['split', 'unlabeledPerLabeled', 'labeledFraction'])),
+    data: data(obj(o.data, 'data', ['split', 'unlabeledPerLabeled', 'labeledFraction', 'splitSeed'])),
     pseudo: {
       threshold: num(pseudo, 'threshold', 'pseudo', 0.01, 0.99),
       minLesionFraction: num(pseudo, 'minLesionFraction', 'pseudo', 0, 0.5),
