@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { paperCard, type RunCard } from '../src/core/config.ts';
+import type { RunCard } from '../src/core/config.ts';
+import { tinyTestCard } from './helpers/cards.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
 import { saveLayersModel } from '../src/node/model-files.ts';
 import { cli, type Outcome } from './helpers/cli.ts';
@@ -22,27 +23,8 @@ const FIGURES = ['paperMIoU', 'pooledMIoU', 'lesionIoU', 'dice', 'thresholdedJac
 
 /** A teacher only, without noise, at 32 px: seconds per epoch. */
 function tinyCard(): RunCard {
-  const paper = paperCard();
-  return {
-    ...paper,
-    name: 'cli-compare-test',
-    seed: 3,
-    backend: 'wasm',
-    model: { encoder: 'mobilenetv2', width: 0.25, outputStride: 16, atrousRates: [2, 3, 4], asppChannels: 8, dropout: 0, inputSize: 32, init: 'random', inputRange: 'unit' },
-    train: {
-      ...paper.train,
-      epochs: 2,
-      batchSize: 4,
-      optimizer: { kind: 'adam', lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
-      readEverySteps: 2,
-      checkpointEverySteps: 5,
-      emaSmoothing: 0.5,
-    },
-    noise: { preset: 'none', distortion: 'optical' },
-    data: { split: { kind: 'fractions', val: 0.25, test: 0.2 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
-    student: { init: 'same-as-teacher', rounds: 0 },
-    eval: { logitThreshold: 0 },
-  };
+  const card = tinyTestCard('cli-compare-test', 3);
+  return { ...card, data: { ...card.data, unlabeledPerLabeled: 4 } };
 }
 
 type Figures = Record<(typeof FIGURES)[number], number> & { images: number; ci95: Record<(typeof FIGURES)[number], [number, number]>; note?: string };

@@ -15,7 +15,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fineTune, fineTunePerImage, fineTuneResult, fineTuneScores, type FineTuneResult } from '../src/core/active/fine-tune.ts';
 import { rankPool } from '../src/core/active/rank.ts';
-import { paperCard, type RunCard } from '../src/core/config.ts';
+import type { RunCard } from '../src/core/config.ts';
+import { tinyTestCard } from './helpers/cards.ts';
 import { inputsByRole, rootOf } from '../src/core/dataset/layouts.ts';
 import { METRIC_KEYS, metricsOf } from '../src/core/scoring/bootstrap.ts';
 import { compareModels, stageScores } from '../src/core/run/compare-models.ts';
@@ -35,27 +36,12 @@ const NEW_LABELS = ['ISIC_0000013', 'ISIC_0000015', 'ISIC_0000160', 'ISIC_000016
 const POOL = 6;
 
 function tinyCard(): RunCard {
-  const paper = paperCard();
+  const card = tinyTestCard('fine-tune-rank-test', 11);
   return {
-    ...paper,
-    name: 'fine-tune-rank-test',
-    seed: 11,
-    backend: 'wasm',
-    model: { encoder: 'mobilenetv2', width: 0.25, outputStride: 16, atrousRates: [2, 3, 4], asppChannels: 8, dropout: 0.2, inputSize: 32, init: 'random', inputRange: 'unit' },
-    train: {
-      ...paper.train,
-      epochs: 2,
-      batchSize: 4,
-      optimizer: { kind: 'adam', lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
-      readEverySteps: 2,
-      checkpointEverySteps: 50,
-      emaSmoothing: 0.5,
-    },
-    noise: { preset: 'none', distortion: 'optical' },
-    data: { split: { kind: 'fractions', val: 0.2, test: 0.25 }, unlabeledPerLabeled: 1, labeledFraction: 1 },
-    pseudo: { ...paper.pseudo, flipTta: false },
-    student: { init: 'same-as-teacher', rounds: 0 },
-    eval: { logitThreshold: 0 },
+    ...card,
+    model: { ...card.model, dropout: 0.2 },
+    train: { ...card.train, checkpointEverySteps: 50 },
+    data: { ...card.data, split: { kind: 'fractions', val: 0.2, test: 0.25 } },
   };
 }
 

@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Jimp } from 'jimp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { paperCard, type RunCard } from '../src/core/config.ts';
+import type { RunCard } from '../src/core/config.ts';
+import { tinyTestCard } from './helpers/cards.ts';
 import { inspectImage } from '../src/core/image/image-header.ts';
 import { loadSample } from '../src/core/dataset/loader.ts';
 import { binariseLogits, confusion, lesionDice, lesionJaccard } from '../src/core/scoring/metrics.ts';
@@ -36,27 +37,12 @@ const ISIC_IMAGE = path.join(ISIC2018, 'ISIC2018_Task1-2_Training_Input', 'ISIC_
 const PH2_IMAGE = path.join(PH2, 'PH2 Dataset images', 'IMD004', 'IMD004_Dermoscopic_Image', 'IMD004.bmp');
 
 function tinyCard(): RunCard {
-  const paper = paperCard();
+  const card = tinyTestCard('products-test', 7);
   return {
-    ...paper,
-    name: 'products-test',
-    seed: 7,
-    backend: 'wasm',
-    model: { encoder: 'mobilenetv2', width: 0.25, outputStride: 16, atrousRates: [2, 3, 4], asppChannels: 8, dropout: 0, inputSize: SIZE, init: 'random', inputRange: 'unit' },
-    train: {
-      ...paper.train,
-      epochs: 2,
-      batchSize: 4,
-      optimizer: { kind: 'adam', lr: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
-      readEverySteps: 2,
-      checkpointEverySteps: 5,
-      emaSmoothing: 0.5,
-    },
-    noise: { preset: 'none', distortion: 'optical' },
-    data: { split: { kind: 'fractions', val: 0.25, test: 0.15 }, unlabeledPerLabeled: 1, labeledFraction: 1 },
-    pseudo: { ...paper.pseudo, flipTta: false },
-    student: { init: 'same-as-teacher', rounds: 1 },
-    eval: { logitThreshold: 0 },
+    ...card,
+    model: { ...card.model, inputSize: SIZE },
+    data: { ...card.data, split: { kind: 'fractions', val: 0.25, test: 0.15 } },
+    student: { ...card.student, rounds: 1 },
   };
 }
 
