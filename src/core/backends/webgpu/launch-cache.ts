@@ -54,7 +54,8 @@ interface Backend {
   recordAndSubmit(program: Program, output: tf.TensorInfo, inputs: tf.TensorInfo[], uniforms?: Uniform[]): void;
 }
 
-const uniformBuffers = new Map<string, GPUBuffer>();
+// Per device: after a device is lost the studio starts a new one, and a buffer of the old device cannot be bound on it.
+const uniformBuffersOf = new WeakMap<GPUDevice, Map<string, GPUBuffer>>();
 let created = 0;
 
 /** How many uniform buffers the cache has had to create so far. */
@@ -95,6 +96,8 @@ export function cachedUniformBuffer(device: GPUDevice, queue: GPUQueue, block: A
   const words = new Uint32Array(block);
   let key = '';
   for (let i = 0; i < words.length; i++) key += `${words[i].toString(36)},`;
+  let uniformBuffers = uniformBuffersOf.get(device);
+  if (!uniformBuffers) uniformBuffersOf.set(device, (uniformBuffers = new Map()));
   let buffer = uniformBuffers.get(key);
   if (!buffer) {
     if (uniformBuffers.size >= CAPACITY) uniformBuffers.clear();
