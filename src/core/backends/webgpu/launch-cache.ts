@@ -39,18 +39,22 @@ interface Program {
 
 type Uniform = { type: string; data: number[] };
 
-interface Backend {
+/** The parts of tfjs-webgpu's backend that our launches drive (public in its JavaScript, not in its typings). */
+export interface BackendInternals {
   device: GPUDevice;
   queue: GPUQueue;
   commandEncoder: GPUCommandEncoder | null;
   computePassEncoder: GPUComputePassEncoder | null;
   dispatchCountInPass: number;
   commandQueueOwnedIds: WeakSet<object>;
-  activeTimers: unknown[] | null;
   tensorMap: { get(dataId: object): { resource?: GPUBuffer | GPUTexture } };
   ensureCommandEncoderReady(): void;
   endComputePassEncoder(): void;
   submitQueue(): void;
+}
+
+interface Backend extends BackendInternals {
+  activeTimers: unknown[] | null;
   recordAndSubmit(program: Program, output: tf.TensorInfo, inputs: tf.TensorInfo[], uniforms?: Uniform[]): void;
 }
 

@@ -10,22 +10,11 @@
  * disposal behave as for its own programs.
  */
 import * as tf from '@tensorflow/tfjs';
-import { cachedUniformBuffer } from './launch-cache.ts';
+import { cachedUniformBuffer, type BackendInternals } from './launch-cache.ts';
 
-/** The parts of tfjs-webgpu's backend this drives (public in its JavaScript, not in its typings). */
-interface Backend {
-  device: GPUDevice;
-  queue: GPUQueue;
-  commandEncoder: GPUCommandEncoder | null;
-  computePassEncoder: GPUComputePassEncoder | null;
-  dispatchCountInPass: number;
-  commandQueueOwnedIds: WeakSet<object>;
-  tensorMap: { get(dataId: object): { resource?: GPUBuffer } };
+interface Backend extends BackendInternals {
   makeTensorInfo(shape: number[], dtype: 'float32'): tf.TensorInfo;
   uploadToGPU(dataId: object): void;
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
 }
 
 export interface OwnProgram {
@@ -101,7 +90,8 @@ export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[
   const buffer = (info: tf.TensorInfo): GPUBuffer => {
     b.uploadToGPU(info.dataId);
     b.commandQueueOwnedIds.add(info.dataId);
-    return b.tensorMap.get(info.dataId).resource!;
+    // Float32 tensors live in storage buffers; only pixel inputs are textures, and none comes here.
+    return b.tensorMap.get(info.dataId).resource as GPUBuffer;
   };
   const pipeline = pipelineOf(b.device, p);
   const uniform = cachedUniformBuffer(b.device, b.queue, uniformBytes(p, uniforms));
