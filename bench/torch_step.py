@@ -31,7 +31,7 @@ from lesion_studio_torch.model import DeepLabV3  # noqa: E402
 
 # The paper card's model section (src/core/config.ts paperCard).
 PAPER_MODEL = {'encoder': 'mobilenetv2', 'width': 1, 'outputStride': 8, 'atrousRates': [12, 24, 36], 'asppChannels': 256,
-               'dropout': 0.5, 'inputSize': 256, 'init': 'imagenet', 'inputRange': 'symmetric'}
+               'dropout': 0.5, 'inputSize': 256, 'init': 'nsfwjs', 'inputRange': 'symmetric'}
 
 
 def dice_loss(logits, target, eps=1e-7):

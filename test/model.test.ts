@@ -12,7 +12,7 @@ import { softDiceLoss } from '../src/core/training/losses.ts';
 import { buildDeepLabV3, copyWeights, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
 import {
   applyEncoderWeights,
-  loadMobileNetV2ImageNet,
+  loadNsfwjsMobileNetV2,
   MOBILENETV2_PROVENANCE,
   weightsByLayerName,
   type NamedWeights,
@@ -72,7 +72,7 @@ describe('the default DeepLabV3-MobileNetV2 with the ImageNet-derived encoder', 
   beforeAll(async () => {
     await tf.setBackend('cpu');
     model = buildDeepLabV3(DEFAULT_CONFIG, 'train', paperCard().seed);
-    imagenet = await loadMobileNetV2ImageNet(DEFAULT_CONFIG);
+    imagenet = await loadNsfwjsMobileNetV2(DEFAULT_CONFIG);
     applied = applyEncoderWeights(model, imagenet);
   });
   afterAll(() => {
@@ -155,8 +155,8 @@ describe('encoder initialisation errors and user-supplied weights', () => {
   });
 
   it('refuses widths and encoders the built-in weights do not have', async () => {
-    await expect(loadMobileNetV2ImageNet({ encoder: 'mobilenetv2', width: 0.35 })).rejects.toBeInstanceOf(ConfigError);
-    await expect(loadMobileNetV2ImageNet({ encoder: 'resnet34', width: 1 })).rejects.toThrow(/user-supplied/);
+    await expect(loadNsfwjsMobileNetV2({ encoder: 'mobilenetv2', width: 0.35 })).rejects.toBeInstanceOf(ConfigError);
+    await expect(loadNsfwjsMobileNetV2({ encoder: 'resnet34', width: 1 })).rejects.toThrow(/user-supplied/);
   });
 
   it('names the layer whose shape does not fit', () => {

@@ -5,7 +5,14 @@
  * half-applies a card.
  */
 import { ConfigError } from './errors.ts';
-import type { ModelConfig } from './model/deeplab.ts';
+import type { EncoderInit, ModelConfig } from './model/deeplab.ts';
+
+export const ENCODER_INITS: readonly EncoderInit[] = ['nsfwjs', 'imagenet-through-block10', 'random', 'user'];
+/** The initialisations shipped offline: MobileNetV2 at width 1 only. */
+export const BUILT_IN_INITS: readonly EncoderInit[] = ['nsfwjs', 'imagenet-through-block10'];
+
+export const LOSS_NAMES = ['dice', 'bce', 'dice+bce'] as const;
+export type LossName = (typeof LOSS_NAMES)[number];
 import { DISTORTION_KINDS, NOISE_STEPS, type NoiseConfig } from './noise/chain.ts';
 
 export const RUN_CARD_VERSION = 1;
@@ -20,7 +27,14 @@ export interface TrainConfig {
   epochs: number;
   batchSize: number;
   optimizer: OptimizerConfig;
-  loss: 'dice' | 'bce';
+  loss: LossName;
+  /**
+   * How the learning rate moves over a stage: constant (the paper's code), or
+   * DeepLabV3's poly decay, lr * (1 - t/T)^0.9, after warmupEpochs of linear warm-up.
+   */
+  lrSchedule: 'constant' | 'poly';
+  /** Epochs over which the learning rate rises linearly from near zero (0 = none). */
+  warmupEpochs: number;
   /** BCE only: weight of lesion pixels (the paper's alternative used 1.25). */
   posWeight: number;
   /** Scalars are read back from the device every this many steps, not every step. */
@@ -103,7 +117,7 @@ export function paperCard(): RunCard {
       asppChannels: 256,
       dropout: 0.5,
       inputSize: 256,
-      init: 'imagenet',
+      init: 'nsfwjs',
       inputRange: 'symmetric',
     },
     train: {
@@ -111,6 +125,8 @@ export function paperCard(): RunCard {
       batchSize: 10,
       optimizer: { kind: 'sgd', lr: 0.006, momentum: 0.81, weightDecay: 0.02 },
       loss: 'dice',
+      lrSchedule: 'constant',
+      warmupEpochs: 0,
       posWeight: 1.25,
       readEverySteps: 5,
       checkpointEverySteps: 20,
@@ -217,7 +233,7 @@ function str(o: Obj, key: string, field: string): string {
 }
 
 const MODEL_KEYS = ['encoder', 'width', 'outputStride', 'atrousRates', 'asppChannels', 'dropout', 'inputSize', 'init', 'inputRange'] as const;
-const TRAIN_KEYS = ['epochs', 'batchSize', 'optimizer', 'loss', 'posWeight', 'readEverySteps', 'checkpointEverySteps', 'emaSmoothing'] as const;
+const TRAIN_KEYS = ['epochs', 'batchSize', 'optimizer', 'loss', 'lrSchedule', 'warmupEpochs', 'posWeight', 'readEverySteps', 'checkpointEverySteps', 'emaSmoothing'] as const;
 
 function model(o: Obj): ModelConfig {
   const f = 'model';
@@ -230,9 +246,10 @@ function model(o: Obj): ModelConfig {
     throw new ConfigError('model.atrousRates', `must be three integers between 1 and 64, got ${JSON.stringify(rates)}`);
   }
   const width = num(o, 'width', f, 0.1, 2);
-  const init = oneOf(o, 'init', f, ['imagenet', 'random', 'user'] as const);
-  if (init === 'imagenet' && (encoder !== 'mobilenetv2' || width !== 1)) {
-    throw new ConfigError('model.init', `"imagenet" is available for mobilenetv2 at width 1 only (offline weights); got ${encoder} at width ${width}`);
+  // 'imagenet' is what cards called the nsfwjs weights before their name said what they are.
+  const init = o.init === 'imagenet' ? 'nsfwjs' : oneOf(o, 'init', f, ENCODER_INITS);
+  if (BUILT_IN_INITS.includes(init) && (encoder !== 'mobilenetv2' || width !== 1)) {
+    throw new ConfigError('model.init', `"${init}" is available for mobilenetv2 at width 1 only (offline weights); got ${encoder} at width ${width}`);
   }
   return {
     encoder,
@@ -273,7 +290,10 @@ function train(o: Obj): TrainConfig {
     epochs: num(o, 'epochs', f, 1, 10000, true),
     batchSize: num(o, 'batchSize', f, 1, 512, true),
     optimizer: optimizer(o.optimizer),
-    loss: oneOf(o, 'loss', f, ['dice', 'bce'] as const),
+    loss: oneOf(o, 'loss', f, LOSS_NAMES),
+    // Cards written before these knobs existed ran the paper's constant rate.
+    lrSchedule: o.lrSchedule === undefined ? 'constant' : oneOf(o, 'lrSchedule', f, ['constant', 'poly'] as const),
+    warmupEpochs: o.warmupEpochs === undefined ? 0 : num(o, 'warmupEpochs', f, 0, 10000),
     posWeight: num(o, 'posWeight', f, 0.01, 100),
     readEverySteps: num(o, 'readEverySteps', f, 1, 1000, true),
     checkpointEverySteps: num(o, 'checkpointEverySteps', f, 1, 100000, true),
@@ -400,12 +420,14 @@ export const KNOB_HELP: Record<string, string> = {
   'model.asppChannels': 'Channels of every ASPP branch and of the decoder (256 in the paper).',
   'model.dropout': 'Dropout after the ASPP projection: the student\'s model noise (0.5 in the paper).',
   'model.inputSize': 'Images and masks are resized to this square side (256 in the paper).',
-  'model.init': 'imagenet = MobileNetV2 weights shipped offline; random; user = a tfjs layers model you supply.',
+  'model.init': 'nsfwjs = the MobileNetV2 shipped in nsfwjs (ImageNet through block_10, later blocks tuned by nsfwjs for its own task); imagenet-through-block10 = only its ImageNet blocks, the rest random; random; user = a tfjs layers model you supply.',
   'model.inputRange': 'unit feeds pixels in [0,1] (the paper); symmetric rescales to [-1,1] (what MobileNetV2 weights expect).',
   'train.epochs': 'Passes over the training images per stage (65 in the paper).',
   'train.batchSize': 'Images per step; the ragged last batch is dropped (10 in the paper).',
   'train.optimizer': 'SGD lr 0.006, momentum 0.81, weight decay 0.02 in the paper; Adam converges faster on small sets.',
-  'train.loss': 'dice = soft Dice pooled over the batch (the paper); bce = BCE with logits and pos_weight.',
+  'train.loss': 'dice = soft Dice pooled over the batch (the paper); bce = BCE with logits and pos_weight; dice+bce = their sum.',
+  'train.lrSchedule': 'constant = the paper\'s code; poly = DeepLabV3\'s decay to zero, lr * (1 - step/steps)^0.9.',
+  'train.warmupEpochs': 'The learning rate rises linearly over these first epochs (0 = the paper).',
   'train.posWeight': 'BCE only: the weight of lesion pixels.',
   'train.readEverySteps': 'How often the loss is read back from the device (reading every step stalls a GPU).',
   'train.checkpointEverySteps': 'How often a resumable checkpoint is saved (and at every epoch\'s end).',

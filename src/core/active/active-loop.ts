@@ -22,7 +22,7 @@ import { evaluate, summary } from '../scoring/evaluate.ts';
 import type { EventSink } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder, RgbImage } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
-import { applyEncoderWeights, loadMobileNetV2ImageNet } from '../model/pretrained.ts';
+import { initialiseEncoder } from '../run/pipeline.ts';
 import { deriveSeed, Rng } from '../random.ts';
 import { itemFromSample, PixelCache } from '../dataset/samples.ts';
 import type { SimulationRow } from './simulation-summary.ts';
@@ -135,16 +135,13 @@ export async function simulateActiveLearning(spec: SimulationSpec, host: Simulat
   return { format: 'lesion-studio-al-simulation/1', card, spec: rest, testIds: test.map((s) => s.id), rows };
 }
 
-/** The card's initial weights: the built-in ImageNet encoder when it asks for it. */
+/** The card's initial weights, as a run of the card starts from them. */
 async function initialModel(card: RunCard): Promise<tf.LayersModel> {
-  const model = buildDeepLabV3(card.model, 'train', card.seed);
-  if (card.model.init === 'imagenet') {
-    const weights = await loadMobileNetV2ImageNet(card.model);
-    applyEncoderWeights(model, weights);
-    for (const tensor of weights.values()) tensor.dispose();
-  } else if (card.model.init === 'user') {
-    throw new LesionError('config', 'the simulation starts from ImageNet or random weights; model.init "user" is not supported');
+  if (card.model.init === 'user') {
+    throw new LesionError('config', 'the simulation starts from built-in or random weights; model.init "user" is not supported');
   }
+  const model = buildDeepLabV3(card.model, 'train', card.seed);
+  await initialiseEncoder(card, model, undefined, () => {});
   return model;
 }
 

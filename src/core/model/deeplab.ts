@@ -10,7 +10,13 @@ import { mobileNetV2 } from './mobilenetv2.ts';
 import { resNet34 } from './resnet34.ts';
 
 export type EncoderName = 'mobilenetv2' | 'resnet34';
-export type EncoderInit = 'imagenet' | 'random' | 'user';
+/**
+ * Where the encoder's first weights come from. The built-in ones are the
+ * MobileNetV2 that nsfwjs ships: ImageNet's through block_10 (nsfwjs froze
+ * them), tuned by nsfwjs for its own task after. 'imagenet-through-block10'
+ * keeps only ImageNet's part and draws the later blocks.
+ */
+export type EncoderInit = 'nsfwjs' | 'imagenet-through-block10' | 'random' | 'user';
 
 export interface ModelConfig {
   encoder: EncoderName;

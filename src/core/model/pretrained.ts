@@ -36,7 +36,7 @@ function base64ToBytes(text: string): Uint8Array {
  * owns the tensors. Only the models subpath is imported, and lazily, so
  * nsfwjs's main entry never loads and bundlers split the 3.6 MB shard off.
  */
-export async function loadMobileNetV2ImageNet(
+export async function loadNsfwjsMobileNetV2(
   config?: Pick<ModelConfig, 'encoder' | 'width'>,
 ): Promise<NamedWeights> {
   if (config && config.encoder !== 'mobilenetv2') {
@@ -52,6 +52,25 @@ export async function loadMobileNetV2ImageNet(
   const specs = json.weightsManifest.flatMap((group) => group.weights);
   const decoded = tf.io.decodeWeights(shards.map((s) => s.buffer as ArrayBuffer), specs);
   return new Map(Object.entries(decoded));
+}
+
+/** MobileNetV2's layers that nsfwjs kept from ImageNet (it froze them): the stem and blocks 0-10. */
+const IMAGENET_LAYER = /^(Conv1|bn_Conv1|expanded_conv_|block_([1-9]|10)_)/;
+
+/**
+ * The card's built-in encoder weights: all of nsfwjs's, or only its ImageNet
+ * layers (the later blocks then keep the seeded draws). The caller owns the tensors.
+ */
+export async function builtInEncoderWeights(config: Pick<ModelConfig, 'encoder' | 'width' | 'init'>): Promise<NamedWeights> {
+  const weights = await loadNsfwjsMobileNetV2(config);
+  if (config.init === 'nsfwjs') return weights;
+  for (const [key, tensor] of weights) {
+    if (!IMAGENET_LAYER.test(key)) {
+      tensor.dispose();
+      weights.delete(key);
+    }
+  }
+  return weights;
 }
 
 /** A loaded tfjs layers model's weights, named the way applyEncoderWeights looks them up. */

@@ -68,8 +68,8 @@ export interface JobSpec {
 
 /** What a job's init/ holds when it starts from the card's own initialisation (as a run of the card starts). */
 export function cardInitDescription(card: RunCard): string {
-  return card.model.init === 'imagenet'
-    ? 'the offline ImageNet MobileNetV2 encoder, the rest drawn from the card\'s seed'
+  return card.model.init === 'nsfwjs' || card.model.init === 'imagenet-through-block10'
+    ? `the offline MobileNetV2 encoder (${card.model.init}), the rest drawn from the card's seed`
     : 'weights drawn from the card\'s seed, as the studio draws them';
 }
 

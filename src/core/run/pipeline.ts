@@ -18,7 +18,7 @@ import { withIntervals, type Uncertainty } from '../scoring/bootstrap.ts';
 import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
-import { applyEncoderWeights, loadMobileNetV2ImageNet, type NamedWeights } from '../model/pretrained.ts';
+import { applyEncoderWeights, builtInEncoderWeights, type NamedWeights } from '../model/pretrained.ts';
 import { generatePseudoLabels } from './pseudo.ts';
 import { deriveSeed } from '../random.ts';
 import { RunStore, type PseudoStage, type RunState, type StageResult, type TrainingStage } from './run-store.ts';
@@ -148,8 +148,8 @@ export async function initialiseEncoder(
   emit: EventSink,
 ): Promise<void> {
   if (card.model.init === 'random') return;
-  const weights = card.model.init === 'imagenet'
-    ? await loadMobileNetV2ImageNet(card.model)
+  const weights = card.model.init !== 'user'
+    ? await builtInEncoderWeights(card.model)
     : await (userEncoderWeights ?? (() => {
       throw new LesionError('model', 'model.init is "user" but no encoder weights were supplied');
     }))();

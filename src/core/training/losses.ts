@@ -4,9 +4,9 @@
  * targets [B,H,W,1] float32 in {0,1}. Each returns a differentiable scalar.
  */
 import * as tf from '@tensorflow/tfjs';
+import { LOSS_NAMES, type LossName } from '../config.ts';
 import { ConfigError } from '../errors.ts';
 
-export type LossName = 'dice' | 'bce';
 export type LossFn = (logits: tf.Tensor, targets: tf.Tensor) => tf.Scalar;
 
 export interface LossOptions {
@@ -16,7 +16,6 @@ export interface LossOptions {
   eps?: number;
 }
 
-export const LOSS_NAMES: readonly LossName[] = ['dice', 'bce'];
 
 /** Broadcasting [B,H,W,1] against [B,H,W] would silently score garbage. */
 function assertSameShape(logits: tf.Tensor, targets: tf.Tensor): void {
@@ -73,6 +72,9 @@ export function lossByName(name: LossName, opts: LossOptions = {}): LossFn {
       return (logits, targets) => softDiceLoss(logits, targets, opts.eps);
     case 'bce':
       return (logits, targets) => bceWithLogitsLoss(logits, targets, opts.posWeight);
+    case 'dice+bce':
+      // Dice alone is flat for confident wrong pixels; the cross-entropy term keeps them pulled (nnU-Net's default pairing).
+      return (logits, targets) => tf.tidy(() => tf.add(softDiceLoss(logits, targets, opts.eps), bceWithLogitsLoss(logits, targets, opts.posWeight)) as tf.Scalar);
     default:
       throw new ConfigError('loss', `unknown loss "${String(name)}"; expected one of ${LOSS_NAMES.join(', ')}`);
   }

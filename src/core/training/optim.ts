@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { wasmSgdStep } from '../backends/wasm/fused.ts';
 import { adamStep, sgdStep, useLever } from '../backends/webgpu/training.ts';
-import type { OptimizerConfig } from '../config.ts';
+import type { OptimizerConfig, TrainConfig } from '../config.ts';
 
 export interface NamedTensor {
   name: string;
@@ -20,8 +20,8 @@ export interface Param {
 }
 
 export interface Optimizer {
-  /** Applies one update; grads[i] belongs to params[i]; disposes the gradients. */
-  apply(params: Param[], grads: tf.Tensor[]): void;
+  /** Applies one update at lrScale times the configured rate; grads[i] belongs to params[i]; disposes the gradients. */
+  apply(params: Param[], grads: tf.Tensor[], lrScale?: number): void;
   state(): NamedTensor[];
   /** Replaces the state with copies of the given tensors. */
   setState(state: NamedTensor[]): void;
@@ -32,7 +32,7 @@ abstract class SlottedOptimizer implements Optimizer {
   protected slots = new Map<string, tf.Variable>();
   protected iterations = 0;
 
-  abstract apply(params: Param[], grads: tf.Tensor[]): void;
+  abstract apply(params: Param[], grads: tf.Tensor[], lrScale?: number): void;
 
   protected slot(name: string, like: tf.Tensor): tf.Variable {
     let v = this.slots.get(name);
@@ -70,8 +70,9 @@ export class Sgd extends SlottedOptimizer {
     super();
   }
 
-  apply(params: Param[], grads: tf.Tensor[]): void {
-    const { lr, momentum, weightDecay } = this.config;
+  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+    const { momentum, weightDecay } = this.config;
+    const lr = this.config.lr * lrScale;
     tf.tidy(() => {
       if (useLever('optimizer')) {
         const first = this.iterations === 0;
@@ -109,8 +110,9 @@ export class Adam extends SlottedOptimizer {
     super();
   }
 
-  apply(params: Param[], grads: tf.Tensor[]): void {
-    const { lr, beta1, beta2, epsilon, weightDecay } = this.config;
+  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+    const { beta1, beta2, epsilon, weightDecay } = this.config;
+    const lr = this.config.lr * lrScale;
     const t = this.iterations + 1;
     const correction1 = 1 - beta1 ** t;
     const correction2 = 1 - beta2 ** t;
@@ -133,6 +135,19 @@ export class Adam extends SlottedOptimizer {
     this.iterations = t;
     tf.dispose(grads);
   }
+}
+
+/**
+ * The factor on the configured learning rate for the stage's step `step`
+ * (0-based) of `totalSteps`: linear warm-up over the first warmupEpochs, then
+ * constant or DeepLabV3's poly decay (power 0.9). A function of the step
+ * alone, so a resumed stage takes exactly the rates of an unbroken one.
+ */
+export function learningRateScale(train: Pick<TrainConfig, 'lrSchedule' | 'warmupEpochs'>, step: number, totalSteps: number, stepsPerEpoch: number): number {
+  const warmup = Math.min(Math.round(train.warmupEpochs * stepsPerEpoch), totalSteps - 1);
+  if (step < warmup) return (step + 1) / (warmup + 1);
+  if (train.lrSchedule === 'constant') return 1;
+  return (1 - (step - warmup) / (totalSteps - warmup)) ** 0.9;
 }
 
 export function createOptimizer(config: OptimizerConfig): Optimizer {

@@ -21,7 +21,7 @@ import { lossByName } from './losses.ts';
 import { setDropoutSeed } from '../model/dropout.ts';
 import { canRecompute, outgrowsWasmHeap, trainingForward } from '../model/recompute.ts';
 import { applyNoise } from '../noise/chain.ts';
-import { createOptimizer } from './optim.ts';
+import { createOptimizer, learningRateScale } from './optim.ts';
 import { deriveSeed, Rng } from '../random.ts';
 import { imagesToBatch, masksToBatch, type PixelCache, type TrainItem } from '../dataset/samples.ts';
 
@@ -190,7 +190,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
             const x = tf.tensor4d(batch.x, [B, size, size, 3]);
             const y = tf.tensor4d(batch.y, [B, size, size, 1]);
             const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, x, recompute), y), variables);
-            optimizer.apply(params, variables.map((v) => grads[v.name]));
+            optimizer.apply(params, variables.map((v) => grads[v.name]), learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch));
             return value;
           });
           pending.push({ step: position.step + 1, epoch, loss });
