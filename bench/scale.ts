@@ -79,6 +79,7 @@ try {
     stage: 'pseudo-teacher',
     producer: { stage: 'teacher', checkpoint: 'bench-scale' },
     model,
+    postprocess: false,
     samples,
     card,
     cache: new PixelCache(source, new SharpDecoder(), store, { width: 64, height: 64 }, () => {}),

@@ -24,7 +24,7 @@ function tinyTeacher(lr: number): RunCard {
     train: { ...card.train, epochs: 3, batchSize: 2, readEverySteps: 1, checkpointEverySteps: 4, optimizer: { kind: 'adam', lr, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 } },
     data: { split: { kind: 'fractions', val: 0.2, test: 0.25 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
     student: { ...card.student, rounds: 0 },
-    eval: { logitThreshold: 0 },
+    eval: { logitThreshold: 0, tta: 'none', postprocess: 'none' },
   };
 }
 

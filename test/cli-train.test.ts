@@ -50,7 +50,7 @@ function tinyCard(epochs: number, changes: { inputSize?: number; lr?: number } =
     noise: { preset: 'none', distortion: 'optical' },
     data: { split: { kind: 'fractions', val: 0.25, test: 0.15 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
     student: { init: 'same-as-teacher', rounds: 0 },
-    eval: { logitThreshold: 0 },
+    eval: { logitThreshold: 0, tta: 'none', postprocess: 'none' },
   };
 }
 

@@ -60,6 +60,26 @@ describe('presets', () => {
     expect(card.pseudo.minLesionFraction * 256 * 256).toBeCloseTo(34, 9);
   });
 
+  it("keeps every default added since off in the paper card: constant rate, no warm-up, Dice alone, no TTA, no post-processing, the whole pretrained encoder", () => {
+    const card = paperCard();
+    expect(card.train).toMatchObject({ lrSchedule: 'constant', warmupEpochs: 0, loss: 'dice' });
+    expect(card.eval).toEqual({ logitThreshold: 0.5, tta: 'none', postprocess: 'none' });
+    expect(card.pseudo.flipTta).toBe(false);
+    expect(card.model.init).toBe('nsfwjs');
+  });
+
+  it('reads a card written before these knobs as the paper ran: constant rate, Dice, no TTA or post-processing, "imagenet" as nsfwjs', () => {
+    const legacy = JSON.parse(JSON.stringify(quickCard())) as Record<string, any>;
+    delete legacy.train.lrSchedule;
+    delete legacy.train.warmupEpochs;
+    legacy.eval = { logitThreshold: 0.5 };
+    legacy.model.init = 'imagenet';
+    const card = parseRunCard(legacy);
+    expect(card.train).toMatchObject({ lrSchedule: 'constant', warmupEpochs: 0 });
+    expect(card.eval).toEqual({ logitThreshold: 0.5, tta: 'none', postprocess: 'none' });
+    expect(card.model.init).toBe('nsfwjs');
+  });
+
   it('presets are fresh objects: editing one does not change the next', () => {
     const card = paperCard();
     card.model.atrousRates[0] = 99;
@@ -130,7 +150,7 @@ describe('bad cards are rejected with the field named', () => {
     expectRejected(edited((c) => (c.pseudo.treshold = 0.4)), 'pseudo.treshold', /did you mean pseudo\.threshold\?$/);
     expectRejected(edited((c) => (c.noise.probabilities = { transpos: 0.2 })), 'noise.probabilities.transpos', /did you mean noise\.probabilities\.transpose\?$/);
     // Nothing near it: the keys that exist are listed instead.
-    expectRejected(edited((c) => (c.eval.comment = 'x')), 'eval.comment', /unknown key; the keys here are logitThreshold$/);
+    expectRejected(edited((c) => (c.eval.comment = 'x')), 'eval.comment', /unknown key; the keys here are logitThreshold, tta, postprocess$/);
     // A key of the other kind would be ignored just the same.
     expectRejected(edited((c) => (c.train.optimizer.beta1 = 0.9)), 'train.optimizer.beta1', /belongs to kind "adam"/);
     expectRejected(edited((c) => (c.data.split.val = 0.2)), 'data.split.val', /belongs to kind "fractions"/);

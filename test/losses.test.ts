@@ -160,3 +160,15 @@ describe('lossByName', () => {
     tf.dispose([logits, targets]);
   });
 });
+
+describe('dice+bce', () => {
+  it('is the sum of the pooled soft Dice and BCE with the card\'s pos_weight', () => {
+    const logits = tf.tensor4d([2, -1, 0.5, -3, 1, 0], [1, 2, 3, 1]);
+    const targets = tf.tensor4d([1, 0, 1, 0, 0, 1], [1, 2, 3, 1]);
+    const sum = lossByName('dice+bce', { posWeight: 1.5 })(logits, targets).dataSync()[0];
+    const parts = softDiceLoss(logits, targets).dataSync()[0] + bceWithLogitsLoss(logits, targets, 1.5).dataSync()[0];
+    expect(sum).toBeCloseTo(parts, 6);
+    expect(sum).toBeGreaterThan(softDiceLoss(logits, targets).dataSync()[0]);
+    tf.dispose([logits, targets]);
+  });
+});

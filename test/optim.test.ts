@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Adam, createOptimizer, Sgd, type Optimizer, type Param } from '../src/core/training/optim.ts';
+import { Adam, createOptimizer, learningRateScale, Sgd, type Optimizer, type Param } from '../src/core/training/optim.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 
 const W0 = [1, -2];
@@ -140,5 +140,28 @@ describe.each(['cpu', 'wasm'] as const)('on %s', (backend) => {
       iterations.dispose();
       adam.dispose();
     });
+  });
+});
+
+describe('learningRateScale', () => {
+  it('is 1 throughout for the paper\'s constant rate', () => {
+    for (let step = 0; step < 30; step++) expect(learningRateScale({ lrSchedule: 'constant', warmupEpochs: 0 }, step, 30, 10)).toBe(1);
+  });
+
+  it('warms up linearly, then decays as (1 - t/T)^0.9, never reaching 0', () => {
+    const scales = Array.from({ length: 30 }, (_, step) => learningRateScale({ lrSchedule: 'poly', warmupEpochs: 1 }, step, 30, 10));
+    // Warm-up over the first epoch's 10 steps: 1/11 ... 10/11.
+    scales.slice(0, 10).forEach((s, i) => expect(s).toBeCloseTo((i + 1) / 11, 12));
+    // Then poly over the 20 steps left, from 1 at step 10.
+    expect(scales[10]).toBe(1);
+    expect(scales[20]).toBeCloseTo(0.5 ** 0.9, 12);
+    expect(scales[29]).toBeCloseTo((1 / 20) ** 0.9, 12);
+    for (let i = 11; i < 30; i++) expect(scales[i]).toBeLessThan(scales[i - 1]);
+  });
+
+  it('scales the step an optimiser takes (SGD: w -= lr * scale * g)', () => {
+    const p = param();
+    new Sgd({ kind: 'sgd', lr: 0.1, momentum: 0, weightDecay: 0 }).apply([p], [tf.tensor1d([1, -1])], 0.5);
+    expectClose(Array.from(p.variable.dataSync()), [1 - 0.05, -2 + 0.05]);
   });
 });

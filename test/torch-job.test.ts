@@ -24,7 +24,7 @@ const card: RunCard = {
   train: { ...quickCard().train, epochs: 1, batchSize: 4, optimizer: { kind: 'adam', lr: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 }, readEverySteps: 1, checkpointEverySteps: 2 },
   data: { split: { kind: 'fractions', val: 0.2, test: 0.3 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
   pseudo: { threshold: 0.5, minLesionFraction: 0.01, flipTta: true },
-  eval: { logitThreshold: 0 },
+  eval: { logitThreshold: 0, tta: 'none', postprocess: 'none' },
 };
 
 interface Launch {

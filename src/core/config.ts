@@ -84,6 +84,14 @@ export interface StudentConfig {
 export interface EvalConfig {
   /** The paper thresholds RAW logits at 0.5 (a lesion probability of 0.622). */
   logitThreshold: number;
+  /** Test-time augmentation of validation, test, eval and predict (pseudo-labels have pseudo.flipTta). */
+  tta: 'none' | 'flips';
+  /**
+   * auto = after each stage, keep the largest lesion and fill its holes when
+   * that scores a higher lesion IoU on the validation images (nnU-Net's rule);
+   * the decision is stored with the stage and its exported model.
+   */
+  postprocess: 'none' | 'auto';
 }
 
 export interface RunCard {
@@ -136,7 +144,7 @@ export function paperCard(): RunCard {
     data: { split: { kind: 'paper-fold', valFold: 0, test: 0.2 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
     pseudo: { threshold: 0.5, minLesionFraction: 34 / (256 * 256), flipTta: false },
     student: { init: 'same-as-teacher', rounds: 2 },
-    eval: { logitThreshold: 0.5 },
+    eval: { logitThreshold: 0.5, tta: 'none', postprocess: 'none' },
   };
 }
 
@@ -350,7 +358,7 @@ export function parseRunCard(input: unknown): RunCard {
   }
   const pseudo = obj(o.pseudo, 'pseudo', ['threshold', 'minLesionFraction', 'flipTta']);
   const student = obj(o.student, 'student', ['init', 'rounds']);
-  const evalConfig = obj(o.eval, 'eval', ['logitThreshold']);
+  const evalConfig = obj(o.eval, 'eval', ['logitThreshold', 'tta', 'postprocess']);
   if (typeof pseudo.flipTta !== 'boolean') throw new ConfigError('pseudo.flipTta', 'must be true or false');
   return {
     version,
@@ -370,7 +378,12 @@ export function parseRunCard(input: unknown): RunCard {
       init: oneOf(student, 'init', 'student', ['same-as-teacher', 'teacher-weights'] as const),
       rounds: num(student, 'rounds', 'student', 0, 2, true),
     },
-    eval: { logitThreshold: num(evalConfig, 'logitThreshold', 'eval', -20, 20) },
+    eval: {
+      logitThreshold: num(evalConfig, 'logitThreshold', 'eval', -20, 20),
+      // Cards written before these knobs read masks as the paper does.
+      tta: evalConfig.tta === undefined ? 'none' : oneOf(evalConfig, 'tta', 'eval', ['none', 'flips'] as const),
+      postprocess: evalConfig.postprocess === undefined ? 'none' : oneOf(evalConfig, 'postprocess', 'eval', ['none', 'auto'] as const),
+    },
   };
 }
 
@@ -443,4 +456,6 @@ export const KNOB_HELP: Record<string, string> = {
   'student.init': 'same-as-teacher = the paper (fresh from the same init); teacher-weights = fine-tune the teacher.',
   'student.rounds': '2 = student and student*, as in the paper; 0 = teacher only.',
   'eval.logitThreshold': 'Metrics threshold raw logits here (the paper: 0.5, i.e. probability 0.622).',
+  'eval.tta': 'flips = average the prediction over the image and its three flips (validation, test, eval, predict); none = the paper.',
+  'eval.postprocess': 'auto = keep the largest lesion and fill its holes when that scores better on the validation images; none = the paper.',
 };

@@ -10,6 +10,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { LesionError } from '../core/errors.ts';
 import type { ExportMetadata } from '../core/run/pipeline.ts';
+import type { Readout, TtaKind } from '../core/scoring/readout.ts';
 import { METADATA_FILE, MODEL_FILE, modelFiles } from '../core/run/products.ts';
 import type { CliIo } from './command.ts';
 import { writeProducts } from './files.ts';
@@ -149,7 +150,17 @@ async function readJson(dir: string, file: string): Promise<unknown> {
 export interface ExportedModel {
   model: tf.LayersModel;
   inputSize: number;
-  logitThreshold: number;
+  /** How its masks are read; a model saved before TTA and post-processing existed reads them as the paper does. */
+  readout: Readout;
+}
+
+/** How a command says it reads masks, e.g. 'logits thresholded at 0.5, flips TTA, largest lesion kept'. */
+export function describeReadout(readout: Readout): string {
+  return [
+    `logits thresholded at ${readout.logitThreshold}`,
+    ...(readout.tta === 'none' ? [] : [`${readout.tta} test-time augmentation`]),
+    ...(readout.postprocess ? ['largest lesion kept, holes filled'] : []),
+  ].join(', ');
 }
 
 /** The paper's threshold on raw logits, for a model saved without metadata. */
@@ -177,5 +188,6 @@ export async function loadExportedModel(dir: string, io: CliIo): Promise<Exporte
     io.err(`warning: ${modelDir} has no logitThreshold in metadata.json; using ${DEFAULT_LOGIT_THRESHOLD} (the paper's)`);
     logitThreshold = DEFAULT_LOGIT_THRESHOLD;
   }
-  return { model, inputSize: h, logitThreshold };
+  const tta: TtaKind = metadata?.tta === 'flips' || metadata?.tta === 'hflip' ? metadata.tta : 'none';
+  return { model, inputSize: h, readout: { logitThreshold, tta, postprocess: metadata?.postprocess === true } };
 }

@@ -83,8 +83,8 @@ export async function labelTask(
   let prediction: ArrayBuffer | undefined;
   if (model) {
     const { card } = model;
-    const { prediction: predicted } = await predictUpload(new RunStore(runs, model.runId), card, model.stage, image, bytes, decoder);
-    prediction = predictionMask(predicted.logits, card.model.inputSize, width, height, card.eval.logitThreshold).data.slice().buffer;
+    const { prediction: predicted, readout } = await predictUpload(new RunStore(runs, model.runId), card, model.stage, image, bytes, decoder);
+    prediction = predictionMask(predicted.logits, card.model.inputSize, width, height, readout).data.slice().buffer;
   }
   const saved = await labels.get(image);
   if (saved && (saved.width !== width || saved.height !== height)) {

@@ -8,7 +8,8 @@ import { loadSample, type LoadedSample } from '../core/dataset/loader.ts';
 import type { Sample } from '../core/dataset/layouts.ts';
 import { LesionError } from '../core/errors.ts';
 import type { BinaryMask } from '../core/io.ts';
-import { binariseLogits, confusion, lesionDice, lesionJaccard, type ImageScore } from '../core/scoring/metrics.ts';
+import { confusion, lesionDice, lesionJaccard, type ImageScore } from '../core/scoring/metrics.ts';
+import { readMask } from '../core/scoring/readout.ts';
 import type { TrainingStage } from '../core/run/pipeline.ts';
 import { predictUpload, samplesByKey, withStageModel } from '../core/run/stage-model.ts';
 import { predictLogits } from '../core/scoring/predict.ts';
@@ -83,11 +84,11 @@ export async function gallery(
       });
     });
   }
-  return withStageModel(store, stage, 'best', (model) =>
+  return withStageModel(store, stage, 'best', (model, readout) =>
     each(async (chunk, loaded) => {
-      const logits = await predictLogits(model, loaded.map((l) => l.image), { batchSize: batch });
+      const logits = await predictLogits(model, loaded.map((l) => l.image), { batchSize: batch, tta: readout.tta });
       chunk.forEach((sample, i) => {
-        const prediction: BinaryMask = { ...size, data: binariseLogits(logits[i], card.eval.logitThreshold) };
+        const prediction: BinaryMask = { ...size, data: readMask(logits[i], size.width, size.height, readout) };
         const c = confusion(prediction.data, loaded[i].mask!.data);
         add(sample, loaded[i], prediction, { lesionIoU: lesionJaccard(c), dice: lesionDice(c) });
       });
@@ -129,7 +130,7 @@ export async function pseudoLabelViews(
  */
 export async function predictFile(run: RunStore, card: RunCard, stage: TrainingStage, name: string, bytes: Uint8Array, displaySize: number): Promise<PredictionView> {
   const side = card.model.inputSize;
-  const { prediction, width, height, warnings } = await predictUpload(run, card, stage, name, bytes, decoder);
+  const { prediction, readout, width, height, warnings } = await predictUpload(run, card, stage, name, bytes, decoder);
   const fit = fitWithin(width, height, displaySize);
   const original = await decodeBitmap(name, bytes);
   const bitmap = await createImageBitmap(original, { resizeWidth: fit.width, resizeHeight: fit.height, resizeQuality: 'high' });
@@ -138,7 +139,7 @@ export async function predictFile(run: RunStore, card: RunCard, stage: TrainingS
   return {
     name,
     bitmap,
-    overlay: maskOverlay(predictionMask(prediction.logits, side, fit.width, fit.height, card.eval.logitThreshold)),
+    overlay: maskOverlay(predictionMask(prediction.logits, side, fit.width, fit.height, readout)),
     lesionFraction: prediction.lesionFraction,
     maskPng,
     maskName,

@@ -25,6 +25,6 @@ export function tinyTestCard(name: string, seed: number): RunCard {
     data: { split: { kind: 'fractions', val: 0.25, test: 0.2 }, unlabeledPerLabeled: 1, labeledFraction: 1 },
     pseudo: { ...paper.pseudo, flipTta: false },
     student: { init: 'same-as-teacher', rounds: 0 },
-    eval: { logitThreshold: 0 },
+    eval: { logitThreshold: 0, tta: 'none', postprocess: 'none' },
   };
 }

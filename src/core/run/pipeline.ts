@@ -15,6 +15,7 @@ import { failureCode, LesionError } from '../errors.ts';
 import { evaluate } from '../scoring/evaluate.ts';
 import type { Comparison } from '../scoring/compare.ts';
 import { withIntervals, type Uncertainty } from '../scoring/bootstrap.ts';
+import { readoutOf, type TtaKind } from '../scoring/readout.ts';
 import type { EventSink, MetricSummary, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
@@ -244,6 +245,7 @@ export async function runNoisyStudent(
           stage,
           producer: { stage: producer, checkpoint: String(await best.identity('best')) },
           model,
+          postprocess: state.results.find((r) => r.stage === producer)?.postprocess?.applied ?? false,
           samples: pool,
           card,
           cache,
@@ -278,12 +280,17 @@ export async function runNoisyStudent(
         const ckpt = run.checkpoints(stage);
         const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume, deviceError: host.deviceError });
         await ckpt.load('best', model);
+        const postprocess = await decidePostprocess(card, model, val, cache);
+        if (postprocess) {
+          const { without, with: withIt } = postprocess.valLesionIoU;
+          emit({ type: 'log', message: `${stage}: post-processing (largest lesion, holes filled) ${postprocess.applied ? 'kept' : 'left off'}: validation lesion IoU ${(100 * without).toFixed(1)}% without, ${(100 * withIt).toFixed(1)}% with` });
+        }
         let testResult: StageResult['test'] = null;
         if (test.length > 0) {
           const predictions = new Map<string, Uint8Array>();
           const evaluation = await evaluate(model, test, cache, {
+            ...readoutOf(card, postprocess?.applied),
             batchSize: card.train.batchSize,
-            logitThreshold: card.eval.logitThreshold,
             onPrediction: (id, mask) => predictions.set(id, mask),
           });
           testResult = {
@@ -300,6 +307,7 @@ export async function runNoisyStudent(
           best: { epoch: outcome.bestEpoch, val: outcome.bestValidation },
           last: { epoch: outcome.lastEpoch, val: outcome.lastValidation },
           test: testResult,
+          ...(postprocess && { postprocess }),
         };
         await saveState({ completed: [...state.completed, stage], results: [...state.results.filter((r) => r.stage !== stage), result] });
       }
@@ -315,6 +323,15 @@ export async function runNoisyStudent(
   await saveState({ status: 'completed' });
   emit({ type: 'run', runId, status: 'completed' });
   return { runId, stages: state.results, pseudoLabels };
+}
+
+/** eval.postprocess 'auto': whether the largest lesion, holes filled, scores better on the validation images; undefined when not asked or nothing to validate on. */
+async function decidePostprocess(card: RunCard, model: tf.LayersModel, val: TrainItem[], cache: PixelCache): Promise<StageResult['postprocess']> {
+  if (card.eval.postprocess !== 'auto' || val.length === 0) return undefined;
+  const evaluation = await evaluate(model, val, cache, { ...readoutOf(card), batchSize: card.train.batchSize, alsoPostprocessed: true });
+  const without = evaluation.overall.lesionIoU;
+  const withIt = evaluation.postprocessed!.lesionIoU;
+  return { applied: withIt > without, valLesionIoU: { without, with: withIt } };
 }
 
 /**
@@ -358,6 +375,8 @@ export function exportMetadata(card: RunCard, stage: StageName, results: StageRe
     input: 'RGB resized to inputSize x inputSize (aspect not kept), pixels scaled to [0, 1]',
     output: 'one channel of lesion logits at the input size',
     logitThreshold: card.eval.logitThreshold,
+    tta: card.eval.tta,
+    postprocess: results?.postprocess?.applied ?? false,
     card,
     results,
   };
@@ -370,6 +389,9 @@ export interface ExportMetadata {
   input: string;
   output: string;
   logitThreshold: number;
+  /** How predictions are read (readout.ts): test-time flips, and the stage's validated post-processing. */
+  tta: TtaKind;
+  postprocess: boolean;
   card: RunCard;
   results: StageResult | null;
   /** Present when the weights are a fine-tune's with expert labels (the Results view's before and after). */

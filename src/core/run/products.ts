@@ -12,9 +12,9 @@ import { METRIC_KEYS } from '../scoring/bootstrap.ts';
 import type { ExpertLabel } from '../active/labels.ts';
 import { inspectImage } from '../image/image-header.ts';
 import type { BinaryMask, FileSource, RgbImage } from '../io.ts';
-import { binariseLogits } from '../scoring/metrics.ts';
 import { maskPng } from '../image/png.ts';
 import { predictLogits } from '../scoring/predict.ts';
+import { largestLesionFilled, readMask, type Readout } from '../scoring/readout.ts';
 import { resizeAndThreshold, resizeMask } from '../image/resize.ts';
 import type { PseudoStage, RunStore } from './run-store.ts';
 
@@ -173,22 +173,25 @@ export interface Prediction {
 /**
  * Masks in the ISIC convention: the logits, at the model's input size, are
  * resized bilinearly to the image's own size and only then thresholded at the
- * card's logit threshold (row by row: no full-size float copy).
+ * card's logit threshold (row by row: no full-size float copy), then
+ * post-processed there when the stage kept post-processing.
  */
-export function predictionMask(logits: Float32Array, inputSize: number, width: number, height: number, logitThreshold: number): BinaryMask {
-  return resizeAndThreshold({ width: inputSize, height: inputSize, data: logits }, width, height, logitThreshold);
+export function predictionMask(logits: Float32Array, inputSize: number, width: number, height: number, readout: Pick<Readout, 'logitThreshold' | 'postprocess'>): BinaryMask {
+  const mask = resizeAndThreshold({ width: inputSize, height: inputSize, data: logits }, width, height, readout.logitThreshold);
+  return readout.postprocess ? { ...mask, data: largestLesionFilled(mask.data, width, height) } : mask;
 }
 
 export async function predictions(
   model: tf.LayersModel,
   inputs: PredictionInput[],
-  options: { inputSize: number; logitThreshold: number; batchSize: number },
+  options: { inputSize: number; readout: Readout; batchSize: number },
 ): Promise<Prediction[]> {
   if (inputs.length === 0) return [];
-  const logits = await predictLogits(model, inputs.map((i) => i.image), { batchSize: options.batchSize });
+  const { inputSize, readout } = options;
+  const logits = await predictLogits(model, inputs.map((i) => i.image), { batchSize: options.batchSize, tta: readout.tta });
   return inputs.map((input, i) => {
-    const mask = predictionMask(logits[i], options.inputSize, input.width, input.height, options.logitThreshold);
-    const lesion = binariseLogits(logits[i], options.logitThreshold).reduce((n, v) => n + v, 0);
+    const mask = predictionMask(logits[i], inputSize, input.width, input.height, readout);
+    const lesion = readMask(logits[i], inputSize, inputSize, readout).reduce((n, v) => n + v, 0);
     return { file: { name: maskFileName(input.id), bytes: maskPng(mask) }, logits: logits[i], lesionFraction: lesion / logits[i].length };
   });
 }

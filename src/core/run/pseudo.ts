@@ -14,6 +14,7 @@ import type { Sample } from '../dataset/layouts.ts';
 import type { EventSink, PseudoLabelRecord, StageName } from '../events.ts';
 import type { FileSource, RgbImage } from '../io.ts';
 import { meanEntropy, predictLogits } from '../scoring/predict.ts';
+import { readMask } from '../scoring/readout.ts';
 import type { MaskStats, RunStore, TrainingStage } from './run-store.ts';
 import type { PixelCache } from '../dataset/samples.ts';
 
@@ -27,6 +28,8 @@ export interface PseudoLabelJob {
   /** The producing checkpoint; part of every mask's key. */
   producer: { stage: TrainingStage; checkpoint: string };
   model: tf.LayersModel;
+  /** The producer's validated post-processing decision (readout.ts). */
+  postprocess: boolean;
   samples: Sample[];
   card: RunCard;
   cache: PixelCache;
@@ -56,17 +59,11 @@ export async function generatePseudoLabels(job: PseudoLabelJob): Promise<PseudoL
   let queue: { sample: Sample; key: string; image: RgbImage }[] = [];
   const predictQueue = async (): Promise<void> => {
     if (queue.length === 0) return;
-    const logits = await predictLogits(job.model, queue.map((q) => q.image), { batchSize: B, flipTta: card.pseudo.flipTta });
+    const logits = await predictLogits(job.model, queue.map((q) => q.image), { batchSize: B, tta: card.pseudo.flipTta ? 'hflip' : 'none' });
     for (let i = 0; i < queue.length; i++) {
       const l = logits[i];
-      const data = new Uint8Array(l.length);
-      let lesion = 0;
-      for (let p = 0; p < l.length; p++) {
-        if (l[p] >= logitThreshold) {
-          data[p] = 1;
-          lesion++;
-        }
-      }
+      const data = readMask(l, size, size, { logitThreshold, postprocess: job.postprocess });
+      const lesion = data.reduce((n, v) => n + v, 0);
       const stats: MaskStats = { lesionFraction: lesion / l.length, uncertainty: meanEntropy(l) };
       await run.setMask(queue[i].key, { width: size, height: size, data }, stats);
       record(queue[i].sample, queue[i].key, stats);

@@ -38,6 +38,12 @@ export interface StageResult {
   last: { epoch: number | null; val: MetricSummary | null };
   /** The best checkpoint's, each figure with its image-bootstrap interval. */
   test: { overall: TestFigures; bySet: Record<string, TestFigures> } | null;
+  /**
+   * eval.postprocess 'auto': the validation lesion IoU of the best checkpoint
+   * without and with post-processing, and whether it was kept (with is higher).
+   * Absent: the stage reads masks without it.
+   */
+  postprocess?: { applied: boolean; valLesionIoU: { without: number; with: number } };
 }
 
 /** What a run keeps about itself, so that it can resume on any host. */

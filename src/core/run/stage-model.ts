@@ -12,17 +12,18 @@ import type { PixelDecoder } from '../io.ts';
 import { loadStageModel } from './pipeline.ts';
 import { predictions, type Prediction } from './products.ts';
 import type { RunStore, TrainingStage } from './run-store.ts';
+import { readoutOf, type Readout } from '../scoring/readout.ts';
 
-/** Runs `use` with the stage's model and frees the model after. */
+/** Runs `use` with the stage's model and how its masks are read, and frees the model after. */
 export async function withStageModel<T>(
   run: RunStore,
   stage: TrainingStage,
   kind: 'best' | 'latest',
-  use: (model: tf.LayersModel) => Promise<T>,
+  use: (model: tf.LayersModel, readout: Readout) => Promise<T>,
 ): Promise<T> {
-  const { model } = await loadStageModel(run.kv, run.runId, stage, kind);
+  const { model, metadata } = await loadStageModel(run.kv, run.runId, stage, kind);
   try {
-    return await use(model);
+    return await use(model, readoutOf(metadata.card, metadata.postprocess));
   } finally {
     model.dispose();
   }
@@ -51,13 +52,13 @@ export async function predictUpload(
   name: string,
   bytes: Uint8Array,
   decoder: PixelDecoder,
-): Promise<{ prediction: Prediction; width: number; height: number; warnings: SampleWarning[] }> {
+): Promise<{ prediction: Prediction; readout: Readout; width: number; height: number; warnings: SampleWarning[] }> {
   const side = card.model.inputSize;
   const loaded = await loadImage(name, bytes, decoder, { width: side, height: side });
   const stem = name.replace(/^.*\//, '').replace(/\.[^.]+$/, '');
   const input = { id: stem, image: loaded.image, width: loaded.sourceWidth, height: loaded.sourceHeight };
-  const [prediction] = await withStageModel(run, stage, 'best', (model) =>
-    predictions(model, [input], { inputSize: side, logitThreshold: card.eval.logitThreshold, batchSize: 1 }),
+  const [prediction, readout] = await withStageModel(run, stage, 'best', async (model, readout) =>
+    [(await predictions(model, [input], { inputSize: side, readout, batchSize: 1 }))[0], readout] as const,
   );
-  return { prediction, width: loaded.sourceWidth, height: loaded.sourceHeight, warnings: loaded.warnings };
+  return { prediction, readout, width: loaded.sourceWidth, height: loaded.sourceHeight, warnings: loaded.warnings };
 }

@@ -3,28 +3,32 @@
  * set (ISIC 2017, ISIC 2018, PH2, ...), at the training size as the paper does.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { binariseLogits, MetricAccumulator, type MetricReport } from './metrics.ts';
+import { MetricAccumulator, type MetricReport } from './metrics.ts';
 import { predictLogits } from './predict.ts';
+import { largestLesionFilled, readMask, type Readout } from './readout.ts';
 import type { PixelCache, Pixels, TrainItem } from '../dataset/samples.ts';
 
 export interface Evaluation {
   overall: MetricReport;
   bySet: Record<string, MetricReport>;
+  /** With `alsoPostprocessed`: the same predictions post-processed, to decide whether post-processing helps. */
+  postprocessed?: MetricReport;
 }
 
 export async function evaluate(
   model: tf.LayersModel,
   items: TrainItem[],
   cache: PixelCache,
-  options: {
+  options: Partial<Readout> & {
     batchSize: number;
     logitThreshold: number;
-    flipTta?: boolean;
+    alsoPostprocessed?: boolean;
     /** Hears each item's 0/1 prediction, as scored. */
     onPrediction?: (id: string, mask: Uint8Array) => void;
   },
 ): Promise<Evaluation> {
   const overall = new MetricAccumulator();
+  const postprocessed = options.alsoPostprocessed ? new MetricAccumulator() : undefined;
   const bySet = new Map<string, MetricAccumulator>();
   for (let start = 0; start < items.length; start += options.batchSize) {
     const loaded: { item: TrainItem; pixels: Pixels }[] = [];
@@ -34,9 +38,12 @@ export async function evaluate(
     }
     if (loaded.length === 0) continue;
     const logits = await predictLogits(model, loaded.map((l) => l.pixels.image), options);
-    const preds = logits.map((l) => binariseLogits(l, options.logitThreshold));
+    const { width, height } = loaded[0].pixels.image;
+    const readout = { logitThreshold: options.logitThreshold, postprocess: options.postprocess ?? false };
+    const preds = logits.map((l) => readMask(l, width, height, readout));
     preds.forEach((mask, i) => options.onPrediction?.(loaded[i].item.id, mask));
     overall.addBatch(preds, loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
+    postprocessed?.addBatch(preds.map((p) => largestLesionFilled(p, width, height)), loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
     // Each set sees its own part of the batch as one batch, like the paper's per-batch mIoU.
     const sets = new Set(loaded.map((l) => l.item.set));
     for (const set of sets) {
@@ -48,6 +55,7 @@ export async function evaluate(
   }
   return {
     overall: overall.report(),
+    ...(postprocessed && { postprocessed: postprocessed.report() }),
     bySet: Object.fromEntries([...bySet].map(([set, acc]) => [set, acc.report()])),
   };
 }

@@ -5,12 +5,16 @@
 import * as tf from '@tensorflow/tfjs';
 import type { RgbImage } from '../io.ts';
 import { imagesToBatch } from '../dataset/samples.ts';
+import type { TtaKind } from './readout.ts';
 
 export interface PredictOptions {
   batchSize: number;
-  /** Average the lesion probability with that of the horizontally flipped image. */
-  flipTta?: boolean;
+  /** Average the lesion probability over flipped copies of the image (none when absent). */
+  tta?: TtaKind;
 }
+
+/** The flips each TTA averages over, as [vertical, horizontal] axes of an NHWC batch. */
+const FLIPS: Record<TtaKind, number[][]> = { none: [[]], hflip: [[], [2]], flips: [[], [2], [1], [1, 2]] };
 
 /** Per image, the lesion logits at the model's input size (H*W floats). */
 export async function predictLogits(model: tf.LayersModel, images: RgbImage[], options: PredictOptions): Promise<Float32Array[]> {
@@ -24,10 +28,13 @@ export async function predictLogits(model: tf.LayersModel, images: RgbImage[], o
       : chunk;
     const logits = tf.tidy(() => {
       const x = tf.tensor4d(imagesToBatch(padded), [batchSize, h, w, 3]);
-      const y = model.predict(x) as tf.Tensor4D;
-      if (!options.flipTta) return y;
-      const flipped = tf.image.flipLeftRight(model.predict(tf.image.flipLeftRight(x)) as tf.Tensor4D);
-      const p = tf.mul(tf.add(tf.sigmoid(y), tf.sigmoid(flipped)), 0.5);
+      const flips = FLIPS[options.tta ?? 'none'];
+      if (flips.length === 1) return model.predict(x) as tf.Tensor4D;
+      const probabilities = flips.map((axes) => {
+        const flip = (t: tf.Tensor4D): tf.Tensor4D => (axes.length === 0 ? t : tf.reverse(t, axes));
+        return tf.sigmoid(flip(model.predict(flip(x)) as tf.Tensor4D));
+      });
+      const p = tf.div(tf.addN(probabilities), flips.length);
       // Back to logits so every consumer thresholds the same quantity.
       const eps = 1e-6;
       const clipped = tf.clipByValue(p, eps, 1 - eps);

@@ -15,6 +15,7 @@ import { batchTooLarge, type RunCard } from '../config.ts';
 import { CancelledError, type RunControl } from './control.ts';
 import { LesionError } from '../errors.ts';
 import { evaluate, summary } from '../scoring/evaluate.ts';
+import { readoutOf } from '../scoring/readout.ts';
 import type { EventSink, MetricSummary, StageName } from '../events.ts';
 import type { BinaryMask, RgbImage } from '../io.ts';
 import { lossByName } from './losses.ts';
@@ -208,7 +209,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
       let best = false;
       let validation: MetricSummary | null = null;
       if (val.length > 0) {
-        validation = summary((await evaluate(model, val, cache, { batchSize: B, logitThreshold: card.eval.logitThreshold })).overall);
+        validation = summary((await evaluate(model, val, cache, { ...readoutOf(card), batchSize: B })).overall);
         const metric = validation.paperMIoU;
         ema = ema === null ? metric : emaSmoothing * ema + (1 - emaSmoothing) * metric;
       }

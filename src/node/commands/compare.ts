@@ -25,7 +25,7 @@ import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
-import { loadExportedModel } from '../model-files.ts';
+import { describeReadout, loadExportedModel } from '../model-files.ts';
 import { NO_PSEUDO_LABELS } from '../store.ts';
 
 /** The official validation batch, as eval's default. */
@@ -105,10 +105,10 @@ const compare: Command = {
     for (const arm of arms) {
       const runs = [];
       for (const dir of arm.dirs) {
-        const { model, logitThreshold } = await loadExportedModel(dir, io);
-        io.err(`scoring ${dir} on ${labeled.length} images at ${inputSize}x${inputSize}, logits thresholded at ${logitThreshold}`);
+        const { model, readout } = await loadExportedModel(dir, io);
+        io.err(`scoring ${dir} on ${labeled.length} images at ${inputSize}x${inputSize}, ${describeReadout(readout)}`);
         try {
-          runs.push({ name: dir, images: (await evaluate(model, items, cache, { batchSize, logitThreshold })).overall.perImage });
+          runs.push({ name: dir, images: (await evaluate(model, items, cache, { ...readout, batchSize })).overall.perImage });
         } finally {
           model.dispose();
         }

@@ -42,7 +42,7 @@ import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, setFolderName } from '../files.ts';
-import { loadExportedModel } from '../model-files.ts';
+import { describeReadout, loadExportedModel } from '../model-files.ts';
 import { NO_PSEUDO_LABELS } from '../store.ts';
 
 /** The official validation batch: the paper's mIoU is pooled per batch of this many images. */
@@ -86,14 +86,14 @@ const evalCommand: Command = {
     if (modelDir !== undefined) {
       const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
       io.err(`backend: ${backend.name} (${backend.detail})`);
-      const { model, inputSize, logitThreshold } = await loadExportedModel(modelDir, io);
-      io.err(`scoring ${labeled.length} images at ${inputSize}x${inputSize}, logits thresholded at ${logitThreshold}`);
+      const { model, inputSize, readout } = await loadExportedModel(modelDir, io);
+      io.err(`scoring ${labeled.length} images at ${inputSize}x${inputSize}, ${describeReadout(readout)}`);
       // Budget 0: every image is read once, nothing is worth caching.
       const cache = new PixelCache(source, new SharpDecoder(), NO_PSEUDO_LABELS, { width: inputSize, height: inputSize }, (e) => {
         if (e.type === 'warning') io.err(`warning: ${e.message}`);
       }, 0);
       try {
-        evaluation = await evaluate(model, labeled.map(itemFromSample), cache, { batchSize, logitThreshold });
+        evaluation = await evaluate(model, labeled.map(itemFromSample), cache, { ...readout, batchSize });
       } finally {
         model.dispose();
       }

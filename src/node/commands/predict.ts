@@ -26,7 +26,7 @@ import { initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
-import { loadExportedModel } from '../model-files.ts';
+import { describeReadout, loadExportedModel } from '../model-files.ts';
 import { outHoldsData, overwriteRefusal, WrittenFiles } from '../outputs.ts';
 
 const predict: Command = {
@@ -72,8 +72,8 @@ const predict: Command = {
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
     io.err(`backend: ${backend.name} (${backend.detail})`);
-    const { model, inputSize, logitThreshold } = await loadExportedModel(modelDir, io);
-    io.err(`model: ${inputSize}x${inputSize} input, logits thresholded at ${logitThreshold}; ${samples.length} images${perSet ? ', one folder per set (ids repeat across sets)' : ''}`);
+    const { model, inputSize, readout } = await loadExportedModel(modelDir, io);
+    io.err(`model: ${inputSize}x${inputSize} input, ${describeReadout(readout)}; ${samples.length} images${perSet ? ', one folder per set (ids repeat across sets)' : ''}`);
     await mkdir(out, { recursive: true });
 
     const decoder = new SharpDecoder();
@@ -82,7 +82,7 @@ const predict: Command = {
     let skipped = 0;
     let queue: { sample: Sample; input: PredictionInput }[] = [];
     const flush = async (): Promise<void> => {
-      const made = await predictions(model, queue.map((q) => q.input), { inputSize, logitThreshold, batchSize });
+      const made = await predictions(model, queue.map((q) => q.input), { inputSize, readout, batchSize });
       await written.add(queue.map((q) => target(q.sample)));
       for (let i = 0; i < queue.length; i++) {
         const file = path.join(out, ...target(queue[i].sample).split('/'));
