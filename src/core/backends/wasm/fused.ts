@@ -297,17 +297,24 @@ function regrid(toBatch: boolean, fallback: KernelSpec['kernelFunc']): KernelSpe
 
 const run = (name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap);
 
+const statsOf = (x: tf.Tensor) => run('LesionBatchNormStats', { x }) as tf.Tensor;
+
+const movingAverage = (moving: tf.Tensor, stats: tf.Tensor, row: 0 | 1, momentum: number, factor: number) =>
+  run('LesionMovingAverage', { moving, stats }, { row, momentum, weight: factor * (1 - momentum) }) as tf.Tensor;
+
 /** Batch norm's training kernels, as batchnorm.ts's customGrad calls them (the WebGPU ones have the same signatures). */
 export const wasmBatchNorm = {
-  stats: (x: tf.Tensor) => run('LesionBatchNormStats', { x }) as tf.Tensor,
+  stats: statsOf,
+  statsAndMoving: (x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number) => {
+    const s = statsOf(x);
+    return [s, movingAverage(movingMean, s, 0, momentum, 1), movingAverage(movingVariance, s, 1, momentum, varianceFactor)];
+  },
   apply: (x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number) =>
     run('LesionBatchNormApply', { x, stats, gamma, beta }, { epsilon }) as tf.Tensor,
   gradSums: (dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number) =>
     run('LesionBatchNormGradSums', { dy, x, stats }, { epsilon }) as [tf.Tensor, tf.Tensor],
   gradInput: (dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number) =>
     run('LesionBatchNormGradInput', { dy, x, stats, gamma, sumDy, sumDyXhat }, { epsilon }) as tf.Tensor,
-  movingAverage: (moving: tf.Tensor, stats: tf.Tensor, row: 0 | 1, momentum: number, factor: number) =>
-    run('LesionMovingAverage', { moving, stats }, { row, momentum, weight: factor * (1 - momentum) }) as tf.Tensor,
 };
 
 /**

@@ -39,10 +39,13 @@ export function setWebGpuLevers(levers: Iterable<WebGpuLever>): void {
   for (const lever of levers) enabled.add(lever);
 }
 
-/** Whether training code should take `lever`'s kernels now. */
-export function useLever(lever: WebGpuLever): boolean {
-  return enabled.has(lever) && tf.getBackend() === 'webgpu';
+/** Whether `lever`'s kernels are on (they run only while webgpu is the active backend). */
+export function leverOn(lever: WebGpuLever): boolean {
+  return enabled.has(lever);
 }
+
+/** Gradients are replaced for every backend at once: ours apply only while webgpu is active. */
+const onWebGpu = (lever: WebGpuLever) => () => leverOn(lever) && tf.getBackend() === 'webgpu';
 
 const FLAT = 64;
 
@@ -496,12 +499,12 @@ export function registerWebGpuTrainingKernels(): void {
     return depthwiseFilterGrad(x, dy, filterShape, g);
   });
 
-  const applies = () => useLever('activation-grad');
+  const applies = onWebGpu('activation-grad');
   replaceGradient('Relu', applies, (dy, x) => activationGrad(dy, x));
   replaceGradient('ClipByValue', applies, (dy, x, a) => activationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
   replaceGradient('Relu6', applies, (dy, x) => activationGrad(dy, x, { lo: 0, hi: 6, above: true }));
 
-  const spreads = () => useLever('reduce-grad');
+  const spreads = onWebGpu('reduce-grad');
   replaceGradient('Sum', spreads, (dy, x, a) => spreadGrad(dy, x, a, false));
   replaceGradient('Mean', spreads, (dy, x, a) => spreadGrad(dy, x, a, true));
 }
