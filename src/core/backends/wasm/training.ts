@@ -16,7 +16,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
 import { heap, onHeap, registerWasmFusedKernels, wasmActivationGrad } from './fused.ts';
-import { type EmscriptenHeap, heapMemory, simdKernels } from './simd.ts';
+import { guardMalloc, type GuardedModule, releaseSavedTensorsEarly, shareIdentityData } from './engine-patches.ts';
+import { heapMemory, simdKernels } from './simd.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
 
@@ -270,20 +271,7 @@ export function registerWasmTrainingKernels(): void {
   replaceGradient('Relu', onWasm, (dy, x) => wasmActivationGrad(dy, x));
   replaceGradient('ClipByValue', onWasm, (dy, x, a) => wasmActivationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
 
-  // The engine clones every tensor it saves for the backward pass; the
-  // backend's Identity copies the bytes, which doubled a training step's
-  // memory (the wasm heap stops at 4 GiB) and its copying time. Tensor data is
-  // immutable (a variable's assign swaps its data id), so sharing is safe, as
-  // the cpu backend does.
-  register({
-    kernelName: 'Identity',
-    kernelFunc: ({ inputs, backend }) => {
-      const { x } = inputs as { x: tf.TensorInfo };
-      (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-    },
-  });
-
+  shareIdentityData();
   releaseSavedTensorsEarly();
   for (const kernel of LAYOUT_KERNELS) register(kernel);
 
@@ -342,74 +330,17 @@ export function registerWasmTrainingKernels(): void {
   });
 }
 
-interface TapeNode {
-  saved?: tf.Tensor[];
-  gradient?: (dys: tf.Tensor[]) => unknown;
-}
-
-/**
- * tfjs keeps every tensor it saved for the backward pass until the whole
- * backward pass ends, though each is read by one tape node's gradient only:
- * at 256 px that is the activations of every layer beside the gradients of
- * every layer, past the 4 GiB heap at batch 4. The tape runs its nodes one
- * after another (a node's gradient, then its inputs' gradient thunks), so
- * when a node's gradient starts, the node before it is done with its saved
- * tensors: they are released then. Each node's saved tensors are its own
- * clones (shared data, their own reference), so nothing else loses a tensor.
- */
-function releaseSavedTensorsEarly(): void {
-  const engine = tf.engine() as unknown as {
-    addTapeNode(...args: unknown[]): void;
-    state: { activeTape: TapeNode[] };
-  };
-  const addTapeNode = engine.addTapeNode.bind(engine);
-  let done: tf.Tensor[] = [];
-  engine.addTapeNode = (...args: unknown[]) => {
-    addTapeNode(...args);
-    const node = engine.state.activeTape.at(-1)!;
-    const gradient = node.gradient;
-    if (!gradient) return;
-    node.gradient = (dys) => {
-      tf.dispose(done);
-      done = node.saved ?? [];
-      return gradient(dys);
-    };
-  };
-}
-
 /**
  * Call once the wasm backend is active. Starts the SIMD training kernels
- * (wasm-simd.ts) on its heap now, so that a browser without WebAssembly SIMD
- * is told before a run starts, not at its first batch norm.
- *
- * Guards the heap: it stops at 4 GiB, and tfjs-backend-wasm does not check its
- * allocations: a failed malloc returns address 0 and the kernel then writes
- * over the bottom of the heap. Failing loudly instead, before anything is
- * written, lets the training loop halve its batch and go on (train.ts treats
- * "out of memory" as curable).
+ * (simd.ts) on its heap now, so that a browser without WebAssembly SIMD
+ * is told before a run starts, not at its first batch norm; and guards the
+ * heap's allocations (engine-patches.ts).
  */
 export function prepareWasmBackend(): void {
-  const backend = tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined;
-  const wasm = backend?.wasm;
-  if (!wasm || wasm.lesionGuarded) return;
+  const wasm = (tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined)?.wasm;
+  if (!wasm) return;
   simdKernels(heapMemory(wasm));
-  // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
-  const malloc = wasm.asm.malloc;
-  wasm._malloc = (bytes: number): number => {
-    // The export returns a signed 32-bit address: above 2 GiB it reads negative.
-    const address = malloc(bytes) >>> 0;
-    // Near the top, Emscripten's allocator has handed out a block that ran past the 4 GiB end.
-    if ((address === 0 && bytes > 0) || address + bytes > 2 ** 32) {
-      throw new Error(`wasm out of memory: failed to allocate ${(bytes / 2 ** 20).toFixed(1)} MiB (the WebAssembly heap is limited to 4 GiB)`);
-    }
-    return address;
-  };
-  wasm.lesionGuarded = true;
-}
-
-interface GuardedModule extends EmscriptenHeap {
-  asm: { malloc(n: number): number; memory?: WebAssembly.Memory };
-  lesionGuarded?: boolean;
+  guardMalloc(wasm);
 }
 
 interface EmscriptenCwrap {
