@@ -9,7 +9,8 @@
  * webgpu/training.ts.)
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmBatchNorm, wasmSgdStep } from './wasm/fused.ts';
+import { wasmBatchNorm } from './wasm/batchnorm.ts';
+import { wasmSgdStep } from './wasm/sgd.ts';
 import { atrousConv2dWebGpu } from './webgpu/atrous.ts';
 import {
   adamStep,
