@@ -13,16 +13,15 @@ import { wasmBatchNorm } from './wasm/batchnorm.ts';
 import { wasmSgdStep } from './wasm/sgd.ts';
 import { atrousConv2dWebGpu } from './webgpu/atrous.ts';
 import {
-  adamStep,
   batchNormApply,
   batchNormBackward,
   batchNormGradInput,
   batchNormGradSums,
   batchNormStats,
   batchNormStatsAndMoving,
-  leverOn,
-  sgdStep,
-} from './webgpu/training.ts';
+} from './webgpu/batchnorm.ts';
+import { leverOn } from './webgpu/levers.ts';
+import { adamStep, sgdStep } from './webgpu/optimizer.ts';
 
 /** A batch norm layer's running averages, moved by the batch it normalises. */
 export interface Moving {
