@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { DispatchCounter, type DispatchCount } from '../src/core/backends/webgpu/dispatches.ts';
 import { timeHostCost, type HostCost } from '../src/core/backends/webgpu/host-clock.ts';
-import { setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu/training.ts';
+import { setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu/levers.ts';
 import { CheckpointStore, trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import { RunControl } from '../src/core/training/control.ts';

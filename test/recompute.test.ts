@@ -22,7 +22,7 @@ describe('recomputing the encoder blocks in the backward pass', () => {
     await initNodeBackend('cpu');
   });
 
-  // wasm: its own batch norm kernels (wasm-fused.ts) and gradient kernels run inside the re-run blocks.
+  // wasm: its own batch norm kernels (backends/wasm/batchnorm.ts) and gradient kernels run inside the re-run blocks.
   it.each(['cpu', 'wasm'] as const)('%s: gives the gradients, loss and running averages of the plain step while holding less after the forward pass', async (backend) => {
     await initNodeBackend(backend);
     try {

@@ -1,5 +1,5 @@
 /**
- * The WebGPU kernels of src/core/backends/webgpu/training.ts against the cpu
+ * The WebGPU kernels of src/core/backends/webgpu/ against the cpu
  * backend's arithmetic: batch norm forward (output and running statistics)
  * and backward, the optimisers' updates and the convolution gradients, on
  * shapes that leave partial workgroups; and the dispatch count of a whole training step of the paper
@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
 import { uniformBuffersCreated } from '../src/core/backends/webgpu/launch-cache.ts';
-import { setWebGpuLevers, WEBGPU_LEVERS } from '../src/core/backends/webgpu/training.ts';
+import { setWebGpuLevers, WEBGPU_LEVERS } from '../src/core/backends/webgpu/levers.ts';
 import { trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
 import { lossByName } from '../src/core/training/losses.ts';

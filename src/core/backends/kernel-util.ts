@@ -72,6 +72,11 @@ export function asKernel(
 /** A kernel's attributes, read by name. */
 export type Attrs = Record<string, unknown>;
 
+/** Runs a kernel of ours by name, where no tf op reaches it. */
+export function runKernel(name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}): tf.Tensor | tf.Tensor[] {
+  return tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap);
+}
+
 export interface KernelSpec {
   kernelName: string;
   kernelFunc: (params: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap }) => tf.TensorInfo | tf.TensorInfo[];

@@ -12,8 +12,7 @@
  *   16x16 map at rate 12 to 48x48 and computes nine times the useful work).
  */
 import * as tf from '@tensorflow/tfjs';
-import { atrousConv2dWebGpu } from '../backends/webgpu/atrous.ts';
-import { useLever } from '../backends/webgpu/training.ts';
+import { backendOps } from '../backends/ops.ts';
 
 interface Tap {
   i: number;
@@ -63,7 +62,8 @@ export function atrousConv2d(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number):
   const [kh, kw, ci, co] = kernel.shape;
   if (rate === 1 || (kh === 1 && kw === 1)) return tf.conv2d(x, kernel, 1, 'same');
   // On WebGPU, three kernels of ours instead of some ninety ops per convolution.
-  if (useLever('atrous')) return atrousConv2dWebGpu(x, kernel, rate);
+  const fused = backendOps().atrousConv2d;
+  if (fused) return fused(x, kernel, rate);
   const [b, h, w] = x.shape;
   const taps = tapsOf(h, w, kh, kw, rate);
   const window = (input: tf.Tensor4D, t: Tap) => tf.slice(input, [0, t.inTop, t.inLeft, 0], [b, t.rows, t.cols, ci]);

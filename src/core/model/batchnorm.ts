@@ -6,81 +6,8 @@
  * export build uses that layer and plain tfjs loads the result.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmBatchNorm } from '../backends/wasm/fused.ts';
-import {
-  batchNormApply,
-  batchNormBackward,
-  batchNormGradInput,
-  batchNormGradSums,
-  batchNormStats,
-  batchNormStatsAndMoving,
-  useLever,
-} from '../backends/webgpu/training.ts';
+import { backendOps, type FusedBatchNorm } from '../backends/ops.ts';
 import { RECOMPUTING } from './recompute.ts';
-
-interface Moving {
-  mean: tf.Tensor;
-  variance: tf.Tensor;
-  momentum: number;
-  /** M / (M - 1): the running variance is the unbiased estimate, as in PyTorch. */
-  varianceFactor: number;
-}
-
-/** Batch norm's training arithmetic as a backend's own kernels. */
-interface FusedBatchNorm {
-  /** [y, stats], or with `moving` [y, stats, running mean, running variance]. */
-  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving): tf.Tensor[];
-  /** [dx, dGamma, dBeta] from the saved input and statistics. */
-  backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
-}
-
-interface BatchNormParts {
-  stats(x: tf.Tensor): tf.Tensor;
-  statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
-  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
-  gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
-  gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
-}
-
-/** Statistics (with the running averages), normalisation; gradient sums, input gradient: four kernels. */
-function fromParts(k: BatchNormParts): FusedBatchNorm {
-  return {
-    forward: (x, gamma, beta, eps, moving) => {
-      const [stats, ...moved] = moving ? k.statsAndMoving(x, moving.mean, moving.variance, moving.momentum, moving.varianceFactor) : [k.stats(x)];
-      return [k.apply(x, stats, gamma, beta, eps), stats, ...moved];
-    },
-    backward: (dy, x, stats, gamma, eps) => {
-      const [sumDy, sumDyXhat] = k.gradSums(dy, x, stats, eps);
-      return [k.gradInput(dy, x, stats, gamma, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
-    },
-  };
-}
-
-/** WebGPU moves the running averages in the statistics' kernel, one dispatch for the three tensors. */
-const webGpuBatchNorm = fromParts({
-  stats: batchNormStats,
-  statsAndMoving: batchNormStatsAndMoving,
-  apply: batchNormApply,
-  gradSums: batchNormGradSums,
-  gradInput: batchNormGradInput,
-});
-
-/** And with the 'batchnorm-one-pass' lever, the backward pass in one kernel. */
-const webGpuOnePass: FusedBatchNorm = { ...webGpuBatchNorm, backward: batchNormBackward };
-
-const wasmFused = fromParts({
-  ...wasmBatchNorm,
-  statsAndMoving: (x, movingMean, movingVariance, momentum, varianceFactor) => {
-    const stats = wasmBatchNorm.stats(x);
-    return [stats, wasmBatchNorm.movingAverage(movingMean, stats, 0, momentum, 1), wasmBatchNorm.movingAverage(movingVariance, stats, 1, momentum, varianceFactor)];
-  },
-});
-
-/** The active backend's batch norm kernels, if it has them (and, on WebGPU, while its lever is on). */
-function fusedBatchNorm(): FusedBatchNorm | undefined {
-  if (useLever('batchnorm')) return useLever('batchnorm-one-pass') ? webGpuOnePass : webGpuBatchNorm;
-  return tf.getBackend() === 'wasm' ? wasmFused : undefined;
-}
 
 interface BatchNormArgs extends tf.serialization.ConfigDict {
   name: string;
@@ -125,7 +52,7 @@ export class BatchNorm extends tf.layers.Layer {
     }
     // A block re-run for its gradient sees the same batch: the step already counted it.
     const updateMoving = !kwargs[RECOMPUTING];
-    const fused = fusedBatchNorm();
+    const fused = backendOps().batchNorm;
     if (fused) return this.fusedTraining(fused, x, gamma, beta, updateMoving);
     const axes = [0, 1, 2];
     const mean = tf.mean(x, axes);

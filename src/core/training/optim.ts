@@ -4,8 +4,7 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { wasmSgdStep } from '../backends/wasm/fused.ts';
-import { adamStep, sgdStep, useLever } from '../backends/webgpu/training.ts';
+import { backendOps } from '../backends/ops.ts';
 import type { OptimizerConfig, TrainConfig } from '../config.ts';
 
 export interface NamedTensor {
@@ -74,16 +73,16 @@ export class Sgd extends SlottedOptimizer {
     const { momentum, weightDecay } = this.config;
     const lr = this.config.lr * lrScale;
     tf.tidy(() => {
-      if (useLever('optimizer')) {
-        const first = this.iterations === 0;
-        params.forEach(({ key, variable: v }, i) =>
-          sgdStep(v, grads[i], momentum > 0 ? this.slot(`${key}/momentum`, v) : undefined, { lr, momentum, weightDecay, first }),
-        );
+      const ops = backendOps();
+      const o = { lr, momentum, weightDecay, first: this.iterations === 0 };
+      if (momentum > 0 && ops.sgdMomentumStep) {
+        const step = ops.sgdMomentumStep;
+        params.forEach(({ key, variable: v }, i) => step(v, grads[i], this.slot(`${key}/momentum`, v), o));
         return;
       }
-      if (momentum > 0 && tf.getBackend() === 'wasm') {
-        const first = this.iterations === 0;
-        params.forEach(({ key, variable: v }, i) => wasmSgdStep(v, grads[i], this.slot(`${key}/momentum`, v), { lr, momentum, weightDecay, first }));
+      if (momentum <= 0 && ops.sgdStep) {
+        const step = ops.sgdStep;
+        params.forEach(({ variable: v }, i) => step(v, grads[i], o));
         return;
       }
       params.forEach(({ key, variable: v }, i) => {
@@ -117,9 +116,10 @@ export class Adam extends SlottedOptimizer {
     const correction1 = 1 - beta1 ** t;
     const correction2 = 1 - beta2 ** t;
     tf.tidy(() => {
-      if (useLever('optimizer')) {
+      const step = backendOps().adamStep;
+      if (step) {
         const o = { lr, beta1, beta2, epsilon, weightDecay, correction1, correction2 };
-        params.forEach(({ key, variable: v }, i) => adamStep(v, grads[i], this.slot(`${key}/m`, v), this.slot(`${key}/v`, v), o));
+        params.forEach(({ key, variable: v }, i) => step(v, grads[i], this.slot(`${key}/m`, v), this.slot(`${key}/v`, v), o));
         return;
       }
       params.forEach(({ key, variable: v }, i) => {

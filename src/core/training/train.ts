@@ -9,6 +9,7 @@
  * resumed from a checkpoint repeats exactly what an uninterrupted run does.
  */
 import * as tf from '@tensorflow/tfjs';
+import { backendOps } from '../backends/ops.ts';
 import type { CheckpointStore, LoopPosition } from './checkpoint.ts';
 import { epochOfStep, trainableParams, weightsAreFinite } from './checkpoint.ts';
 import { batchTooLarge, type RunCard } from '../config.ts';
@@ -94,7 +95,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     B = batchSize;
     stepsPerEpoch = Math.floor(train.length / B);
     totalSteps = epochs * stepsPerEpoch;
-    recompute = tf.getBackend() === 'wasm' && canRecompute(model) && outgrowsWasmHeap(model, B);
+    recompute = backendOps().heapLimited === true && canRecompute(model) && outgrowsWasmHeap(model, B);
     if (recompute) emit({ type: 'log', message: `${stage}: batch ${B} would not fit the wasm heap; the encoder's blocks are recomputed in the backward pass` });
   };
   setBatch(B);

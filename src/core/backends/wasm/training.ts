@@ -1,415 +1,48 @@
 /**
- * Training on the wasm backend.
- *
- * tfjs-backend-wasm 4.22 ships no Conv2DBackpropFilter and no depthwise
- * backprop kernels (tensorflow/tfjs#8474), and its Conv2DBackpropInput is a
- * naive loop ten times slower than its XNNPACK forward convolution. Every one of
- * these gradients is itself a convolution (or a matrix product, or a few
- * elementwise products), so we register kernels that rewrite them in terms of
- * the fast forward ops the backend does have, the data rearranged between
- * them by small kernels over the heap; the depthwise filter gradient is a
- * SIMD loop over the heap itself (wasm-simd.ts). Registering at the kernel level, not
- * the gradient level, also covers the fused convolutions that tfjs-layers
- * uses, whose gradients call these kernels directly.
+ * Training on the wasm backend: the kernels tfjs-wasm lacks or runs slowly,
+ * one file per op (conv-grad.ts, batchnorm.ts, activation-grad.ts, sgd.ts,
+ * slice.ts, regrid.ts), most of them SIMD loops (simd.ts) over the heap
+ * (heap.ts); and the patches to tfjs that keep a step inside the 4 GiB heap
+ * (engine-patches.ts). Ops that model code calls by name are looked up in
+ * ../ops.ts.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, registerKernelFor, replaceGradient } from '../kernel-util.ts';
-import { heap, onHeap, registerWasmFusedKernels, wasmActivationGrad } from './fused.ts';
-import { type EmscriptenHeap, heapMemory, simdKernels } from './simd.ts';
-
-type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
-
-/**
- * Pads (or crops, for a negative amount) the spatial dims of an NHWC tensor:
- * the rewritten gradients need both, depending on how the forward pass rounded.
- */
-function padOrCrop(x: tf.Tensor4D, top: number, bottom: number, left: number, right: number): tf.Tensor4D {
-  const [, h, w] = x.shape;
-  const cropTop = Math.max(0, -top);
-  const cropBottom = Math.max(0, -bottom);
-  const cropLeft = Math.max(0, -left);
-  const cropRight = Math.max(0, -right);
-  let y = x;
-  if (cropTop || cropBottom || cropLeft || cropRight) {
-    y = tf.slice(y, [0, cropTop, cropLeft, 0], [-1, h - cropTop - cropBottom, w - cropLeft - cropRight, -1]);
-  }
-  const padding: Pad4 = [[0, 0], [Math.max(0, top), Math.max(0, bottom)], [Math.max(0, left), Math.max(0, right)], [0, 0]];
-  return padding[1][0] || padding[1][1] || padding[2][0] || padding[2][1] ? (tf.pad(y, padding) as tf.Tensor4D) : y;
-}
-
-/** Places a transpose reads per pass: the rows it reads and the columns it writes stay in cache. */
-const BLOCK = 64;
-
-/**
- * dst[at + c * stride + p] = src[from[p] + c] for p < n, c < channels: n
- * places of src, `channels` values each, become columns; from[p] < 0 is padding, zero.
- */
-function gatherColumns(src: Float32Array, from: Int32Array, n: number, channels: number, dst: Float32Array, at: number, stride: number): void {
-  for (let c = 0; c < channels; c++) {
-    const o = at + c * stride;
-    for (let p = 0; p < n; p++) {
-      const f = from[p];
-      dst[o + p] = f < 0 ? 0 : src[f + c];
-    }
-  }
-}
-
-/**
- * Layout kernels over the heap for the convolution gradients, where
- * tfjs-wasm's own are slow: its Reverse took 30 ms for a 1x1x320x1280 filter
- * (more than the convolution it fed, and a no-op in space), and the per-tap
- * StridedSlices of x and the 6-D Pad that spread a strided gradient were
- * passes of their own. Its Transpose stays where it beat a loop in TypeScript.
- */
-const LAYOUT_KERNELS: KernelSpec[] = [
-  {
-    // A filter flipped in space: tap (i, j) takes tap (kh - 1 - i, kw - 1 - j), each tap's [ci, co] block one copy.
-    kernelName: 'LesionReverseTaps',
-    kernelFunc: ({ inputs, backend }) => {
-      const b = backend as BackendWasm;
-      const { filter } = inputs as { filter: tf.TensorInfo };
-      const [kh, kw, ci, co] = filter.shape;
-      const out = b.makeOutput(filter.shape, 'float32');
-      const [src, dst] = [filter, out].map((t) => heap(b, t));
-      const block = ci * co;
-      for (let tap = 0; tap < kh * kw; tap++) {
-        const mirror = kh * kw - 1 - tap;
-        dst.set(src.subarray(mirror * block, (mirror + 1) * block), tap * block);
-      }
-      return out;
-    },
-  },
-  {
-    // x's patches channels first, [kh * kw * ci, b * outH * outW]: row (i * kw + j) * ci + c
-    // holds, for each output pixel in turn, channel c of the pixel its tap (i, j) reads.
-    kernelName: 'LesionPatches',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const b = backend as BackendWasm;
-      const { x } = inputs as { x: tf.TensorInfo };
-      const g = attrs as unknown as ConvGeometry;
-      const [batch, h, w, ci] = x.shape;
-      const pixels = g.outH * g.outW;
-      const rows = batch * pixels;
-      const out = b.makeOutput([g.kh * g.kw * ci, rows], 'float32');
-      const [src, dst] = [x, out].map((t) => heap(b, t));
-      const from = new Int32Array(BLOCK);
-      for (let i = 0; i < g.kh; i++) {
-        for (let j = 0; j < g.kw; j++) {
-          for (let r0 = 0; r0 < rows; r0 += BLOCK) {
-            const n = Math.min(BLOCK, rows - r0);
-            for (let p = 0; p < n; p++) {
-              const r = r0 + p;
-              const img = Math.floor(r / pixels);
-              const oh = Math.floor((r - img * pixels) / g.outW);
-              const y = oh * g.strideH + i - g.padTop;
-              const xx = (r - img * pixels - oh * g.outW) * g.strideW + j - g.padLeft;
-              from[p] = y >= 0 && y < h && xx >= 0 && xx < w ? ((img * h + y) * w + xx) * ci : -1;
-            }
-            gatherColumns(src, from, n, ci, dst, (i * g.kw + j) * ci * rows + r0, rows);
-          }
-        }
-      }
-      return out;
-    },
-  },
-  {
-    // The output gradient as a transposed convolution reads it: out[n, top + r * strideH, left + q * strideW] = x[n, r, q],
-    // zero between and around; a negative top or left, or a smaller out, crops.
-    kernelName: 'LesionSpread',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const b = backend as BackendWasm;
-      const { x } = inputs as { x: tf.TensorInfo };
-      const { strideH, strideW, top, left, height, width } = attrs as Record<string, number>;
-      const [batch, h, w, c] = x.shape;
-      const out = b.makeOutput([batch, height, width, c], 'float32');
-      const [src, dst] = [x, out].map((t) => heap(b, t));
-      dst.fill(0);
-      // The columns that land inside.
-      const qLo = Math.max(0, Math.ceil(-left / strideW));
-      const qHi = Math.min(w, Math.floor((width - 1 - left) / strideW) + 1);
-      for (let n = 0; n < batch; n++) {
-        for (let r = 0; r < h; r++) {
-          const y = top + r * strideH;
-          if (y < 0 || y >= height || qLo >= qHi) continue;
-          const s = ((n * h + r) * w + qLo) * c;
-          const d = ((n * height + y) * width + left + qLo * strideW) * c;
-          for (let q = 0; q < qHi - qLo; q++) {
-            for (let k = 0; k < c; k++) dst[d + q * strideW * c + k] = src[s + q * c + k];
-          }
-        }
-      }
-      return out;
-    },
-  },
-];
-
-const run = (name: string, inputs: tf.NamedTensorMap, attrs: Attrs = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
-
-/**
- * The output gradient laid out so that a 'valid', stride-1 convolution with
- * the flipped filter gives the input gradient: zero-dilated by the stride and
- * padded (or cropped) by what the forward padding leaves of the kernel.
- */
-function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
-  const [, h, w] = inputShape;
-  const attrs = { strideH: g.strideH, strideW: g.strideW, top: g.kh - 1 - g.padTop, left: g.kw - 1 - g.padLeft, height: h + g.kh - 1, width: w + g.kw - 1 };
-  if (g.strideH > 1 || g.strideW > 1) return run('LesionSpread', { x: dy }, attrs) as tf.Tensor4D;
-  // Nothing to spread: the backend's Pad was faster than the loop.
-  return padOrCrop(dy, attrs.top, attrs.height - attrs.top - dy.shape[1], attrs.left, attrs.width - attrs.left - dy.shape[2]);
-}
-
-/**
- * dx of a convolution: a stride-1 convolution of the zero-dilated output gradient
- * with the filter flipped in space and transposed in channels.
- */
-export function convBackpropInput(
-  dy: tf.Tensor4D,
-  filter: tf.Tensor4D,
-  inputShape: [number, number, number, number],
-  g: ConvGeometry,
-): tf.Tensor4D {
-  const flipped = g.kh * g.kw === 1 ? filter : run('LesionReverseTaps', { filter });
-  return tf.conv2d(transposedInput(dy, inputShape, g), tf.transpose(flipped, [0, 1, 3, 2]) as tf.Tensor4D, 1, 'valid');
-}
-
-/**
- * dW of a convolution: one matrix product of x's patches, channels first,
- * with the output gradient, [kh * kw * ci, rows] x [rows, co]. The patches
- * are kh * kw times x, as many values as the per-tap windows they replace.
- */
-export function convBackpropFilter(
-  x: tf.Tensor4D,
-  dy: tf.Tensor4D,
-  filterShape: [number, number, number, number],
-  g: ConvGeometry,
-): tf.Tensor4D {
-  const [kh, kw, ci, co] = filterShape;
-  const rows = dy.shape[0] * g.outH * g.outW;
-  // Where the patches are x itself, the backend's Transpose was faster than the gather.
-  const pointwise = kh === 1 && kw === 1 && g.strideH === 1 && g.strideW === 1 && g.outH === x.shape[1] && g.outW === x.shape[2];
-  const channelsFirst = pointwise ? tf.transpose(x, [3, 0, 1, 2]) : run('LesionPatches', { x }, { ...g });
-  const patches = tf.reshape(channelsFirst, [kh * kw * ci, 1, 1, rows]) as tf.Tensor4D;
-  // A 1x1 convolution is the backend's fastest matrix product (XNNPACK), the
-  // output gradient its filter as it lies (packed again for every call, as
-  // in training, where it is new each step; and freed with dy); its
-  // BatchMatMul with a transposed operand was twenty times slower. Making x
-  // the filter instead, to transpose the narrower dy, was slower with fresh
-  // tensors (4x64x64, 96 -> 24: 16.0 ms against 13.9) and kept XNNPACK's
-  // packed copy of x alive as long as x (0.24 GiB more heap at 256 px batch 6).
-  return tf.reshape(tf.conv2d(patches, tf.reshape(dy, [1, 1, rows, co]) as tf.Tensor4D, 1, 'valid'), filterShape);
-}
-
-/**
- * dW of a depthwise convolution (channel multiplier 1) over the heap, x [b, h, w, c]:
- * dW[i, j, c] = sum over n, oh, ow of x[n, oh * s + i - padTop, ow * s + j - padLeft, c] * dy[n, oh, ow, c].
- * Per tap and row of output pixels, the SIMD loop sums each channel's
- * products in a register and adds them to a double-precision total, in a
- * fixed order. It took a sixth to a tenth of the time of a depthwise
- * convolution of the input by the output gradient with batch folded into
- * channels (XNNPACK, two threads, after two transposes) on the model's maps.
- */
-export function depthwiseBackpropFilter(b: BackendWasm, x: tf.TensorInfo, dy: tf.TensorInfo, g: ConvGeometry, out: tf.TensorInfo): void {
-  const [batch, h, w, c] = x.shape;
-  const { kh, kw, strideH, strideW, padTop, padLeft, outH, outW } = g;
-  onHeap(b, (m) => {
-    const acc = m.scratch64(kh * kw * c);
-    const [xAt, dyAt] = [m.at(x), m.at(dy)];
-    for (let i = 0; i < kh; i++) {
-      for (let j = 0; j < kw; j++) {
-        const tapAcc = acc + (i * kw + j) * c * 8;
-        // The output columns whose tap j reads inside the row.
-        const owLo = Math.max(0, Math.ceil((padLeft - j) / strideW));
-        const owHi = Math.min(outW, Math.floor((w - 1 + padLeft - j) / strideW) + 1);
-        if (owLo >= owHi) continue;
-        for (let n = 0; n < batch; n++) {
-          for (let oh = 0; oh < outH; oh++) {
-            const y = oh * strideH + i - padTop;
-            if (y < 0 || y >= h) continue;
-            const xRow = xAt + ((n * h + y) * w + owLo * strideW + j - padLeft) * c * 4;
-            const dyRow = dyAt + ((n * outH + oh) * outW + owLo) * c * 4;
-            m.simd.channelDots(owHi - owLo, c, xRow, strideW * c * 4, dyRow, c * 4, tapAcc);
-          }
-        }
-      }
-    }
-    heap(b, out).set(m.f64(acc, kh * kw * c));
-  });
-}
-
-/** dx of a depthwise convolution: the same transposition as for a full one. */
-export function depthwiseBackpropInput(
-  dy: tf.Tensor4D,
-  filter: tf.Tensor4D,
-  inputShape: [number, number, number, number],
-  g: ConvGeometry,
-): tf.Tensor4D {
-  const flipped = g.kh * g.kw === 1 ? filter : (run('LesionReverseTaps', { filter }) as tf.Tensor4D);
-  return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
-}
-
-function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
-  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
-    throw new Error(`${kernel} on wasm: only NHWC is supported, got ${String(attrs.dataFormat)}`);
-  }
-  const d = attrs.dilations as number | [number, number] | undefined;
-  if (d !== undefined && (Array.isArray(d) ? d[0] !== 1 || d[1] !== 1 : d !== 1)) {
-    throw new Error(`${kernel} on wasm: dilated gradients are computed by the atrous layers, got dilations ${String(d)}`);
-  }
-}
+import { registerActivationGrad } from './activation-grad.ts';
+import { registerBatchNormKernels } from './batchnorm.ts';
+import { registerConvGradients } from './conv-grad.ts';
+import { guardMalloc, type GuardedModule, releaseSavedTensorsEarly, shareIdentityData } from './engine-patches.ts';
+import { registerRegrid } from './regrid.ts';
+import { registerSgdKernel } from './sgd.ts';
+import { heapMemory, simdKernels } from './simd.ts';
+import { registerSlice } from './slice.ts';
 
 let registered = false;
-const register = (config: KernelSpec): void => registerKernelFor('wasm', config);
 
 /** Idempotent; call after the wasm backend module is imported, before training. */
 export function registerWasmTrainingKernels(): void {
   if (registered) return;
   registered = true;
-  registerWasmFusedKernels();
-  const onWasm = () => tf.getBackend() === 'wasm';
-  replaceGradient('Relu', onWasm, (dy, x) => wasmActivationGrad(dy, x));
-  replaceGradient('ClipByValue', onWasm, (dy, x, a) => wasmActivationGrad(dy, x, { lo: a.clipValueMin as number, hi: a.clipValueMax as number }));
-
-  // The engine clones every tensor it saves for the backward pass; the
-  // backend's Identity copies the bytes, which doubled a training step's
-  // memory (the wasm heap stops at 4 GiB) and its copying time. Tensor data is
-  // immutable (a variable's assign swaps its data id), so sharing is safe, as
-  // the cpu backend does.
-  register({
-    kernelName: 'Identity',
-    kernelFunc: ({ inputs, backend }) => {
-      const { x } = inputs as { x: tf.TensorInfo };
-      (backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-    },
-  });
-
+  registerBatchNormKernels();
+  registerActivationGrad();
+  registerSgdKernel();
+  registerSlice();
+  registerRegrid();
+  shareIdentityData();
   releaseSavedTensorsEarly();
-  for (const kernel of LAYOUT_KERNELS) register(kernel);
-
-  register({
-    kernelName: 'Conv2DBackpropFilter',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('Conv2DBackpropFilter', a);
-      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const filterShape = a.filterShape as [number, number, number, number];
-      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
-      return asKernel(backend, [x, dy], (xt, dyt) => convBackpropFilter(xt, dyt, filterShape, g));
-    },
-  });
-
-  // Replaces the backend's own, a naive loop.
-  register({
-    kernelName: 'Conv2DBackpropInput',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('Conv2DBackpropInput', a);
-      const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-      const inputShape = a.inputShape as [number, number, number, number];
-      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
-      return asKernel(backend, [dy, filter], (dyt, ft) => convBackpropInput(dyt, ft, inputShape, g));
-    },
-  });
-
-  register({
-    kernelName: 'DepthwiseConv2dNativeBackpropFilter',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('DepthwiseConv2dNativeBackpropFilter', a);
-      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const filterShape = a.filterShape as [number, number, number, number];
-      if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
-      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      const b = backend as BackendWasm;
-      const out = b.makeOutput(filterShape, 'float32');
-      depthwiseBackpropFilter(b, x, dy, g, out);
-      return out;
-    },
-  });
-
-  register({
-    kernelName: 'DepthwiseConv2dNativeBackpropInput',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('DepthwiseConv2dNativeBackpropInput', a);
-      const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-      if (filter.shape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropInput on wasm: channel multiplier must be 1');
-      const inputShape = a.inputShape as [number, number, number, number];
-      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
-      return asKernel(backend, [dy, filter], (dyt, ft) => depthwiseBackpropInput(dyt, ft, inputShape, g));
-    },
-  });
-}
-
-interface TapeNode {
-  saved?: tf.Tensor[];
-  gradient?: (dys: tf.Tensor[]) => unknown;
-}
-
-/**
- * tfjs keeps every tensor it saved for the backward pass until the whole
- * backward pass ends, though each is read by one tape node's gradient only:
- * at 256 px that is the activations of every layer beside the gradients of
- * every layer, past the 4 GiB heap at batch 4. The tape runs its nodes one
- * after another (a node's gradient, then its inputs' gradient thunks), so
- * when a node's gradient starts, the node before it is done with its saved
- * tensors: they are released then. Each node's saved tensors are its own
- * clones (shared data, their own reference), so nothing else loses a tensor.
- */
-function releaseSavedTensorsEarly(): void {
-  const engine = tf.engine() as unknown as {
-    addTapeNode(...args: unknown[]): void;
-    state: { activeTape: TapeNode[] };
-  };
-  const addTapeNode = engine.addTapeNode.bind(engine);
-  let done: tf.Tensor[] = [];
-  engine.addTapeNode = (...args: unknown[]) => {
-    addTapeNode(...args);
-    const node = engine.state.activeTape.at(-1)!;
-    const gradient = node.gradient;
-    if (!gradient) return;
-    node.gradient = (dys) => {
-      tf.dispose(done);
-      done = node.saved ?? [];
-      return gradient(dys);
-    };
-  };
+  registerConvGradients();
 }
 
 /**
  * Call once the wasm backend is active. Starts the SIMD training kernels
- * (wasm-simd.ts) on its heap now, so that a browser without WebAssembly SIMD
- * is told before a run starts, not at its first batch norm.
- *
- * Guards the heap: it stops at 4 GiB, and tfjs-backend-wasm does not check its
- * allocations: a failed malloc returns address 0 and the kernel then writes
- * over the bottom of the heap. Failing loudly instead, before anything is
- * written, lets the training loop halve its batch and go on (train.ts treats
- * "out of memory" as curable).
+ * (simd.ts) on its heap now, so that a browser without WebAssembly SIMD
+ * is told before a run starts, not at its first batch norm; and guards the
+ * heap's allocations (engine-patches.ts).
  */
 export function prepareWasmBackend(): void {
-  const backend = tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined;
-  const wasm = backend?.wasm;
-  if (!wasm || wasm.lesionGuarded) return;
+  const wasm = (tf.findBackend('wasm') as unknown as { wasm?: GuardedModule } | undefined)?.wasm;
+  if (!wasm) return;
   simdKernels(heapMemory(wasm));
-  // Emscripten's _malloc is a stub that replaces itself with asm.malloc on first use: wrap the real one.
-  const malloc = wasm.asm.malloc;
-  wasm._malloc = (bytes: number): number => {
-    // The export returns a signed 32-bit address: above 2 GiB it reads negative.
-    const address = malloc(bytes) >>> 0;
-    // Near the top, Emscripten's allocator has handed out a block that ran past the 4 GiB end.
-    if ((address === 0 && bytes > 0) || address + bytes > 2 ** 32) {
-      throw new Error(`wasm out of memory: failed to allocate ${(bytes / 2 ** 20).toFixed(1)} MiB (the WebAssembly heap is limited to 4 GiB)`);
-    }
-    return address;
-  };
-  wasm.lesionGuarded = true;
-}
-
-interface GuardedModule extends EmscriptenHeap {
-  asm: { malloc(n: number): number; memory?: WebAssembly.Memory };
-  lesionGuarded?: boolean;
+  guardMalloc(wasm);
 }
 
 interface EmscriptenCwrap {

@@ -1,0 +1,146 @@
+/**
+ * The one place model and training code learn which of our own ops the
+ * active backend has. A missing entry means the generic tf-op path, which
+ * every backend runs; an op added for a backend is one entry here beside its
+ * kernel file, and no model file names a backend.
+ *
+ * (Kernels that replace tfjs's own, and replaced gradients, need no entry:
+ * they are registered when the backend starts, see wasm/training.ts and
+ * webgpu/training.ts.)
+ */
+import * as tf from '@tensorflow/tfjs';
+import { wasmBatchNorm } from './wasm/batchnorm.ts';
+import { wasmSgdStep } from './wasm/sgd.ts';
+import { atrousConv2dWebGpu } from './webgpu/atrous.ts';
+import {
+  batchNormApply,
+  batchNormBackward,
+  batchNormGradInput,
+  batchNormGradSums,
+  batchNormStats,
+  batchNormStatsAndMoving,
+} from './webgpu/batchnorm.ts';
+import { leverOn } from './webgpu/levers.ts';
+import { adamStep, sgdStep } from './webgpu/optimizer.ts';
+
+/** A batch norm layer's running averages, moved by the batch it normalises. */
+export interface Moving {
+  mean: tf.Tensor;
+  variance: tf.Tensor;
+  momentum: number;
+  /** M / (M - 1): the running variance is the unbiased estimate, as in PyTorch. */
+  varianceFactor: number;
+}
+
+/** Batch norm's training arithmetic as a backend's own kernels. */
+export interface FusedBatchNorm {
+  /** [y, stats], or with `moving` [y, stats, running mean, running variance]. */
+  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving): tf.Tensor[];
+  /** [dx, dGamma, dBeta] from the saved input and statistics. */
+  backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
+}
+
+/** torch.optim.SGD's hyper-parameters for one step; `first` starts the momentum buffer at the gradient. */
+export interface SgdOptions {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  first: boolean;
+}
+
+/** torch.optim.Adam's hyper-parameters for one step, with this step's bias corrections. */
+export interface AdamOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  weightDecay: number;
+  correction1: number;
+  correction2: number;
+}
+
+export interface BackendOps {
+  batchNorm?: FusedBatchNorm;
+  /** torch.optim.SGD without momentum on one variable. */
+  sgdStep?(w: tf.Variable, g: tf.Tensor, o: SgdOptions): void;
+  /** torch.optim.SGD with momentum on one variable and its buffer. */
+  sgdMomentumStep?(w: tf.Variable, g: tf.Tensor, buf: tf.Variable, o: SgdOptions): void;
+  /** torch.optim.Adam on one variable and its two moments. */
+  adamStep?(w: tf.Variable, g: tf.Tensor, m: tf.Variable, v: tf.Variable, o: AdamOptions): void;
+  /** ReLU6 as one op, where its gradient is one kernel of ours. */
+  relu6?(x: tf.Tensor): tf.Tensor;
+  /** 'same', stride-1 atrous convolution, NHWC, odd square kernel. */
+  atrousConv2d?(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D;
+  /**
+   * The backend's memory is one WebAssembly heap that stops at 4 GiB: a step
+   * that would outgrow it must recompute activations rather than fail.
+   */
+  heapLimited?: boolean;
+}
+
+interface BatchNormParts {
+  stats(x: tf.Tensor): tf.Tensor;
+  statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
+  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
+  gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
+  gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
+}
+
+/** Statistics (with the running averages), normalisation; gradient sums, input gradient: four kernels. */
+function fromParts(k: BatchNormParts): FusedBatchNorm {
+  return {
+    forward: (x, gamma, beta, eps, moving) => {
+      const [stats, ...moved] = moving ? k.statsAndMoving(x, moving.mean, moving.variance, moving.momentum, moving.varianceFactor) : [k.stats(x)];
+      return [k.apply(x, stats, gamma, beta, eps), stats, ...moved];
+    },
+    backward: (dy, x, stats, gamma, eps) => {
+      const [sumDy, sumDyXhat] = k.gradSums(dy, x, stats, eps);
+      return [k.gradInput(dy, x, stats, gamma, sumDy, sumDyXhat, eps), sumDyXhat, sumDy];
+    },
+  };
+}
+
+const WASM: BackendOps = {
+  batchNorm: fromParts(wasmBatchNorm),
+  sgdMomentumStep: wasmSgdStep,
+  heapLimited: true,
+};
+
+/** WebGPU moves the running averages in the statistics' kernel, one dispatch for the three tensors. */
+const webGpuBatchNorm = fromParts({
+  stats: batchNormStats,
+  statsAndMoving: batchNormStatsAndMoving,
+  apply: batchNormApply,
+  gradSums: batchNormGradSums,
+  gradInput: batchNormGradInput,
+});
+
+/** And with the 'batchnorm-one-pass' lever, the backward pass in one kernel. */
+const webGpuOnePass: FusedBatchNorm = { ...webGpuBatchNorm, backward: batchNormBackward };
+
+/** Each entry while its lever is on: the bench turns them off one by one to measure what each buys. */
+function webGpuOps(): BackendOps {
+  const optimizer = leverOn('optimizer');
+  return {
+    batchNorm: leverOn('batchnorm') ? (leverOn('batchnorm-one-pass') ? webGpuOnePass : webGpuBatchNorm) : undefined,
+    sgdStep: optimizer ? (w, g, o) => sgdStep(w, g, undefined, o) : undefined,
+    sgdMomentumStep: optimizer ? sgdStep : undefined,
+    adamStep: optimizer ? adamStep : undefined,
+    relu6: leverOn('activation-grad') ? (x) => tf.relu6(x) : undefined,
+    atrousConv2d: leverOn('atrous') ? atrousConv2dWebGpu : undefined,
+  };
+}
+
+const NONE: BackendOps = {};
+
+/** The active backend's own ops. */
+export function backendOps(): BackendOps {
+  switch (tf.getBackend()) {
+    case 'wasm':
+      return WASM;
+    case 'webgpu':
+      return webGpuOps();
+    default:
+      return NONE;
+  }
+}
