@@ -3,8 +3,9 @@
  * words: WebGPU when the browser has a hardware adapter, else wasm (with this
  * project's conv backprop kernels, SIMD, and threads where the page is
  * cross-origin isolated), else WebGL, else the pure-JavaScript CPU backend.
- * A run card can force one, a software WebGPU adapter included. Also reports
- * what the machine offers, for the Configure view.
+ * A run card can force one, a software WebGPU adapter included. The order
+ * and the words are the core's (backends/choice.ts), the Node host's too.
+ * Also reports what the machine offers, for the Configure view.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -14,6 +15,7 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
+import { backendReason, nextBackend, noBackendStarted, type BackendFailure, type BackendName } from '../core/backends/choice.ts';
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
 import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
@@ -21,9 +23,7 @@ import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
 import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
 import { activateThreadedWasm, threadsUnavailable } from './wasm-threads.ts';
 
-export type BackendName = Exclude<BackendChoice, 'auto'>;
-
-const ORDER: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
+const OFFERED: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
 
 // The package's own factory would start its threaded build from the bundled
 // factory's source text, which fails in this module worker ('e is not
@@ -129,42 +129,37 @@ let switching: Promise<unknown> = Promise.resolve();
 
 async function switchTo(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
   deviceLost = onDeviceLost;
-  const order = choice === 'auto' ? ORDER : [choice, ...ORDER.filter((name) => name !== choice)];
-  const failures: string[] = [];
-  for (const name of order) {
+  const failed: BackendFailure[] = [];
+  for (let name = nextBackend(choice, OFFERED, failed); name !== undefined; name = nextBackend(choice, OFFERED, failed)) {
     let adapter: GPUAdapterInfo | undefined;
     if (name === 'webgpu') {
       if (!('gpu' in navigator)) {
-        failures.push('WebGPU: this browser has none (Chrome or Edge 113+ has it)');
+        failed.push({ backend: name, reason: 'this browser has none (Chrome or Edge 113+ has it)' });
         continue;
       }
       // Without an adapter, tryBackend below says why WebGPU does not start.
       adapter = (await requestAdapter().catch(() => null))?.info;
       const skip = choice === 'auto' && adapter ? autoSkipsAdapter(adapter) : undefined;
       if (skip !== undefined) {
-        failures.push(skip);
+        failed.push({ backend: name, reason: skip, skipped: true });
         continue;
       }
     }
-    if (started === name) return report(name, choice, failures);
+    if (started === name) return report(name, choice, failed);
     const failure = await tryBackend(name);
     if (failure === undefined) {
       started = name;
       softwareRenderer = name === 'webgpu' ? adapter && softwareAdapter(adapter) : name === 'webgl' ? webglSoftware() : undefined;
       if (name === 'webgpu') watchDevice();
-      return report(name, choice, failures);
+      return report(name, choice, failed);
     }
-    failures.push(`${name}: ${failure}`);
+    failed.push({ backend: name, reason: failure });
   }
-  throw new Error(`no TensorFlow.js backend could start: ${failures.join('; ')}`);
+  throw noBackendStarted(failed);
 }
 
-function report(name: BackendName, choice: BackendChoice, failures: string[]): BackendReport {
-  const why = choice === 'auto'
-    ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
-    : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
-  const single = name === 'wasm' ? wasmThreads?.singleBecause : undefined;
-  return { name, title: title(name), reason: single === undefined ? why : `${why}; one thread because ${single}` };
+function report(name: BackendName, choice: BackendChoice, failed: BackendFailure[]): BackendReport {
+  return { name, title: title(name), reason: backendReason(choice, name, failed, { askedBy: 'the run card', singleThreadBecause: wasmThreads?.singleBecause }) };
 }
 
 /** The backend this worker started (tf.getBackend() would start one itself). */
