@@ -17,6 +17,7 @@ import type { FineTuneArmName } from '../core/run/display.ts';
 import type { ModelComparison } from '../core/run/compare-models.ts';
 export type { ModelComparison } from '../core/run/compare-models.ts';
 import type { StageRepeats } from '../core/run/repeats.ts';
+import type { StoresUsage } from '../core/run/storage-usage.ts';
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -342,14 +343,11 @@ export interface PredictionView {
   warnings: string[];
 }
 
-export interface StorageUsage {
+/** What the stores hold (the core counts it), with the browser's own figures for the site. */
+export interface StorageUsage extends StoresUsage<RunListing> {
   usage: number;
   quota: number;
   persisted: boolean;
-  runs: { listing: RunListing; bytes: number }[];
-  /** Kept apart from the runs (their own databases), so they are counted here too. */
-  expertLabels: { count: number; bytes: number };
-  fineTuneBytes: number;
 }
 
 /** The trainer worker's name; the page appends FAULT_TEST_MARK to allow fault injection. */

@@ -12,6 +12,7 @@ import { deleteFineTunes, fineTune, fineTunedModelFiles, fineTuneResult, fineTun
 import { RunStore } from '../core/run/run-store.ts';
 import { compareModels, modelName, sameRecipe, stageScores } from '../core/run/compare-models.ts';
 import { summariseRepeats } from '../core/run/repeats.ts';
+import { storesUsage } from '../core/run/storage-usage.ts';
 import { FINE_TUNE_ARMS } from '../core/run/display.ts';
 import {
   FAULT_TEST_MARK,
@@ -376,20 +377,11 @@ const api: TrainerApi = {
 
   async storageUsage() {
     const estimate = await navigator.storage.estimate();
-    const listed = await runs.list();
-    const sized = await Promise.all(
-      listed.map(async (listing) => ({
-        listing,
-        bytes: await new RunStore(runStore, listing.runId).bytes(),
-      })),
-    );
     return {
       usage: estimate.usage ?? 0,
       quota: estimate.quota ?? 0,
       persisted: await navigator.storage.persisted(),
-      runs: sized,
-      expertLabels: { count: (await labels.infos()).length, bytes: await labelStore.bytesUnder('') },
-      fineTuneBytes: await fineTunes.bytesUnder(''),
+      ...(await storesUsage({ runs: runStore, labels: labelStore, fineTunes }, await runs.list())),
     };
   },
 
