@@ -18,6 +18,8 @@ import type { ModelComparison } from '../core/run/compare-models.ts';
 export type { ModelComparison } from '../core/run/compare-models.ts';
 import type { StageRepeats } from '../core/run/repeats.ts';
 import type { StoresUsage } from '../core/run/storage-usage.ts';
+import type { MemoryEstimate } from '../core/model/memory.ts';
+export type { MemoryEstimate };
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -176,15 +178,6 @@ export interface Capabilities {
   /** The backend the worker runs now, if one started. */
   current?: Exclude<BackendChoice, 'auto'>;
   estimate?: MemoryEstimate;
-}
-
-export interface MemoryEstimate {
-  parameters: number;
-  parameterBytes: number;
-  activationBytes: number;
-  totalBytes: number;
-  /** The biggest single activation: one WebGPU buffer must hold it. */
-  largestTensorBytes: number;
 }
 
 /** An event with the worker's wall-clock time (ms), so charts place it where it happened. */

@@ -19,8 +19,8 @@ import { backendReason, nextBackend, noBackendStarted, type BackendFailure, type
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
 import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
-import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
-import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
+import { trainingMemory, type MemoryEstimate } from '../core/model/memory.ts';
+import type { BackendReport, Capabilities } from './api.ts';
 import { activateThreadedWasm, threadsUnavailable } from './wasm-threads.ts';
 
 const OFFERED: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
@@ -223,44 +223,9 @@ export async function capabilities(): Promise<Capabilities> {
   return caps;
 }
 
-const FLOAT = 4;
-
-/**
- * Memory one training step needs, from the model's own layer shapes: every
- * layer's output is kept for the backward pass and gets a gradient of the
- * same size; weights carry a gradient and the optimizer's state. A rough
- * upper bound (tfjs frees some intermediates early), good enough to warn
- * before a batch cannot fit.
- */
+/** Memory one training step of the card needs (core/model/memory.ts), on the backend the run would use. */
 export async function estimateMemory(card: RunCard): Promise<MemoryEstimate> {
-  // Building the model makes its weights, which needs a backend: the one the run would use.
+  // Building the model makes its weights, which needs a backend.
   await ensureBackend(card.backend);
-  const { model, train } = card;
-  const batchSize = train.batchSize;
-  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train', card.seed);
-  try {
-    let activations = 0;
-    let largest = 0;
-    for (const layer of net.layers) {
-      const shapes = (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as (number | null)[][];
-      for (const shape of shapes) {
-        const elements = shape.reduce<number>((n, d) => n * (d ?? batchSize), 1);
-        activations += elements;
-        largest = Math.max(largest, elements);
-      }
-    }
-    const parameters = countParameters(net);
-    const optimizerCopies = train.optimizer.kind === 'adam' ? 2 : 1;
-    const parameterBytes = parameters * FLOAT * (2 + optimizerCopies);
-    const activationBytes = activations * FLOAT * 2;
-    return {
-      parameters,
-      parameterBytes,
-      activationBytes,
-      totalBytes: parameterBytes + activationBytes,
-      largestTensorBytes: largest * FLOAT,
-    };
-  } finally {
-    net.dispose();
-  }
+  return trainingMemory(card);
 }
