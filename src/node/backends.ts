@@ -93,7 +93,7 @@ async function initWasm(): Promise<string> {
   wasm.setWasmPaths(`${dist}${path.sep}`);
   registerWasmTrainingKernels();
   const threads = wasmThreads();
-  wasmSingleBecause = threads > 1 ? undefined : process.env.LESION_STUDIO_WASM_THREADS === undefined ? 'this machine has one logical core' : 'LESION_STUDIO_WASM_THREADS asks for one';
+  wasmSingleBecause = threads > 1 ? undefined : Number(process.env.LESION_STUDIO_WASM_THREADS) === 1 ? 'LESION_STUDIO_WASM_THREADS asks for one' : 'this machine has one logical core';
   if (threads > 1) {
     wasm.setThreadsCount(threads);
     try {

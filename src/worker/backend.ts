@@ -15,15 +15,13 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
-import { backendReason, nextBackend, noBackendStarted, type BackendFailure, type BackendName } from '../core/backends/choice.ts';
+import { BACKEND_ORDER, backendReason, nextBackend, noBackendStarted, type BackendFailure, type BackendName } from '../core/backends/choice.ts';
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
 import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
 import { trainingMemory, type MemoryEstimate } from '../core/model/memory.ts';
 import type { BackendReport, Capabilities } from './api.ts';
 import { activateThreadedWasm, threadsUnavailable } from './wasm-threads.ts';
-
-const OFFERED: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
 
 // The package's own factory would start its threaded build from the bundled
 // factory's source text, which fails in this module worker ('e is not
@@ -130,7 +128,7 @@ let switching: Promise<unknown> = Promise.resolve();
 async function switchTo(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
   deviceLost = onDeviceLost;
   const failed: BackendFailure[] = [];
-  for (let name = nextBackend(choice, OFFERED, failed); name !== undefined; name = nextBackend(choice, OFFERED, failed)) {
+  for (let name = nextBackend(choice, BACKEND_ORDER, failed); name !== undefined; name = nextBackend(choice, BACKEND_ORDER, failed)) {
     let adapter: GPUAdapterInfo | undefined;
     if (name === 'webgpu') {
       if (!('gpu' in navigator)) {
