@@ -1,7 +1,8 @@
 /**
  * The simulated active-learning loop on the PH2 images with a tiny model:
  * one shared round 0, picks only from the hidden pool, the random strategy's
- * picks exactly the seeded draw, and the table the CLI prints.
+ * picks exactly the seeded draw, entropy's the images the round-0 model is
+ * least sure of, and the table the CLI prints.
  */
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,11 @@ import { simulateActiveLearning, type SimulationResult } from '../src/core/activ
 import { simulationTable, summariseSimulation } from '../src/core/active/simulation-summary.ts';
 import { paperCard, parseRunCard } from '../src/core/config.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
-import { deriveSeed } from '../src/core/random.ts';
+import { PixelCache } from '../src/core/dataset/samples.ts';
+import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
+import { deriveSeed, Rng } from '../src/core/random.ts';
+import { meanEntropy, predictLogits } from '../src/core/scoring/predict.ts';
+import { CheckpointStore } from '../src/core/training/checkpoint.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
@@ -21,6 +26,8 @@ const SEED = 3;
 let samples: Sample[];
 let source: FsFileSource;
 let result: SimulationResult;
+/** The simulation's store: round 0's model stays in it. */
+const store = new MemoryStore();
 
 const card = parseRunCard({
   ...paperCard(),
@@ -38,7 +45,7 @@ beforeAll(async () => {
   const lines: string[] = [];
   result = await simulateActiveLearning(
     { card, samples, initial: 4, perRound: 3, rounds: 1, test: 6, fineTuneEpochs: 1, strategies: ['entropy', 'random'], seed: SEED, mcPasses: 2 },
-    { source, decoder: new SharpDecoder(), store: new MemoryStore(), emit: () => {}, log: (line) => lines.push(line) },
+    { source, decoder: new SharpDecoder(), store, emit: () => {}, log: (line) => lines.push(line) },
   );
 }, 300_000);
 
@@ -69,6 +76,28 @@ describe('simulated active learning', () => {
     const roundSeed = deriveSeed(SEED, 'simulate/round1');
     const expected = [...remaining].sort((a, b) => randomScore(roundSeed, b.image) - randomScore(roundSeed, a.image)).slice(0, 3).map((s) => s.id);
     expect(result.rows.find((r) => r.strategy === 'random' && r.round === 1)!.revealed).toEqual(expected);
+  });
+
+  it("entropy reveals the three remaining images of highest mean entropy under round 0's model, most uncertain first", async () => {
+    // The pool in the simulation's own order, so the predictions below batch the images as its pick did, to the bit.
+    const shuffled = new Rng(deriveSeed(SEED, 'simulate/split')).shuffle([...samples].sort((a, b) => a.image.localeCompare(b.image)));
+    expect(shuffled.slice(0, 6).map((s) => s.id)).toEqual(result.testIds);
+    expect(shuffled.slice(6, 10).map((s) => s.id)).toEqual(result.rows[0].revealed);
+    const remaining = shuffled.slice(10);
+    const model = buildDeepLabV3(card.model, 'train', card.seed);
+    try {
+      await new CheckpointStore(store, `sim/${SEED}/round0`).load('best', model);
+      const size = card.model.inputSize;
+      const cache = new PixelCache(source, new SharpDecoder(), new MemoryStore(), { width: size, height: size }, () => {});
+      const images = await Promise.all(remaining.map(async (s) => (await cache.image(s))!.image));
+      const logits = await predictLogits(model, images, { batchSize: card.train.batchSize });
+      const ranked = remaining.map((s, i) => ({ id: s.id, entropy: meanEntropy(logits[i]) })).sort((a, b) => b.entropy - a.entropy);
+      // The three picks rest on their values, not on the order of ties, so a ranking turned around picks other images.
+      expect(ranked[2].entropy).toBeGreaterThan(ranked[3].entropy);
+      expect(result.rows.find((r) => r.strategy === 'entropy' && r.round === 1)!.revealed).toEqual(ranked.slice(0, 3).map((r) => r.id));
+    } finally {
+      model.dispose();
+    }
   });
 
   it('prints rounds x strategies and each strategy minus random, with intervals over seeds when there are several', () => {

@@ -43,6 +43,6 @@ describe('the automatic WebGPU choice', () => {
     const active = await initNodeBackend('auto');
     expect(active.name).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
-    expect(active.detail).toMatch(/; chosen automatically: the only WebGPU adapter is a software one \(llvmpipe\), slower than WebAssembly here$/);
+    expect(active.reason).toMatch(/^chosen automatically; the only WebGPU adapter is a software one \(llvmpipe\), slower than WebAssembly here(;|$)/);
   });
 });

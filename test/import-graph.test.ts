@@ -89,4 +89,16 @@ describe('the import graph', () => {
     expect(offending('core/', /^(worker|ui|node)\/|^node:|^svelte|^idb-keyval|^comlink/)).toEqual([]);
     expect(offending('ui/', /^@tensorflow\//)).toEqual([]);
   });
+
+  it('keeps TensorFlow.js in the browser host to starting backends and turning bitmaps into tensors; logic is the core\'s', () => {
+    const withTfjs = files.filter((file) => rel(file).startsWith('worker/') && specifiers.get(file)!.some((s) => s.startsWith('@tensorflow/'))).map(rel);
+    expect(withTfjs.sort()).toEqual([
+      // Picks and starts a backend.
+      'worker/backend.ts',
+      // Watches the WebGPU device a run trains on and forgets a lost one, so the backend can start again.
+      'worker/gpu-watch.ts',
+      // Starts tfjs's threaded wasm build in the bundled worker.
+      'worker/wasm-threads.ts',
+    ]);
+  });
 });

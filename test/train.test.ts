@@ -41,10 +41,8 @@ function tinyCard(train: Partial<TrainConfig>): RunCard {
   };
 }
 
-const webgpu = await initNodeBackend('webgpu').then(
-  () => true,
-  () => false,
-);
+// A webgpu that cannot start falls back to wasm.
+const webgpu = (await initNodeBackend('webgpu')).name === 'webgpu';
 const RESUME_BACKENDS: NodeBackendName[] = ['cpu', 'wasm', ...(webgpu ? (['webgpu'] as const) : [])];
 
 let source: FsFileSource;

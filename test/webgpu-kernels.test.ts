@@ -22,10 +22,9 @@ import { convCases, convGradients } from './helpers/conv-cases.ts';
 import { relativeError } from './helpers/tf-node.ts';
 import { Rng } from '../src/core/random.ts';
 
-const unavailable = await initNodeBackend('webgpu').then(
-  () => undefined,
-  (error: unknown) => (error instanceof Error ? error.message : String(error)),
-);
+// A webgpu that cannot start falls back to wasm, saying why.
+const started = await initNodeBackend('webgpu');
+const unavailable = started.name === 'webgpu' ? undefined : started.reason;
 
 describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu', () => {
   // Backward in two kernels (gradient sums, input gradient) or in one.

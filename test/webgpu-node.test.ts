@@ -8,10 +8,9 @@ import { expectStepMatchesCpu } from './helpers/tf-node.ts';
  * WebGPU in Node is Dawn (the `webgpu` package); on a machine without a GPU it
  * needs Mesa's lavapipe Vulkan driver (.ci/install-system-deps.sh installs it).
  */
-const unavailable = await initNodeBackend('webgpu').then(
-  () => undefined,
-  (error: unknown) => (error instanceof Error ? error.message : String(error)),
-);
+// A webgpu that cannot start falls back to wasm, saying why.
+const started = await initNodeBackend('webgpu');
+const unavailable = started.name === 'webgpu' ? undefined : started.reason;
 
 // A skip must not pass unseen on a developer's machine (CI fails outright below).
 if (unavailable !== undefined) {

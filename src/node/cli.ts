@@ -5,9 +5,9 @@
  * module (default-export a Command, from ./command.ts) and add a line to COMMANDS.
  */
 import { parseArgs } from 'node:util';
-import { LesionError } from '../core/errors.ts';
+import { failureCode } from '../core/errors.ts';
 import { EXIT_USAGE, type CliIo, type Command, type Options, type ParsedArgs } from './command.ts';
-import { describeFsError, pathProblem } from './files.ts';
+import { describeFsError, pathProblem, storageFull } from './files.ts';
 
 interface CommandEntry {
   summary: string;
@@ -95,12 +95,16 @@ export async function main(argv: string[], io: CliIo = consoleIo): Promise<numbe
   }
   try {
     return await command.run(args, io);
-  } catch (error) {
-    // LesionErrors name the file and the problem, and so does the file system; anything else is a bug, keep its stack.
-    const fsError = error as NodeJS.ErrnoException;
-    const message = error instanceof LesionError
-      ? error.message
-      : typeof fsError.code === 'string' && typeof fsError.path === 'string'
+  } catch (thrown) {
+    const fsError = thrown as NodeJS.ErrnoException;
+    const isFsError = typeof fsError.code === 'string' && typeof fsError.path === 'string';
+    // Any write the disk refused for room, not only the store's and the products', is the studio's 'storage-full'.
+    const error = isFsError ? storageFull(fsError, fsError.path!) : thrown;
+    // Failures are classified as the studio's run events classify them (failureCode): a known code names the
+    // file and the problem, and so does the file system; anything else is a bug, keep its stack.
+    const message = failureCode(error) !== 'internal'
+      ? (error as Error).message
+      : isFsError
         ? `${fsError.path}: ${describeFsError(fsError)}`
         : (error as Error).stack;
     io.err(`lesion-studio ${name}: ${message}`);

@@ -129,9 +129,32 @@ async function realPathOf(path: string): Promise<string> {
 export async function writeProducts(dir: string, files: ProductFile[]): Promise<void> {
   for (const file of files) {
     const target = join(dir, ...file.name.split('/'));
-    await mkdir(dirname(target), { recursive: true });
-    await writeFile(target, file.bytes);
+    try {
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, file.bytes);
+    } catch (error) {
+      throw storageFull(error, target);
+    }
   }
+}
+
+/** The errors by which a disk refuses a write for lack of room: no space left, or the user's quota used up. */
+const FULL_DISK = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * A write the disk refused for lack of room, reported as the studio reports a
+ * full browser storage (LesionError 'storage-full'): naming the file, what it
+ * held, and the way out. Any other error comes back unchanged, to be rethrown.
+ */
+export function storageFull(error: unknown, file: string, what?: string): unknown {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code === undefined || !FULL_DISK.has(code)) return error;
+  return new LesionError(
+    'storage-full',
+    `${describeFsError(error)}${what ? `: ${what} could not be saved` : ''}. ` +
+      'Free space on that disk (or write to another one), then run the command again; train --resume continues a run from its last checkpoint',
+    file,
+  );
 }
 
 /** Where a set's masks go when several sets share ids: a folder name safe on every file system. */
@@ -183,6 +206,7 @@ export function describeFsError(error: unknown): string {
     ENOTDIR: 'not a folder',
     EEXIST: 'already exists',
     ENOSPC: 'no space left on the device',
+    EDQUOT: 'the disk quota is used up',
     EROFS: 'on a read-only file system',
     EPERM: 'operation not permitted',
   };

@@ -9,6 +9,9 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import { LesionError } from '../core/errors.ts';
 import type { KeyValueStore } from '../core/io.ts';
+import { formatBytes } from '../core/run/display.ts';
+import { describeKey, payloadBytes } from '../core/run/run-store.ts';
+import { storageFull } from './files.ts';
 
 const SUFFIX = '.v8';
 
@@ -36,10 +39,16 @@ export class FsKeyValueStore implements KeyValueStore {
 
   async set(key: string, value: unknown): Promise<void> {
     const file = this.file(key);
-    await mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, v8.serialize(value));
-    await rename(tmp, file);
+    try {
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(tmp, v8.serialize(value));
+      await rename(tmp, file);
+    } catch (error) {
+      // A partial temporary file would only take more of the space that ran out.
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw storageFull(error, file, `${describeKey(key)} (${formatBytes(payloadBytes(value))})`);
+    }
   }
 
   async delete(key: string): Promise<void> {

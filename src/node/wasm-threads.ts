@@ -28,23 +28,32 @@ interface EmscriptenModule {
 type Registry = { registryFactory: Record<string, { factory: () => Promise<tf.KernelBackend>; priority: number }> };
 
 /**
- * Makes 'wasm' the threaded build and activates it. On any failure the
- * package's own single-threaded factory is put back and false returned.
+ * Makes 'wasm' the threaded build and activates it. On failure the
+ * package's own single-threaded factory is put back (not started) and the
+ * reason thrown, for the backend's report to name, as the studio does
+ * (src/worker/wasm-threads.ts).
  */
-export async function activateThreadedWasm(threads: number): Promise<boolean> {
+export async function activateThreadedWasm(threads: number): Promise<void> {
   const original = (tf.engine() as unknown as Registry).registryFactory.wasm;
-  try {
-    registerThreadedWasm(threads);
-    if (await tf.setBackend('wasm')) return true;
-  } catch {
-    // Fall through to the single-threaded build.
-  }
+  let failure: unknown = 'it did not start';
+  tf.removeBackend('wasm');
+  tf.registerBackend(
+    'wasm',
+    () =>
+      startThreaded(threads).catch((error: unknown) => {
+        failure = error;
+        throw error;
+      }),
+    2,
+  );
+  // tf.setBackend reports a failed factory only as `false` (and a console warning).
+  if (await tf.setBackend('wasm')) return;
   tf.removeBackend('wasm');
   if (original) tf.registerBackend('wasm', original.factory, original.priority);
-  return false;
+  throw failure instanceof Error ? failure : new Error(String(failure));
 }
 
-function registerThreadedWasm(threads: number): void {
+async function startThreaded(threads: number): Promise<tf.KernelBackend> {
   const dir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wasm-threaded-simd.js'));
   const mainScript = path.join(dir, 'tfjs-backend-wasm-threaded-simd.js');
   const { wasmWorkerContents } = require(path.join(dir, 'tfjs-backend-wasm-threaded-simd.worker.js')) as { wasmWorkerContents: string };
@@ -52,29 +61,21 @@ function registerThreadedWasm(threads: number): void {
   const workerScript = path.join(os.tmpdir(), `lesion-studio-tfjs-wasm-worker-${tf.version_core}.cjs`);
   writeFileSync(workerScript, wasmWorkerContents.replace(/\n/g, '\\n'));
   const factory = require(mainScript) as (config: object) => Promise<EmscriptenModule>;
-
-  tf.removeBackend('wasm');
-  tf.registerBackend(
-    'wasm',
-    async () => {
-      const realCpus = os.cpus;
-      os.cpus = () => Array.from({ length: 2 * threads }, () => realCpus()[0]);
-      let module: EmscriptenModule;
-      try {
-        module = await factory({
-          locateFile: (file: string, prefix: string) =>
-            file.endsWith('.worker.js') ? workerScript : file.endsWith('.wasm') ? path.join(dir, 'tfjs-backend-wasm-threaded-simd.wasm') : prefix + file,
-          mainScriptUrlOrBlob: mainScript,
-        });
-      } finally {
-        os.cpus = realCpus;
-      }
-      bindTfjsEntryPoints(module);
-      const backend = new BackendWasm(module as never);
-      // Idle pool threads must not keep the process alive once the work is done.
-      for (const worker of [...module.PThread.unusedWorkers, ...module.PThread.runningWorkers]) worker.unref();
-      return backend;
-    },
-    2,
-  );
+  const realCpus = os.cpus;
+  os.cpus = () => Array.from({ length: 2 * threads }, () => realCpus()[0]);
+  let module: EmscriptenModule;
+  try {
+    module = await factory({
+      locateFile: (file: string, prefix: string) =>
+        file.endsWith('.worker.js') ? workerScript : file.endsWith('.wasm') ? path.join(dir, 'tfjs-backend-wasm-threaded-simd.wasm') : prefix + file,
+      mainScriptUrlOrBlob: mainScript,
+    });
+  } finally {
+    os.cpus = realCpus;
+  }
+  bindTfjsEntryPoints(module);
+  const backend = new BackendWasm(module as never);
+  // Idle pool threads must not keep the process alive once the work is done.
+  for (const worker of [...module.PThread.unusedWorkers, ...module.PThread.runningWorkers]) worker.unref();
+  return backend;
 }

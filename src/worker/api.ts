@@ -17,6 +17,9 @@ import type { FineTuneArmName } from '../core/run/display.ts';
 import type { ModelComparison } from '../core/run/compare-models.ts';
 export type { ModelComparison } from '../core/run/compare-models.ts';
 import type { StageRepeats } from '../core/run/repeats.ts';
+import type { StoresUsage } from '../core/run/storage-usage.ts';
+import type { MemoryEstimate } from '../core/model/memory.ts';
+export type { MemoryEstimate };
 
 export type { AcquisitionScore, ExpertLabelInfo, ImageScores, StageResult, TrainingStage };
 
@@ -177,15 +180,6 @@ export interface Capabilities {
   estimate?: MemoryEstimate;
 }
 
-export interface MemoryEstimate {
-  parameters: number;
-  parameterBytes: number;
-  activationBytes: number;
-  totalBytes: number;
-  /** The biggest single activation: one WebGPU buffer must hold it. */
-  largestTensorBytes: number;
-}
-
 /** An event with the worker's wall-clock time (ms), so charts place it where it happened. */
 export interface StampedEvent {
   at: number;
@@ -342,14 +336,11 @@ export interface PredictionView {
   warnings: string[];
 }
 
-export interface StorageUsage {
+/** What the stores hold (the core counts it), with the browser's own figures for the site. */
+export interface StorageUsage extends StoresUsage<RunListing> {
   usage: number;
   quota: number;
   persisted: boolean;
-  runs: { listing: RunListing; bytes: number }[];
-  /** Kept apart from the runs (their own databases), so they are counted here too. */
-  expertLabels: { count: number; bytes: number };
-  fineTuneBytes: number;
 }
 
 /** The trainer worker's name; the page appends FAULT_TEST_MARK to allow fault injection. */

@@ -3,8 +3,9 @@
  * words: WebGPU when the browser has a hardware adapter, else wasm (with this
  * project's conv backprop kernels, SIMD, and threads where the page is
  * cross-origin isolated), else WebGL, else the pure-JavaScript CPU backend.
- * A run card can force one, a software WebGPU adapter included. Also reports
- * what the machine offers, for the Configure view.
+ * A run card can force one, a software WebGPU adapter included. The order
+ * and the words are the core's (backends/choice.ts), the Node host's too.
+ * Also reports what the machine offers, for the Configure view.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
@@ -14,16 +15,13 @@ import wasmSimdUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-si
 import wasmThreadedUrl from '@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm?url';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { autoSkipsAdapter, softwareAdapter } from '../core/backends/adapter.ts';
+import { BACKEND_ORDER, backendReason, nextBackend, noBackendStarted, type BackendFailure, type BackendName } from '../core/backends/choice.ts';
 import { prepareWasmBackend, registerWasmTrainingKernels } from '../core/backends/wasm/training.ts';
 import { prepareWebGpuBackend, registerWebGpuTrainingKernels } from '../core/backends/webgpu/training.ts';
 import type { BackendChoice, RunCard } from '../core/config.ts';
-import { buildDeepLabV3, countParameters } from '../core/model/deeplab.ts';
-import type { BackendReport, Capabilities, MemoryEstimate } from './api.ts';
+import { trainingMemory, type MemoryEstimate } from '../core/model/memory.ts';
+import type { BackendReport, Capabilities } from './api.ts';
 import { activateThreadedWasm, threadsUnavailable } from './wasm-threads.ts';
-
-export type BackendName = Exclude<BackendChoice, 'auto'>;
-
-const ORDER: BackendName[] = ['webgpu', 'wasm', 'webgl', 'cpu'];
 
 // The package's own factory would start its threaded build from the bundled
 // factory's source text, which fails in this module worker ('e is not
@@ -129,42 +127,37 @@ let switching: Promise<unknown> = Promise.resolve();
 
 async function switchTo(choice: BackendChoice, onDeviceLost: (message: string) => void): Promise<BackendReport> {
   deviceLost = onDeviceLost;
-  const order = choice === 'auto' ? ORDER : [choice, ...ORDER.filter((name) => name !== choice)];
-  const failures: string[] = [];
-  for (const name of order) {
+  const failed: BackendFailure[] = [];
+  for (let name = nextBackend(choice, BACKEND_ORDER, failed); name !== undefined; name = nextBackend(choice, BACKEND_ORDER, failed)) {
     let adapter: GPUAdapterInfo | undefined;
     if (name === 'webgpu') {
       if (!('gpu' in navigator)) {
-        failures.push('WebGPU: this browser has none (Chrome or Edge 113+ has it)');
+        failed.push({ backend: name, reason: 'this browser has none (Chrome or Edge 113+ has it)' });
         continue;
       }
       // Without an adapter, tryBackend below says why WebGPU does not start.
       adapter = (await requestAdapter().catch(() => null))?.info;
       const skip = choice === 'auto' && adapter ? autoSkipsAdapter(adapter) : undefined;
       if (skip !== undefined) {
-        failures.push(skip);
+        failed.push({ backend: name, reason: skip, skipped: true });
         continue;
       }
     }
-    if (started === name) return report(name, choice, failures);
+    if (started === name) return report(name, choice, failed);
     const failure = await tryBackend(name);
     if (failure === undefined) {
       started = name;
       softwareRenderer = name === 'webgpu' ? adapter && softwareAdapter(adapter) : name === 'webgl' ? webglSoftware() : undefined;
       if (name === 'webgpu') watchDevice();
-      return report(name, choice, failures);
+      return report(name, choice, failed);
     }
-    failures.push(`${name}: ${failure}`);
+    failed.push({ backend: name, reason: failure });
   }
-  throw new Error(`no TensorFlow.js backend could start: ${failures.join('; ')}`);
+  throw noBackendStarted(failed);
 }
 
-function report(name: BackendName, choice: BackendChoice, failures: string[]): BackendReport {
-  const why = choice === 'auto'
-    ? name === 'webgpu' ? 'chosen automatically' : `chosen automatically; ${failures.join('; ')}`
-    : name === choice ? 'chosen in the run card' : `the run card asked for ${choice}, which failed (${failures.join('; ')})`;
-  const single = name === 'wasm' ? wasmThreads?.singleBecause : undefined;
-  return { name, title: title(name), reason: single === undefined ? why : `${why}; one thread because ${single}` };
+function report(name: BackendName, choice: BackendChoice, failed: BackendFailure[]): BackendReport {
+  return { name, title: title(name), reason: backendReason(choice, name, failed, { askedBy: 'the run card', singleThreadBecause: wasmThreads?.singleBecause }) };
 }
 
 /** The backend this worker started (tf.getBackend() would start one itself). */
@@ -228,44 +221,9 @@ export async function capabilities(): Promise<Capabilities> {
   return caps;
 }
 
-const FLOAT = 4;
-
-/**
- * Memory one training step needs, from the model's own layer shapes: every
- * layer's output is kept for the backward pass and gets a gradient of the
- * same size; weights carry a gradient and the optimizer's state. A rough
- * upper bound (tfjs frees some intermediates early), good enough to warn
- * before a batch cannot fit.
- */
+/** Memory one training step of the card needs (core/model/memory.ts), on the backend the run would use. */
 export async function estimateMemory(card: RunCard): Promise<MemoryEstimate> {
-  // Building the model makes its weights, which needs a backend: the one the run would use.
+  // Building the model makes its weights, which needs a backend.
   await ensureBackend(card.backend);
-  const { model, train } = card;
-  const batchSize = train.batchSize;
-  const net = buildDeepLabV3({ ...model, init: 'random' }, 'train', card.seed);
-  try {
-    let activations = 0;
-    let largest = 0;
-    for (const layer of net.layers) {
-      const shapes = (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as (number | null)[][];
-      for (const shape of shapes) {
-        const elements = shape.reduce<number>((n, d) => n * (d ?? batchSize), 1);
-        activations += elements;
-        largest = Math.max(largest, elements);
-      }
-    }
-    const parameters = countParameters(net);
-    const optimizerCopies = train.optimizer.kind === 'adam' ? 2 : 1;
-    const parameterBytes = parameters * FLOAT * (2 + optimizerCopies);
-    const activationBytes = activations * FLOAT * 2;
-    return {
-      parameters,
-      parameterBytes,
-      activationBytes,
-      totalBytes: parameterBytes + activationBytes,
-      largestTensorBytes: largest * FLOAT,
-    };
-  } finally {
-    net.dispose();
-  }
+  return trainingMemory(card);
 }

@@ -4,13 +4,10 @@
  * bytes the CLI writes, here only placed under the names the studio gives
  * them and moved into transferable buffers.
  */
-import type * as tf from '@tensorflow/tfjs';
 import type { ExpertLabel } from '../core/active/labels.ts';
 import type { RunCard } from '../core/config.ts';
-import { LesionError } from '../core/errors.ts';
-import { buildDeepLabV3 } from '../core/model/deeplab.ts';
-import { cardInitDescription, jobFiles } from '../core/run/job.ts';
-import { initialiseEncoder, loadStageModel, type TrainingStage } from '../core/run/pipeline.ts';
+import { jobFiles, jobStartModel } from '../core/run/job.ts';
+import { loadStageModel, type TrainingStage } from '../core/run/pipeline.ts';
 import { metricsFiles, modelFiles, pseudoLabelFiles, type ProductFile } from '../core/run/products.ts';
 import type { PseudoStage, RunStore } from '../core/run/run-store.ts';
 import type { ExportedFile } from './api.ts';
@@ -52,22 +49,12 @@ export async function exportMetrics(run: RunStore): Promise<ExportedFile[]> {
  * name at its path (--data-root).
  */
 export async function exportJob(run: RunStore, card: RunCard, dataset: OpenDataset, labels: ExpertLabel[], startFrom?: TrainingStage): Promise<ExportedFile[]> {
-  let model: tf.LayersModel;
-  let from: string;
-  if (startFrom) {
-    model = (await loadStageModel(run.kv, run.runId, startFrom)).model;
-    from = `the best checkpoint of ${startFrom} in run ${run.runId}`;
-  } else {
-    if (card.model.init === 'user') throw new LesionError('model', 'model.init is "user": export the job starting from a trained stage instead');
-    model = buildDeepLabV3(card.model, 'export', card.seed);
-    await initialiseEncoder(card, model, undefined, () => {});
-    from = cardInitDescription(card);
-  }
+  const init = await jobStartModel(card, startFrom ? { run, stage: startFrom } : { userHint: 'export the job starting from a trained stage instead' });
   try {
     const roots = Object.fromEntries(dataset.rootNames().map((name) => [name, `the folder ${name} opened in the studio`]));
-    const files = await jobFiles({ card, inputs: dataset.inputs(), roots, init: { model, from }, expertLabels: labels });
+    const files = await jobFiles({ card, inputs: dataset.inputs(), roots, init, expertLabels: labels });
     return files.map((f) => exported(f, `${card.name}-job/${f.name}`));
   } finally {
-    model.dispose();
+    init.model.dispose();
   }
 }

@@ -3,7 +3,6 @@
  * page's calls (comlink) to the core. Everything heavy (listing folders,
  * decoding, TensorFlow.js) happens here, never on the page's thread.
  */
-import * as tf from '@tensorflow/tfjs';
 import * as Comlink from 'comlink';
 import type { RunCard } from '../core/config.ts';
 import { LesionError } from '../core/errors.ts';
@@ -12,7 +11,9 @@ import { deleteFineTunes, fineTune, fineTunedModelFiles, fineTuneResult, fineTun
 import { RunStore } from '../core/run/run-store.ts';
 import { compareModels, modelName, sameRecipe, stageScores } from '../core/run/compare-models.ts';
 import { summariseRepeats } from '../core/run/repeats.ts';
+import { storesUsage } from '../core/run/storage-usage.ts';
 import { FINE_TUNE_ARMS } from '../core/run/display.ts';
+import { poisonTrainableWeights } from '../core/training/train.ts';
 import {
   FAULT_TEST_MARK,
   type ComparePick,
@@ -107,12 +108,8 @@ function injectFault(fault: InjectedFault): void {
       return runStore.injectQuotaFault({ after: fault.after, match: fault.match });
     case 'storage-ok':
       return runStore.injectQuotaFault(undefined);
-    case 'nan-weights': {
-      const trainable = Object.values(tf.engine().registeredVariables).filter((variable) => variable.trainable);
-      if (trainable.length === 0) throw new LesionError('config', 'no model is training');
-      for (const variable of trainable) tf.tidy(() => variable.assign(tf.fill(variable.shape, Number.NaN)));
-      return;
-    }
+    case 'nan-weights':
+      return poisonTrainableWeights();
     case 'crash':
       // Outside any promise, so nothing catches it: the page sees the worker's error event.
       setTimeout(() => {
@@ -376,20 +373,11 @@ const api: TrainerApi = {
 
   async storageUsage() {
     const estimate = await navigator.storage.estimate();
-    const listed = await runs.list();
-    const sized = await Promise.all(
-      listed.map(async (listing) => ({
-        listing,
-        bytes: await new RunStore(runStore, listing.runId).bytes(),
-      })),
-    );
     return {
       usage: estimate.usage ?? 0,
       quota: estimate.quota ?? 0,
       persisted: await navigator.storage.persisted(),
-      runs: sized,
-      expertLabels: { count: (await labels.infos()).length, bytes: await labelStore.bytesUnder('') },
-      fineTuneBytes: await fineTunes.bytesUnder(''),
+      ...(await storesUsage({ runs: runStore, labels: labelStore, fineTunes }, await runs.list())),
     };
   },
 

@@ -16,8 +16,10 @@ import type { Sample } from '../dataset/layouts.ts';
 import { LesionError } from '../errors.ts';
 import type { EventSink, StageName } from '../events.ts';
 import { plannedStages } from './display.ts';
-import { exportMetadata, planSplit, type RunInputs } from './pipeline.ts';
+import { buildDeepLabV3 } from '../model/deeplab.ts';
+import { exportMetadata, initialiseEncoder, loadStageModel, planSplit, type RunInputs } from './pipeline.ts';
 import { expertLabelFiles, maskFileName, modelFiles, type ProductFile } from './products.ts';
+import type { RunStore, TrainingStage } from './run-store.ts';
 
 export const JOB_FORMAT = 'lesion-studio-job/1';
 export const JOB_FILE = 'job.json';
@@ -71,6 +73,28 @@ export function cardInitDescription(card: RunCard): string {
   return card.model.init === 'nsfwjs' || card.model.init === 'imagenet-through-block10'
     ? `the offline MobileNetV2 encoder (${card.model.init}), the rest drawn from the card's seed`
     : 'weights drawn from the card\'s seed, as the studio draws them';
+}
+
+/**
+ * The model a job starts from, in its export build, and what its weights are:
+ * a stored run's stage (its best checkpoint), or the card's own
+ * initialisation, for which a card asking for the user's weights needs them
+ * given as `userHint` says. The caller disposes the model.
+ */
+export async function jobStartModel(card: RunCard, start: { run: RunStore; stage: TrainingStage } | { userHint: string; emit?: EventSink }): Promise<JobSpec['init']> {
+  if ('run' in start) {
+    const { model } = await loadStageModel(start.run.kv, start.run.runId, start.stage);
+    return { model, from: `the best checkpoint of ${start.stage} in run ${start.run.runId}` };
+  }
+  if (card.model.init === 'user') throw new LesionError('model', `model.init is "user": ${start.userHint}`);
+  const model = buildDeepLabV3(card.model, 'export', card.seed);
+  try {
+    await initialiseEncoder(card, model, undefined, start.emit ?? (() => {}));
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return { model, from: cardInitDescription(card) };
 }
 
 export async function jobFiles(spec: JobSpec): Promise<ProductFile[]> {

@@ -215,10 +215,7 @@ export class RunStore {
   /** What the run holds in storage, its masks included. */
   async bytes(): Promise<number> {
     let total = 0;
-    for (const prefix of this.prefixes()) {
-      if (this.kv.bytesUnder) total += await this.kv.bytesUnder(prefix);
-      else for (const key of await this.kv.keys(prefix)) total += payloadBytes(await this.kv.get(key));
-    }
+    for (const prefix of this.prefixes()) total += await storedBytes(this.kv, prefix);
     return total;
   }
 }
@@ -239,6 +236,14 @@ function unpackBits(bits: Uint8Array, length: number): Uint8Array {
   const mask = new Uint8Array(length);
   for (let i = 0; i < length; i++) mask[i] = (bits[i >> 3] >> (i & 7)) & 1;
   return mask;
+}
+
+/** Bytes held under a prefix: counted by the store where it can (IndexedDB's cursor), else value by value. */
+export async function storedBytes(kv: KeyValueStore, prefix = ''): Promise<number> {
+  if (kv.bytesUnder) return kv.bytesUnder(prefix);
+  let total = 0;
+  for (const key of await kv.keys(prefix)) total += payloadBytes(await kv.get(key));
+  return total;
 }
 
 /** The bytes a stored value holds: binary payloads (ArrayBuffers, typed arrays, Blobs) and strings, numbers and flags at their usual size. */

@@ -53,6 +53,17 @@ export function isResourceExhausted(error: unknown): boolean {
   return /out of memory|\bOOM\b|failed to allocate|allocation failed|array buffer allocation|maxStorageBufferBindingSize|maxBufferSize|exceeds the max|memory could not be allocated/i.test(message);
 }
 
+/**
+ * The fault tests' divergence (README, Reliability): every trainable weight
+ * in the engine becomes NaN, as after a step that blew up, and the training
+ * loop must stop as 'diverged' before any checkpoint holds them.
+ */
+export function poisonTrainableWeights(): void {
+  const trainable = Object.values(tf.engine().registeredVariables).filter((variable) => variable.trainable);
+  if (trainable.length === 0) throw new LesionError('config', 'no model is training');
+  for (const variable of trainable) tf.tidy(() => variable.assign(tf.fill(variable.shape, Number.NaN)));
+}
+
 export interface StageOutcome {
   /** The best checkpoint's epoch (the one a stage exports), its EMA and its validation figures. */
   bestEpoch: number | null;

@@ -21,7 +21,7 @@ import { evaluate } from '../../core/scoring/evaluate.ts';
 import { METRIC_KEYS, METRIC_TITLES, type Interval } from '../../core/scoring/bootstrap.ts';
 import { compareArms, type CompareArm, type Comparison } from '../../core/scoring/compare.ts';
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
@@ -81,7 +81,7 @@ const compare: Command = {
     if (unlabeled > 0) io.err(`note: ${unlabeled} images without masks are left out`);
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
-    io.err(`backend: ${backend.name} (${backend.detail})`);
+    io.err(backendLine(backend));
     // Every model first, so that a mismatch is refused before anything is scored.
     const inputs = new Map<string, number>();
     for (const dir of arms.flatMap((a) => a.dirs)) {

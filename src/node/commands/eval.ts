@@ -38,7 +38,7 @@ import type { FileSource } from '../../core/io.ts';
 import { MetricAccumulator, type MetricReport } from '../../core/scoring/metrics.ts';
 import { METRIC_KEYS, METRIC_TITLES, uncertainty, type MetricKey, type Uncertainty } from '../../core/scoring/bootstrap.ts';
 import { itemFromSample, PixelCache } from '../../core/dataset/samples.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, setFolderName } from '../files.ts';
@@ -85,7 +85,7 @@ const evalCommand: Command = {
     let shortOfMatches: string | undefined;
     if (modelDir !== undefined) {
       const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
-      io.err(`backend: ${backend.name} (${backend.detail})`);
+      io.err(backendLine(backend));
       const { model, inputSize, readout } = await loadExportedModel(modelDir, io);
       io.err(`scoring ${labeled.length} images at ${inputSize}x${inputSize}, ${describeReadout(readout)}`);
       // Budget 0: every image is read once, nothing is worth caching.

@@ -13,11 +13,11 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
 import { LesionError } from '../../core/errors.ts';
-import { cardInitDescription, jobFiles } from '../../core/run/job.ts';
+import type { RunCard } from '../../core/config.ts';
+import { jobFiles, jobStartModel, type JobSpec } from '../../core/run/job.ts';
 import { buildDeepLabV3, copyWeights } from '../../core/model/deeplab.ts';
-import { initialiseEncoder } from '../../core/run/pipeline.ts';
 import { initNodeBackend } from '../backends.ts';
-import { EXIT_USAGE, listOf, type Command } from '../command.ts';
+import { EXIT_USAGE, listOf, type CliIo, type Command } from '../command.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
 import { loadExportedModel } from '../model-files.ts';
 import { TORCH_PACKAGE_ROOT } from '../python.ts';
@@ -63,38 +63,24 @@ const exportJob: Command = {
     io.err(`data: ${inputs.labeled.length} labeled pairs, ${inputs.unlabeled.length} unlabeled images, ${index.strays.length} strays`);
     for (const stray of index.strays) io.err(`warning: ${stray.path}: ${stray.detail}`);
 
-    const model = buildDeepLabV3(card.model, 'export', card.seed);
+    const initDir = values.init as string | undefined;
+    const init = initDir === undefined
+      ? await jobStartModel(card, { userHint: 'give the model to start from with --init <model dir>', emit: (e) => e.type === 'log' && io.err(e.message) })
+      : await initFromModelDir(card, initDir, io);
     try {
-      let from: string;
-      const initDir = values.init as string | undefined;
-      if (initDir !== undefined) {
-        const start = await loadExportedModel(initDir, io);
-        try {
-          copyWeights(start.model, model);
-        } catch (error) {
-          throw new LesionError('model', `does not fit the card's model (${(error as Error).message.split('\n')[0]})`, initDir);
-        } finally {
-          start.model.dispose();
-        }
-        from = `the weights of ${path.resolve(initDir)}`;
-      } else {
-        if (card.model.init === 'user') throw new LesionError('model', 'model.init is "user": give the model to start from with --init <model dir>');
-        await initialiseEncoder(card, model, undefined, (e) => e.type === 'log' && io.err(e.message));
-        from = cardInitDescription(card);
-      }
       const roots = Object.fromEntries(dirs.map((d) => [path.basename(path.resolve(d)), path.resolve(d)]));
       const files = await jobFiles({
         card,
         inputs,
         roots,
-        init: { model, from },
+        init,
         packageRoot: TORCH_PACKAGE_ROOT,
         location: path.resolve(out),
         emit: (e) => e.type === 'warning' && io.err(`warning: ${e.file}: ${e.message}`),
       });
       await writeProducts(out, files);
     } finally {
-      model.dispose();
+      init.model.dispose();
     }
     io.out(`wrote the job to ${out}; run it with:\n  PYTHONPATH=${TORCH_PACKAGE_ROOT} torchrun --standalone --nproc_per_node <N> -m lesion_studio_torch ${out}`);
     return 0;
@@ -102,3 +88,18 @@ const exportJob: Command = {
 };
 
 export default exportJob;
+
+/** The card's model holding the weights of an exported model (--init), which must fit it. */
+async function initFromModelDir(card: RunCard, dir: string, io: CliIo): Promise<JobSpec['init']> {
+  const start = await loadExportedModel(dir, io);
+  const model = buildDeepLabV3(card.model, 'export', card.seed);
+  try {
+    copyWeights(start.model, model);
+  } catch (error) {
+    model.dispose();
+    throw new LesionError('model', `does not fit the card's model (${(error as Error).message.split('\n')[0]})`, dir);
+  } finally {
+    start.model.dispose();
+  }
+  return { model, from: `the weights of ${path.resolve(dir)}` };
+}

@@ -21,7 +21,7 @@ import { FINE_TUNE_ARMS } from '../../core/run/display.ts';
 import { inputsByRole, rootOf } from '../../core/dataset/layouts.ts';
 import { ConfigError } from '../../core/errors.ts';
 import { METRIC_KEYS, type MetricKey } from '../../core/scoring/bootstrap.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, positiveFlag, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, writeProducts } from '../files.ts';
@@ -69,7 +69,7 @@ const fineTuneCommand: Command = {
     }
     const folder = await openRunFolder(runDir, (values['run-id'] as string | undefined) ?? 'run', values.stage as string | undefined);
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? (folder.card.backend === 'webgl' ? 'auto' : folder.card.backend));
-    io.err(`backend: ${backend.name} (${backend.detail})`);
+    io.err(backendLine(backend));
 
     const source = new FsFileSource([...dataDirs, ...labelDirs]);
     const { labeled } = inputsByRole(await source.index(), () => true);

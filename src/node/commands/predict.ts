@@ -22,7 +22,7 @@ import type { Sample } from '../../core/dataset/layouts.ts';
 import { loadSample } from '../../core/dataset/loader.ts';
 import { LesionError } from '../../core/errors.ts';
 import { maskFileName, predictions, type PredictionInput } from '../../core/run/products.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, setFolderName } from '../files.ts';
@@ -71,7 +71,7 @@ const predict: Command = {
     }
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'auto');
-    io.err(`backend: ${backend.name} (${backend.detail})`);
+    io.err(backendLine(backend));
     const { model, inputSize, readout } = await loadExportedModel(modelDir, io);
     io.err(`model: ${inputSize}x${inputSize} input, ${describeReadout(readout)}; ${samples.length} images${perSet ? ', one folder per set (ids repeat across sets)' : ''}`);
     await mkdir(out, { recursive: true });

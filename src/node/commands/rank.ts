@@ -14,7 +14,7 @@ import { ACQUISITION_SCORES, SCORE_TITLES, type AcquisitionScore } from '../../c
 import { rankPool } from '../../core/active/rank.ts';
 import { inputsByRole } from '../../core/dataset/layouts.ts';
 import { ConfigError } from '../../core/errors.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, positiveFlag, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource } from '../files.ts';
@@ -54,7 +54,7 @@ const rank: Command = {
     }
     const folder = await openRunFolder(runDir, (values['run-id'] as string | undefined) ?? 'run', values.stage as string | undefined);
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? (folder.card.backend === 'webgl' ? 'auto' : folder.card.backend));
-    io.err(`backend: ${backend.name} (${backend.detail})`);
+    io.err(backendLine(backend));
 
     const source = new FsFileSource(poolDirs);
     const { unlabeled } = inputsByRole(await source.index(), () => false);

@@ -17,7 +17,7 @@ import { ACQUISITION_SCORES, type AcquisitionScore } from '../../core/active/acq
 import { simulateActiveLearning, type SimulationResult } from '../../core/active/active-loop.ts';
 import { simulationTable, summariseSimulation, type SimulationRow } from '../../core/active/simulation-summary.ts';
 import { parseRunCard, quickCard, type RunCard } from '../../core/config.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData } from '../files.ts';
@@ -119,7 +119,7 @@ const simulate: Command = {
     }
 
     const backend = await initNodeBackend((values.backend as NodeBackendName | undefined) ?? 'wasm');
-    io.err(`backend: ${backend.name} (${backend.detail})`);
+    io.err(backendLine(backend));
     const source = new FsFileSource(dirs);
     const index = await source.index();
     const samples = index.sets.flatMap((set) => set.labeled);

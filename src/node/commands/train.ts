@@ -36,7 +36,7 @@ import { metricsFiles, modelFiles, pseudoLabelFiles } from '../../core/run/produ
 import { RunStore } from '../../core/run/run-store.ts';
 import { formatSpread, summariseRepeats } from '../../core/run/repeats.ts';
 import { METRIC_KEYS, METRIC_TITLES } from '../../core/scoring/bootstrap.ts';
-import { initNodeBackend, type NodeBackendName } from '../backends.ts';
+import { backendLine, initNodeBackend, type NodeBackendName } from '../backends.ts';
 import { EXIT_USAGE, listOf, type CliIo, type Command } from '../command.ts';
 import { SharpDecoder } from '../decode.ts';
 import { FsFileSource, outInsideData, writeProducts } from '../files.ts';
@@ -167,7 +167,7 @@ interface RunPlan {
 
 async function runAndWrite(card: RunCard, { labeledDirs, unlabeledDirs, out, store, runId, resume, backend: backendName }: RunPlan, io: CliIo): Promise<number> {
   const backend = await initNodeBackend(backendName ?? (card.backend === 'webgl' ? 'auto' : card.backend));
-  io.err(`backend: ${backend.name} (${backend.detail})`);
+  io.err(backendLine(backend));
 
   const source = new FsFileSource([...labeledDirs, ...unlabeledDirs]);
   const index = await source.index();
