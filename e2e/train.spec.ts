@@ -66,6 +66,26 @@ function runStoreKeys(page: Page): Promise<string[]> {
   );
 }
 
+test("every knob off the paper's value offers the paper's back in one click", async ({ page }) => {
+  const card = presetCard('quick');
+  const edited: RunCard = { ...card, train: { ...card.train, loss: 'dice', lrSchedule: 'poly', warmupEpochs: 1 }, eval: { ...card.eval, tta: 'flips' } };
+  await page.goto('/');
+  await page.getByTestId('open-demo').click();
+  await page.getByTestId('tab-configure').click();
+  await page.getByTestId('card-json').fill(JSON.stringify(edited));
+  await page.getByTestId('card-import').click();
+  await expect(page.locator('#knob-train-lrSchedule')).toHaveValue('poly');
+  await page.getByTestId('knob-train-lrSchedule-paper').click();
+  await expect(page.locator('#knob-train-lrSchedule')).toHaveValue('constant');
+  await expect(page.getByTestId('knob-train-lrSchedule-paper')).toHaveCount(0);
+  await page.getByTestId('knob-eval-tta-paper').click();
+  await expect(page.locator('#knob-eval-tta')).toHaveValue('none');
+  await page.getByTestId('knob-train-warmupEpochs-paper').click();
+  await expect(page.locator('#knob-train-warmupEpochs')).toHaveValue('0');
+  // The paper's own value shows no such button.
+  await expect(page.getByTestId('knob-train-loss-paper')).toHaveCount(0);
+});
+
 test('a tiny run goes through all four stages on wasm, and its model exports to plain tfjs', { tag: '@timing' }, async ({ page, baseURL }) => {
   test.setTimeout(600_000);
   const errors = collectErrors(page);
