@@ -343,4 +343,33 @@ print(json.dumps(out))`,
     expect(read).toEqual({ ...card, model: { ...card.model, init: 'nsfwjs' } });
     expect(messages).toEqual(refusals.map(([, message]) => message));
   });
+  it('decides post-processing on validation as decidePostprocess does, and scores test with the decision', () => {
+    // A stand-in model that marks a central disc and a speck in a corner: on real lesions the speck is a false
+    // positive, so keeping the largest lesion must score strictly better, be kept, and be what test scores use.
+    const items = IMAGES.map((s, i) => ({ id: String(i), set: s.root, path: path.join(datasetsRoot, s.image), mask_path: path.join(datasetsRoot, s.mask) }));
+    const card = { ...quickCard(), model: { ...quickCard().model, inputSize: SIZE }, train: { ...quickCard().train, batchSize: 2 }, eval: { logitThreshold: 0.5, tta: 'none', postprocess: 'auto' } };
+    const answer = JSON.parse(python(
+      `import json, sys, torch
+from lesion_studio_torch.run import decide_postprocess, evaluate
+a = json.load(sys.stdin)
+class Stub(torch.nn.Module):
+    def forward(self, x):
+        n, _, h, w = x.shape
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+        marked = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (h / 3) ** 2) | ((yy < 3) & (xx < 3))
+        return torch.where(marked, 5.0, -5.0).expand(n, 1, h, w).clone()
+model = Stub()
+decision = decide_postprocess(model, a['items'], a['card'], 'cpu')
+plain, _ = evaluate(model, a['items'], a['card'], 'cpu')
+kept, _ = evaluate(model, a['items'], a['card'], 'cpu', postprocess=True)
+none = decide_postprocess(model, a['items'], {**a['card'], 'eval': {**a['card']['eval'], 'postprocess': 'none'}}, 'cpu')
+print(json.dumps({'decision': decision, 'plain': plain['lesionIoU'], 'kept': kept['lesionIoU'], 'none': none}))`,
+      JSON.stringify({ items, card }),
+    )) as { decision: { applied: boolean; valLesionIoU: { without: number; with: number } }; plain: number; kept: number; none: null };
+    expect(answer.decision.applied).toBe(true);
+    expect(answer.decision.valLesionIoU.with).toBeGreaterThan(answer.decision.valLesionIoU.without);
+    expect(answer.decision.valLesionIoU.without).toBe(answer.plain);
+    expect(answer.decision.valLesionIoU.with).toBe(answer.kept);
+    expect(answer.none).toBeNull();
+  });
 });
