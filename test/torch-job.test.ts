@@ -21,10 +21,11 @@ const card: RunCard = {
   name: 'tiny-cluster',
   seed: 5,
   model: { ...quickCard().model, width: 0.35, outputStride: 16, atrousRates: [1, 2, 3], asppChannels: 8, inputSize: 32, init: 'random' },
-  train: { ...quickCard().train, epochs: 1, batchSize: 4, optimizer: { kind: 'adam', lr: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 }, readEverySteps: 1, checkpointEverySteps: 2 },
+  // The levers beside the paper's: the job must run them as the studio does (torch.test.ts holds each to the core's numerics).
+  train: { ...quickCard().train, epochs: 1, batchSize: 4, optimizer: { kind: 'adam', lr: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 }, loss: 'dice+bce', lrSchedule: 'poly', warmupEpochs: 0.5, readEverySteps: 1, checkpointEverySteps: 2 },
   data: { split: { kind: 'fractions', val: 0.2, test: 0.3 }, unlabeledPerLabeled: 0.5, labeledFraction: 1 },
   pseudo: { threshold: 0.5, minLesionFraction: 0.01, flipTta: true },
-  eval: { logitThreshold: 0, tta: 'none', postprocess: 'none' },
+  eval: { logitThreshold: 0, tta: 'flips', postprocess: 'auto' },
 };
 
 interface Launch {
@@ -106,6 +107,20 @@ describe.skipIf(!torchPython)('a job on torchrun with two CPU processes', () => 
     const metadata = JSON.parse(readFileSync(path.join(out, 'teacher', 'model', 'metadata.json'), 'utf8'));
     expect(metadata).toMatchObject({ format: 'lesion-studio-model/1', stage: 'teacher', inputSize: 32, card });
     expect(metadata.results.test.overall.lesionIoU).toBe(teacher.test.overall.lesionIoU);
+    // eval.postprocess 'auto': decided on the validation images, kept iff strictly better, stored with the stage and its model.
+    const { applied, valLesionIoU } = teacher.postprocess as { applied: boolean; valLesionIoU: { without: number; with: number } };
+    expect(applied).toBe(valLesionIoU.with > valLesionIoU.without);
+    expect(metadata).toMatchObject({ tta: 'flips', postprocess: applied });
+    expect(first.stdout).toMatch(new RegExp(`^teacher: post-processing \\(largest lesion, holes filled\\) ${applied ? 'kept' : 'left off'}: validation lesion IoU`, 'm'));
+    if (applied) {
+      // The teacher's pseudo-labels were read with its post-processing: each stored mask is one lesion without holes.
+      const check = spawnSync(torchPython!, ['-c', `import glob, sys, numpy as np
+from lesion_studio_torch.images import read_stored_mask
+from lesion_studio_torch.readout import largest_lesion_filled
+masks = [read_stored_mask(p) for p in sorted(glob.glob(sys.argv[1] + '/*.png'))]
+print(len(masks), sum(np.array_equal(largest_lesion_filled(m), m) for m in masks))`, path.join(out, 'store', 'pseudo', 'pseudo-teacher')], { env: torchEnv(), encoding: 'utf8' });
+      expect(check.stdout.trim(), check.stderr).toBe('16 16');
+    }
 
     // The test images alone, in their layouts, for eval to score.
     const testRoot = path.join(dir, 'test-images');

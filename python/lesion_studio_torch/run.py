@@ -15,7 +15,16 @@ What the studio's pipeline does, and where this differs on purpose:
   its three sums are all-reduced before the quotient, and each process
   back-propagates the exact global gradient of its own outputs (DDP then
   averages); batch norm is synchronised across GPUs (SyncBatchNorm) and
-  per process on CPUs, where PyTorch has no synchronised one;
+  per process on CPUs, where PyTorch has no synchronised one; the card's
+  loss (dice, bce, dice+bce) and its learning-rate schedule (warm-up, then
+  constant or poly) per global step, as training.py says;
+- predictions are read as the studio reads them (readout.py): eval.tta in
+  validation and test, pseudo.flipTta in pseudo-labelling, and with
+  eval.postprocess 'auto' the best checkpoint keeps the largest lesion,
+  holes filled, iff that scores better on the validation images; the
+  decision goes into the stage's results and its model's metadata.json, and
+  the producer's decision into its pseudo-labels;
+- the card is read by card.py: a knob this package does not run is refused;
 - validation, the EMA rule for the best epoch, test scoring and every file
   are rank 0's; pseudo-labelling is sharded over the ranks;
 - rank 0 checkpoints every card.train.checkpointEverySteps steps and at each
@@ -35,15 +44,17 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .card import CardError, normalise_card
 from .images import ImageError, read_image, read_mask, read_stored_mask, resize_nearest, write_mask_png
 from .metrics import MetricAccumulator
 from .model import DeepLabV3
 from .noise import NoiseError, apply_noise, check_noise
+from .readout import largest_lesion_filled, predict_logits, read_mask as read_prediction, to_tensor
 from .tfjs_io import METADATA_FILE, ModelFormatError, load_weights, save_model
+from .training import learning_rate_scale, loss_function, make_optimizer, set_learning_rate
 
 JOB_FORMAT = 'lesion-studio-job/1'
 PSEUDO_OF = {'student': 'pseudo-teacher', 'student-star': 'pseudo-student'}
@@ -96,7 +107,10 @@ class Job:
             raise JobError(f'{path}: cannot read the job ({error}); make one with `lesion-studio export-job`') from None
         if doc.get('format') != JOB_FORMAT:
             raise JobError(f'{path}: format {doc.get("format")!r}; this package runs {JOB_FORMAT}')
-        self.card = doc['card']
+        try:
+            self.card = normalise_card(doc['card'])
+        except CardError as error:
+            raise JobError(f'{path}: {error}') from None
         self.stages = doc['stages']
         self.counts = doc['counts']
         roots = dict(doc['roots'])
@@ -198,10 +212,6 @@ class Samples(Dataset):
         return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask))[None].float()
 
 
-def to_tensor(image):
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
-
-
 def build_model(job, world):
     model = DeepLabV3(job.card['model'])
     try:
@@ -211,62 +221,37 @@ def build_model(job, world):
     return model.to(world.device)
 
 
-def predict_logits(model, images, flip_tta, device):
-    """predict.ts predictLogits: eval mode; with flip TTA the mean probability, back to logits."""
-    x = torch.stack([to_tensor(i) for i in images]).to(device)
-    with torch.no_grad():
-        y = model(x).float()
-        if flip_tta:
-            p = (torch.sigmoid(y) + torch.sigmoid(model(x.flip(3)).float().flip(3))) / 2
-            p = p.clamp(1e-6, 1 - 1e-6)
-            y = torch.log(p / (1 - p))
-    return y[:, 0].cpu().numpy()
-
-
-def evaluate(model, items, card, device):
-    """evaluate.ts: batches of the card's batch size, overall and per set (each set's share of a batch is one batch)."""
+def evaluate(model, items, card, device, postprocess=False, also_postprocessed=False):
+    """evaluate.ts with the card's readout (eval.tta, the threshold, the stage's post-processing): batches
+    of the card's batch size, overall and per set (each set's share of a batch is one batch); with
+    `also_postprocessed`, the same predictions post-processed, to decide whether that helps."""
     size, batch = card['model']['inputSize'], card['train']['batchSize']
-    threshold = card['eval']['logitThreshold']
+    threshold, tta = card['eval']['logitThreshold'], card['eval']['tta']
     overall, by_set = MetricAccumulator(), {}
+    postprocessed = MetricAccumulator() if also_postprocessed else None
     model.eval()
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         images, truths = zip(*(pixels(i, size) for i in chunk))
-        preds = [(l >= threshold).astype(np.uint8) for l in predict_logits(model, images, False, device)]
-        overall.add_batch(preds, truths, [i['id'] for i in chunk])
+        ids = [i['id'] for i in chunk]
+        preds = [read_prediction(l, threshold, postprocess) for l in predict_logits(model, images, tta, device)]
+        overall.add_batch(preds, truths, ids)
+        if postprocessed is not None:
+            postprocessed.add_batch([largest_lesion_filled(p) for p in preds], truths, ids)
         for s in dict.fromkeys(i['set'] for i in chunk):
             idx = [k for k, i in enumerate(chunk) if i['set'] == s]
             by_set.setdefault(s, MetricAccumulator()).add_batch([preds[k] for k in idx], [truths[k] for k in idx], [chunk[k]['id'] for k in idx])
-    return overall.summary(), {s: a.summary() for s, a in by_set.items()}
+    summaries = overall.summary(), {s: a.summary() for s, a in by_set.items()}
+    return summaries + (postprocessed.summary(),) if postprocessed is not None else summaries
 
 
-# ---- losses and optimisers ---------------------------------------------------
-
-def dice_loss(logits, targets, world, eps=1e-7):
-    """losses.ts softDiceLoss pooled over the GLOBAL batch: (surrogate to back-propagate, the loss)."""
-    p = torch.sigmoid(logits)
-    local = torch.stack([(p * targets).sum(), p.sum(), targets.sum()])
-    intersection, predicted, truth = world.all_reduce(local.detach().clone())
-    denominator = predicted + truth
-    has_lesion = (truth > 0).float()
-    value = (1 - 2 * intersection / torch.clamp(denominator, min=eps)) * has_lesion
-    if denominator <= eps:
-        return local.sum() * 0, value
-    # d loss / d (local sums), times the world size that DDP's gradient averaging divides out.
-    surrogate = world.size * has_lesion * (-(2 / denominator) * local[0] + (2 * intersection / denominator ** 2) * local[1])
-    return surrogate, value
-
-
-def bce_loss(logits, targets, world, pos_weight):
-    loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor([pos_weight], device=logits.device))
-    return loss, world.all_reduce(loss.detach().clone()) / world.size
-
-
-def make_optimizer(card, parameters):
-    o = card['train']['optimizer']
-    if o['kind'] == 'sgd':
-        return torch.optim.SGD(parameters, lr=o['lr'], momentum=o['momentum'], weight_decay=o['weightDecay'])
-    return torch.optim.Adam(parameters, lr=o['lr'], betas=(o['beta1'], o['beta2']), eps=o['epsilon'], weight_decay=o['weightDecay'])
+def decide_postprocess(model, val, card, device):
+    """pipeline.ts decidePostprocess: with eval.postprocess 'auto', keep the largest lesion, holes filled,
+    iff that scores a strictly higher lesion IoU on the validation images; None when not asked or none to validate on."""
+    if card['eval']['postprocess'] != 'auto' or not val:
+        return None
+    without, _, with_it = evaluate(model, val, card, device, also_postprocessed=True)
+    return {'applied': with_it['lesionIoU'] > without['lesionIoU'], 'valLesionIoU': {'without': without['lesionIoU'], 'with': with_it['lesionIoU']}}
 
 
 # ---- stages ------------------------------------------------------------------
@@ -316,8 +301,10 @@ def train_stage(job, world, stage, items, val, args):
     data = Samples(items, card, stage)
     sampler = DistributedSampler(data, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed_of(card['seed'], STAGE_INDEX[stage]), drop_last=True)
     steps = len(sampler) // per_rank
-    loss_of = (lambda y, x: dice_loss(y, x, world)) if t['loss'] == 'dice' else (lambda y, x: bce_loss(y, x, world, t['posWeight']))
+    loss_of = loss_function(t, world)
     epochs = t['epochs']
+    # Global steps: a DistributedSampler that drops the ragged end gives each epoch floor(images / batch), as train.ts.
+    total_steps = epochs * steps
     while position['epoch'] < epochs:
         epoch = position['epoch']
         started = time.perf_counter()
@@ -336,6 +323,8 @@ def train_stage(job, world, stage, items, val, args):
                 logits = ddp(x)
             surrogate, value = loss_of(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
+            # A function of the step alone (optim.ts learningRateScale), so a resumed stage takes the unbroken one's rates.
+            set_learning_rate(optimizer, card, learning_rate_scale(t, position['step'], total_steps, steps))
             scaler.scale(surrogate).backward()
             scaler.step(optimizer)
             scaler.update()
@@ -371,9 +360,13 @@ def train_stage(job, world, stage, items, val, args):
     return model, position
 
 
-def pseudo_stage(job, world, stage, pool):
-    """pseudo.ts on this rank's shard of the pool; rank 0 merges the records in pool order."""
+def pseudo_stage(job, world, stage, pool, state):
+    """pseudo.ts on this rank's shard of the pool; rank 0 merges the records in pool order. The masks are
+    read with pseudo.flipTta (a horizontal flip; not eval.tta) and the producer's validated post-processing."""
     card = job.card
+    producer = next((r for r in state['results'] if r['stage'] == PRODUCER[stage]), {})
+    postprocess = bool((producer.get('postprocess') or {}).get('applied', False))
+    tta = 'hflip' if card['pseudo']['flipTta'] else 'none'
     size, batch = card['model']['inputSize'], card['train']['batchSize']
     threshold = math.log(card['pseudo']['threshold'] / (1 - card['pseudo']['threshold']))
     model = build_model(job, world)
@@ -394,8 +387,8 @@ def pseudo_stage(job, world, stage, pool):
             except ImageError as error:
                 print(f'warning: {pool[i]["studio_path"]}: skipped: {error}', file=sys.stderr, flush=True)
                 chunk.remove(i)
-        for i, logits in zip(chunk, predict_logits(model, images, card['pseudo']['flipTta'], world.device) if images else []):
-            mask = (logits >= threshold).astype(np.uint8)
+        for i, logits in zip(chunk, predict_logits(model, images, tta, world.device) if images else []):
+            mask = read_prediction(logits, threshold, postprocess)
             p = 1 / (1 + np.exp(-logits.astype(np.float64)))
             with np.errstate(divide='ignore', invalid='ignore'):
                 entropy = np.where((p > 0) & (p < 1), -(p * np.log2(p) + (1 - p) * np.log2(1 - p)), 0)
@@ -465,17 +458,27 @@ def write_run_metrics(job, state, status):
         f.write('\n'.join(rows) + '\n')
 
 
-def finish_training_stage(job, world, stage, model, position, test, state):
-    """Rank 0: the best epoch scored on the test images, written as the studio's stage products."""
+def finish_training_stage(job, world, stage, model, position, val, test, state):
+    """Rank 0: the best epoch, its post-processing decided on the validation images (eval.postprocess), scored on the
+    test images, written as the studio's stage products (its metadata.json says how to read its predictions)."""
     model.load_state_dict(torch.load(job.checkpoint(stage, 'best'), map_location=world.device))
+    postprocess = decide_postprocess(model, val, job.card, world.device)
+    if postprocess:
+        v = postprocess['valLesionIoU']
+        world.say(f"{stage}: post-processing (largest lesion, holes filled) {'kept' if postprocess['applied'] else 'left off'}: "
+                  f"validation lesion IoU {100 * v['without']:.1f}% without, {100 * v['with']:.1f}% with")
+    applied = bool(postprocess and postprocess['applied'])
     result = {'stage': stage, 'best': {'epoch': position['bestEpoch'], 'val': position['bestValidation']},
               'last': {'epoch': position['epoch'], 'val': position['lastValidation']}, 'test': None}
     if test:
-        overall, by_set = evaluate(model, test, job.card, world.device)
+        overall, by_set = evaluate(model, test, job.card, world.device, postprocess=applied)
         result['test'] = {'overall': overall, 'bySet': by_set}
         world.say(f"{stage} test: lesion IoU {overall['lesionIoU']:.4f}, Dice {overall['dice']:.4f}, paper mIoU {overall['paperMIoU']:.4f} on {overall['images']} images")
+    if postprocess:
+        result['postprocess'] = postprocess
     metadata = read_json(os.path.join(job.init_dir, METADATA_FILE))
-    metadata.update(stage=stage, results=result)
+    # pipeline.ts exportMetadata: how the model's predictions are read (eval, predict and the studio follow these).
+    metadata.update(stage=stage, tta=job.card['eval']['tta'], postprocess=applied, results=result)
     save_model(model, job.init_dir, os.path.join(job.out, stage, 'model'), clean(metadata))
     write_json(os.path.join(job.out, stage, 'metrics.json'), result)
     state['results'] = [r for r in state['results'] if r['stage'] != stage] + [result]
@@ -500,7 +503,7 @@ def run(args):
             continue
         world.say(f'{stage}: started')
         if stage in PRODUCER:
-            pseudo_stage(job, world, stage, pool)
+            pseudo_stage(job, world, stage, pool, state)
         else:
             items = list(train)
             if stage in PSEUDO_OF:
@@ -511,7 +514,7 @@ def run(args):
                 world.say(f'{stage}: {len(train)} labeled + {len(kept)} pseudo-labeled images')
             model, position = train_stage(job, world, stage, items, val, args)
             if world.rank == 0:
-                finish_training_stage(job, world, stage, model, position, test, state)
+                finish_training_stage(job, world, stage, model, position, val, test, state)
         if world.rank == 0:
             state['completed'].append(stage)
             write_json(os.path.join(job.store, 'state.json'), state)
