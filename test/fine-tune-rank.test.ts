@@ -9,18 +9,26 @@
  * its headline is with minus without, paired on the run's test images;
  * Compare reads the stage and both arms and gives that headline again.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fineTune, fineTunePerImage, fineTuneResult, fineTuneScores, type FineTuneResult } from '../src/core/active/fine-tune.ts';
+import { median } from '../src/core/active/acquisition.ts';
+import { fineTune, fineTunedModelFiles, fineTunePerImage, fineTuneResult, fineTuneScores, type FineTuneResult } from '../src/core/active/fine-tune.ts';
 import { rankPool } from '../src/core/active/rank.ts';
 import type { RunCard } from '../src/core/config.ts';
 import { tinyTestCard } from './helpers/cards.ts';
 import { inputsByRole, rootOf } from '../src/core/dataset/layouts.ts';
-import { METRIC_KEYS, metricsOf } from '../src/core/scoring/bootstrap.ts';
+import { loadSample } from '../src/core/dataset/loader.ts';
+import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
+import { METRIC_KEYS, metricsOf, withIntervals } from '../src/core/scoring/bootstrap.ts';
+import { evaluate } from '../src/core/scoring/evaluate.ts';
+import { predictLogits } from '../src/core/scoring/predict.ts';
+import { readMask } from '../src/core/scoring/readout.ts';
 import { compareModels, stageScores } from '../src/core/run/compare-models.ts';
+import { loadStageModel, type ExportMetadata } from '../src/core/run/pipeline.ts';
 import { RunStore } from '../src/core/run/run-store.ts';
+import { samplesByKey } from '../src/core/run/stage-model.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
 import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
@@ -219,4 +227,70 @@ describe('Compare of a stage and its fine-tune (core/run/compare-models.ts)', ()
     expect(three.comparison.differences).toHaveLength(2);
     expect(three.comparison.arms.map((a) => a.value.lesionIoU)).toEqual([teacher, without, withLabels].map((m) => metricsOf(m.images).lesionIoU));
   });
+});
+
+describe('a stage read with flips TTA and post-processing', () => {
+  it('gives the queue and the fine-tune the masks and figures of its readout, and the fine-tuned model that readout', async () => {
+    // A copy of the run whose card reads with flips TTA and whose teacher kept post-processing.
+    const flipsDir = path.join(work, 'flips-store');
+    cpSync(path.join(out, 'store'), flipsDir, { recursive: true });
+    const runs = new FsKeyValueStore(flipsDir);
+    const run = new RunStore(runs, 'run');
+    const card = (await run.card())!;
+    const state = (await run.state())!;
+    const size = card.model.inputSize;
+    const batchSize = card.train.batchSize;
+    const decoder = new SharpDecoder();
+    const poolSource = new FsFileSource([poolDir]);
+    const { unlabeled } = inputsByRole(await poolSource.index(), () => false);
+    const images = await Promise.all(unlabeled.map(async (s) => (await loadSample(s, poolSource, decoder, { width: size, height: size })).image));
+    const { model } = await loadStageModel(runs, 'run', 'teacher');
+    let flips: Float32Array[];
+    let plain: Float32Array[];
+    try {
+      flips = await predictLogits(model, images, { batchSize, tta: 'flips' });
+      plain = await predictLogits(model, images, { batchSize });
+    } finally {
+      model.dispose();
+    }
+    // At the pool's median flips logit, masks cover about half of each image, so a reading without TTA differs somewhere.
+    const logitThreshold = median(flips.flatMap((l) => [...l]));
+    const flipsCard: RunCard = { ...card, eval: { ...card.eval, logitThreshold, tta: 'flips' } };
+    await run.setCard(flipsCard);
+    await run.setState({ ...state, results: state.results.map((r) => (r.stage === 'teacher' ? { ...r, postprocess: { applied: true, valLesionIoU: { without: 0, with: 0 } } } : r)) });
+    const readout = { logitThreshold, tta: 'flips', postprocess: true } as const;
+    const read = (logits: Float32Array[], postprocess: boolean): Uint8Array[] => logits.map((l) => readMask(l, size, size, { logitThreshold, postprocess }));
+    const expected = read(flips, true);
+    // Read without TTA, some mask differs. (Post-processing changes none of them: this model's masks are single blobs
+    // already. The stage's decision is there for the fine-tuned model's metadata below.)
+    expect(expected.some((mask, i) => !Buffer.from(mask).equals(read(plain, true)[i]))).toBe(true);
+
+    const request = { runId: 'run', stage: 'teacher' as const, score: 'entropy' as const, mcPasses: 0 };
+    const queue = await rankPool({ source: poolSource, decoder, runs }, unlabeled, request);
+    const byImage = new Map(queue.ranked.map((r) => [r.sample.image, r]));
+    unlabeled.forEach((s, i) => expect(byImage.get(s.image)!.mask.data).toEqual(expected[i]));
+    // The acquisition scores stay those of the plain prediction: the readout changes the mask alone.
+    const asTrained = await rankPool({ source: poolSource, decoder, runs: new FsKeyValueStore(path.join(out, 'store')) }, unlabeled, request);
+    expect(queue.ranked.map((r) => r.scores)).toEqual(asTrained.ranked.map((r) => r.scores));
+
+    const source = new FsFileSource([PH2, labelsDir]);
+    const { labeled } = inputsByRole(await source.index(), () => true);
+    const store = new MemoryStore();
+    const tuned = await fineTune({ source, decoder, runs, store }, { runId: 'run', stage: 'teacher', epochs: 1, roots: ['ph2'], labeled, newLabels: labeled.filter((s) => rootOf(s.image) === 'new-labels') });
+    const scored = samplesByKey(labeled, state.split.test, ['ph2']).map(itemFromSample);
+    const cache = new PixelCache(source, decoder, new MemoryStore(), { width: size, height: size }, () => {});
+    const before = async (tta: 'none' | 'flips'): Promise<FineTuneResult['before']> => {
+      const { model: stage } = await loadStageModel(runs, 'run', 'teacher');
+      try {
+        return withIntervals((await evaluate(stage, scored, cache, { ...readout, tta, batchSize })).overall);
+      } finally {
+        stage.dispose();
+      }
+    };
+    expect(tuned.before).toEqual(await before('flips'));
+    expect(tuned.before).not.toEqual(await before('none'));
+    const metadata = JSON.parse(new TextDecoder().decode((await fineTunedModelFiles(runs, store, 'run', 'teacher')).find((f) => f.name === 'metadata.json')!.bytes)) as ExportMetadata;
+    expect({ logitThreshold: metadata.logitThreshold, tta: metadata.tta, postprocess: metadata.postprocess }).toEqual(readout);
+    expect(metadata.results).toBeNull();
+  }, 600_000);
 });

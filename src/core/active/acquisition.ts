@@ -38,7 +38,7 @@ export interface ImageScores {
   /** Present when Monte Carlo passes were asked for. */
   mcDropout?: number;
   random: number;
-  /** The plain prediction's logits, when ScoreOptions.keepLogits asked for them (the queue shows its mask). */
+  /** The plain prediction's logits, when ScoreOptions.keepLogits asked for them (the queue's mask, when its stage reads without TTA). */
   logits?: Float32Array;
 }
 

@@ -19,6 +19,7 @@ import { RunControl } from '../training/control.ts';
 import type { Sample } from '../dataset/layouts.ts';
 import { LesionError } from '../errors.ts';
 import { evaluate, summary } from '../scoring/evaluate.ts';
+import { readoutOf } from '../scoring/readout.ts';
 import type { EventSink } from '../events.ts';
 import type { FileSource, KeyValueStore, PixelDecoder, RgbImage } from '../io.ts';
 import { buildDeepLabV3 } from '../model/deeplab.ts';
@@ -84,8 +85,10 @@ export async function simulateActiveLearning(spec: SimulationSpec, host: Simulat
   const control = new RunControl();
   const rows: SimulationRow[] = [];
 
+  // The loop validates nothing, so no post-processing decision: its models are read with the card's threshold and TTA.
+  const readout = readoutOf(card);
   const score = async (model: tf.LayersModel): Promise<{ lesionIoU: number; dice: number }> => {
-    const m = summary((await evaluate(model, testItems, cache, { batchSize: card.train.batchSize, logitThreshold: card.eval.logitThreshold })).overall);
+    const m = summary((await evaluate(model, testItems, cache, { ...readout, batchSize: card.train.batchSize })).overall);
     return { lesionIoU: m.lesionIoU, dice: m.dice };
   };
   const train = async (model: tf.LayersModel, labeled: Sample[], epochs: number, prefix: string): Promise<void> => {

@@ -121,12 +121,15 @@ export async function fineTune(host: FineTuneHost, request: FineTuneRequest, onP
   const emit = host.emit ?? (() => {});
   const cache = new PixelCache(host.source, host.decoder, host.runs, { width: size, height: size }, emit);
   const schedule: RunCard = { ...card, train: { ...card.train, epochs } };
-  const score = async (model: tf.LayersModel): Promise<{ figures: FineTuneResult['before']; perImage: ImageScore[] }> => {
-    const { overall } = await evaluate(model, scored, cache, { batchSize: card.train.batchSize, logitThreshold: card.eval.logitThreshold });
-    return { figures: withIntervals(overall), perImage: overall.perImage };
-  };
 
-  return withStageModel(run, stage, 'best', async (start) => {
+  return withStageModel(run, stage, 'best', async (start, readout) => {
+    // Both arms are read as the stage they start from (the card's TTA and the stage's validated
+    // post-processing decision): they validate no decision of their own, and before, without and
+    // with must differ by their weights alone.
+    const score = async (model: tf.LayersModel): Promise<{ figures: FineTuneResult['before']; perImage: ImageScore[] }> => {
+      const { overall } = await evaluate(model, scored, cache, { ...readout, batchSize: card.train.batchSize });
+      return { figures: withIntervals(overall), perImage: overall.perImage };
+    };
     const before = await score(start);
     const arm = async (name: FineTuneArmName, train: TrainItem[]): Promise<{ arm: FineTuneArm; perImage: ImageScore[] }> => {
       const model = buildDeepLabV3(card.model, 'train', card.seed);
@@ -188,12 +191,15 @@ export async function fineTune(host: FineTuneHost, request: FineTuneRequest, onP
  * with the fine-tune's result in metadata.json), on the caller's backend.
  */
 export async function fineTunedModelFiles(runs: KeyValueStore, store: KeyValueStore, runId: string, stage: TrainingStage): Promise<ProductFile[]> {
-  const result = await fineTuneResult(store, runId, stage);
-  const card = await new RunStore(runs, runId).card();
+  const run = new RunStore(runs, runId);
+  const [result, card, state] = await Promise.all([fineTuneResult(store, runId, stage), run.card(), run.state()]);
   if (!result || !card) throw new LesionError('storage', `run ${runId} has no fine-tune of its ${stage}; fine-tune it first`);
   const model = await exportBuild(card, checkpointsOf(store, runId, stage, 'with'), 'best', `the fine-tune of run ${runId}'s ${stage} has no checkpoint`);
+  // Its readout is the stage's, post-processing decision included, so eval and predict read the
+  // weights as the fine-tune scored them; the stage's own results are not these weights'.
+  const stageMetadata = exportMetadata(card, stage, state?.results.find((r) => r.stage === stage) ?? null);
   try {
-    return await modelFiles(model, { ...exportMetadata(card, stage, null), fineTune: result });
+    return await modelFiles(model, { ...stageMetadata, results: null, fineTune: result });
   } finally {
     model.dispose();
   }

@@ -12,7 +12,8 @@ import type { BinaryMask, FileSource, KeyValueStore, PixelDecoder, RgbImage } fr
 import { buildDeepLabV3, copyWeights } from '../model/deeplab.ts';
 import { RunStore, type TrainingStage } from '../run/run-store.ts';
 import { withStageModel } from '../run/stage-model.ts';
-import { binariseLogits } from '../scoring/metrics.ts';
+import { predictLogits } from '../scoring/predict.ts';
+import { readMask } from '../scoring/readout.ts';
 import { explainRank, median, rankBy, scoreImages, scoreOf, type AcquisitionScore, type ImageScores } from './acquisition.ts';
 
 export interface RankRequest {
@@ -32,7 +33,7 @@ export interface RankedImage {
   /** Why it ranks there, in words. */
   why: string;
   scores: ImageScores;
-  /** The model's mask at its input size. */
+  /** The stage's mask at its input size, read through its readout. */
   mask: BinaryMask;
   lesionFraction: number;
 }
@@ -57,7 +58,7 @@ export async function rankPool(
   const size = { width: card.model.inputSize, height: card.model.inputSize };
   const batch = card.train.batchSize;
   const skipped: Ranking['skipped'] = [];
-  const scored = await withStageModel(run, request.stage, 'best', async (exportModel) => {
+  const scored = await withStageModel(run, request.stage, 'best', async (exportModel, readout) => {
     // MC-dropout needs the training build: it holds the seeded dropout layer (the export build's is tfjs's own).
     const mc = request.score === 'mc-dropout' ? buildDeepLabV3(card.model, 'train', card.seed) : undefined;
     if (mc) copyWeights(exportModel, mc);
@@ -75,11 +76,16 @@ export async function rankPool(
           }
         }
         if (loaded.length > 0) {
+          const images = loaded.map((l) => l.image);
           const keys = loaded.map((l) => l.sample.image);
-          const scores = await scoreImages(model, loaded.map((l) => l.image), keys, { batchSize: batch, seed: card.seed, mcPasses: mc ? request.mcPasses : 0, keepLogits: true });
+          const plain = readout.tta === 'none';
+          const scores = await scoreImages(model, images, keys, { batchSize: batch, seed: card.seed, mcPasses: mc ? request.mcPasses : 0, keepLogits: plain });
+          // The scores stay on the one plain pass acquisition.ts defines them on (under flips TTA the
+          // flip disagreement would vanish by construction); the mask is the stage's readout, as eval and Predict read it.
+          const logits = plain ? scores.map((s) => s.logits!) : await predictLogits(model, images, { batchSize: batch, tta: readout.tta });
           loaded.forEach((l, i) => {
-            const { logits, ...kept } = scores[i];
-            out.push({ sample: l.sample, scores: kept, mask: { ...size, data: binariseLogits(logits!, card.eval.logitThreshold) } });
+            const { logits: _plain, ...kept } = scores[i];
+            out.push({ sample: l.sample, scores: kept, mask: { ...size, data: readMask(logits[i], size.width, size.height, readout) } });
           });
         }
         onProgress(Math.min(start + batch, pool.length), pool.length);

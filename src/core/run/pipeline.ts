@@ -159,6 +159,13 @@ export async function initialiseEncoder(
   emit({ type: 'log', message: `encoder initialised from ${card.model.init} weights (${loaded.length} layers)` });
 }
 
+/**
+ * The paper's four steps, one function each: (1) a teacher trained on the
+ * labeled images, (2) its pseudo-labels on the unlabeled pool, (3) a noisy
+ * student trained on both, and (4) the student as the next teacher
+ * (pseudo-labels again, then student*). A stage the stored state marks
+ * completed is skipped, so a resumed run goes on where it stopped.
+ */
 export async function runNoisyStudent(
   card: RunCard,
   inputs: RunInputs,
@@ -166,149 +173,32 @@ export async function runNoisyStudent(
   control: RunControl,
   options: { runId: string; resume: boolean },
 ): Promise<RunResults> {
-  const { store, emit } = host;
+  const { emit } = host;
   const { runId } = options;
-  const run = new RunStore(store, runId);
-  const previous = options.resume ? await run.state() : undefined;
-  if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
-
-  const byId = samplesByKey(inputs);
-  let state: RunState;
-  if (previous) {
-    const missing = missingImages(previous, inputs);
-    if (missing.length > 0) {
-      throw new LesionError('dataset', `run ${runId} cannot resume: ${missing.length} of its images are not in the opened folders (first: ${missing[0]})`);
-    }
-    state = { ...previous, status: 'running', updatedAt: new Date().toISOString() };
-  } else {
-    const parts = planSplit(card, inputs, emit);
-    state = {
-      runId,
-      createdAt: new Date().toISOString(),
-      updatedAt: new Date().toISOString(),
-      status: 'running',
-      completed: [],
-      split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: parts.unlabeled.map(keyOf) },
-      results: [],
-    };
-    await run.setCard(card);
-  }
-  await run.setState(state);
-  emit({ type: 'run', runId, status: previous ? 'resumed' : 'started' });
-
-  const samples = (keys: string[]): Sample[] => keys.map((k) => byId.get(k)!);
-  const train = samples(state.split.train).map(itemFromSample);
-  const val = samples(state.split.val).map(itemFromSample);
-  const test = samples(state.split.test).map(itemFromSample);
-  const pool = samples(state.split.unlabeled);
-  emit({
-    type: 'log',
-    message: `split: ${train.length} train, ${val.length} val, ${test.length} test labeled images; ${pool.length} unlabeled`,
-  });
-
-  const size = card.model.inputSize;
-  const cache = new PixelCache(host.source, host.decoder, store, { width: size, height: size }, emit);
-  const pseudoLabels: PseudoLabelRecord[] = [];
-
-  const freshModel = async (): Promise<tf.LayersModel> => {
-    const model = buildDeepLabV3(card.model, 'train', card.seed);
-    const init = run.checkpoints('init');
-    if (await init.identity('init')) {
-      await init.load('init', model);
-      return model;
-    }
-    await initialiseEncoder(card, model, host.userEncoderWeights, emit);
-    // Kept so the student starts from exactly the teacher's initialisation.
-    await init.save('init', model, [], { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] });
-    return model;
-  };
-
+  const run = new RunStore(host.store, runId);
+  let state = await resumeOrStart(card, inputs, host, run, options);
   const saveState = async (patch: Partial<RunState>): Promise<void> => {
     state = { ...state, ...patch, updatedAt: new Date().toISOString() };
     await run.setState(state);
   };
+  const context = stageContext(card, inputs, host, control, run, state, options.resume);
+  const pseudoLabels: PseudoLabelRecord[] = [];
 
   try {
     for (const stage of plannedStages(card)) {
       if (state.completed.includes(stage)) {
-        if (stage === 'pseudo-teacher' || stage === 'pseudo-student') pseudoLabels.push(...(await run.pseudoLabels(stage)));
+        if (isPseudoStage(stage)) pseudoLabels.push(...(await run.pseudoLabels(stage)));
         emit({ type: 'stage', stage, status: 'skipped', message: 'already completed' });
         continue;
       }
       emit({ type: 'stage', stage, status: 'started' });
-      if (stage === 'pseudo-teacher' || stage === 'pseudo-student') {
+      if (isPseudoStage(stage)) {
         const producer = PRODUCER[stage];
-        const model = buildDeepLabV3(card.model, 'train', card.seed);
-        const best = run.checkpoints(producer);
-        await best.load('best', model);
-        const records = await generatePseudoLabels({
-          stage,
-          producer: { stage: producer, checkpoint: String(await best.identity('best')) },
-          model,
-          postprocess: state.results.find((r) => r.stage === producer)?.postprocess?.applied ?? false,
-          samples: pool,
-          card,
-          cache,
-          source: host.source,
-          run,
-          emit,
-          control,
-        });
-        model.dispose();
-        await run.setPseudoLabels(stage, records);
-        pseudoLabels.push(...records);
+        const postprocess = state.results.find((r) => r.stage === producer)?.postprocess?.applied ?? false;
+        pseudoLabels.push(...(await runPseudoStage(context, stage, postprocess)));
         await saveState({ completed: [...state.completed, stage] });
       } else {
-        const model = await freshModel();
-        if (stage !== 'teacher' && card.student.init === 'teacher-weights') {
-          await run.checkpoints('teacher').load('best', model);
-        }
-        const pseudoStage: PseudoStage | undefined = stage === 'student' ? 'pseudo-teacher' : stage === 'student-star' ? 'pseudo-student' : undefined;
-        let items: TrainItem[] = train;
-        if (pseudoStage) {
-          const records = await run.pseudoLabels(pseudoStage);
-          const rejected = new Set(await run.rejected());
-          const pseudoItems = records
-            .filter((r) => !r.dropped && !rejected.has(r.image))
-            .map((r): TrainItem => {
-              const sample = pool.find((s) => s.image === r.image)!;
-              return { id: sample.id, set: sample.set, image: sample.image, mask: { kind: 'pseudo', key: r.key } };
-            });
-          items = [...train, ...pseudoItems];
-          emit({ type: 'log', message: `${stage}: ${train.length} labeled + ${pseudoItems.length} pseudo-labeled images (${rejected.size} rejected by review)` });
-        }
-        const ckpt = run.checkpoints(stage);
-        const outcome = await trainStage({ stage, card, model, train: items, val, cache, checkpoints: ckpt, emit, control, resume: options.resume, deviceError: host.deviceError });
-        await ckpt.load('best', model);
-        const postprocess = await decidePostprocess(card, model, val, cache);
-        if (postprocess) {
-          const { without, with: withIt } = postprocess.valLesionIoU;
-          emit({ type: 'log', message: `${stage}: post-processing (largest lesion, holes filled) ${postprocess.applied ? 'kept' : 'left off'}: validation lesion IoU ${(100 * without).toFixed(1)}% without, ${(100 * withIt).toFixed(1)}% with` });
-        }
-        let testResult: StageResult['test'] = null;
-        if (test.length > 0) {
-          const predictions = new Map<string, Uint8Array>();
-          const evaluation = await evaluate(model, test, cache, {
-            ...readoutOf(card, postprocess?.applied),
-            batchSize: card.train.batchSize,
-            onPrediction: (id, mask) => predictions.set(id, mask),
-          });
-          testResult = {
-            overall: withIntervals(evaluation.overall, { noun: 'test image' }),
-            bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, withIntervals(v, { noun: 'test image' })])),
-          };
-          emit({ type: 'evaluation', stage, split: 'test', overall: testResult.overall, bySet: testResult.bySet });
-          await run.setPerImage(stage, evaluation.overall.perImage);
-          await run.setTestPredictions(stage, { width: size, height: size }, predictions);
-        }
-        model.dispose();
-        const result: StageResult = {
-          stage,
-          best: { epoch: outcome.bestEpoch, val: outcome.bestValidation },
-          last: { epoch: outcome.lastEpoch, val: outcome.lastValidation },
-          test: testResult,
-          ...(postprocess && { postprocess }),
-        };
+        const result = await runTrainingStage(context, stage);
         await saveState({ completed: [...state.completed, stage], results: [...state.results.filter((r) => r.stage !== stage), result] });
       }
       emit({ type: 'stage', stage, status: 'completed' });
@@ -323,6 +213,195 @@ export async function runNoisyStudent(
   await saveState({ status: 'completed' });
   emit({ type: 'run', runId, status: 'completed' });
   return { runId, stages: state.results, pseudoLabels };
+}
+
+const isPseudoStage = (stage: StageName): stage is PseudoStage => stage === 'pseudo-teacher' || stage === 'pseudo-student';
+
+/**
+ * The stored state a resume continues (refused when the run has none, or
+ * when its images are not all open), or a new run's split and card; either
+ * way saved as running and announced.
+ */
+async function resumeOrStart(card: RunCard, inputs: RunInputs, host: PipelineHost, run: RunStore, options: { runId: string; resume: boolean }): Promise<RunState> {
+  const { runId } = options;
+  const previous = options.resume ? await run.state() : undefined;
+  if (options.resume && !previous) throw new LesionError('storage', `run ${runId} has no saved state to resume from`);
+  let state: RunState;
+  if (previous) {
+    const missing = missingImages(previous, inputs);
+    if (missing.length > 0) {
+      throw new LesionError('dataset', `run ${runId} cannot resume: ${missing.length} of its images are not in the opened folders (first: ${missing[0]})`);
+    }
+    state = { ...previous, status: 'running', updatedAt: new Date().toISOString() };
+  } else {
+    const parts = planSplit(card, inputs, host.emit);
+    state = {
+      runId,
+      createdAt: new Date().toISOString(),
+      updatedAt: new Date().toISOString(),
+      status: 'running',
+      completed: [],
+      split: { train: parts.train.map(keyOf), val: parts.val.map(keyOf), test: parts.test.map(keyOf), unlabeled: parts.unlabeled.map(keyOf) },
+      results: [],
+    };
+    await run.setCard(card);
+  }
+  await run.setState(state);
+  host.emit({ type: 'run', runId, status: previous ? 'resumed' : 'started' });
+  return state;
+}
+
+/** What every stage of one call reads: the card, the hosts, and the stored split's images. */
+interface StageContext {
+  card: RunCard;
+  host: PipelineHost;
+  control: RunControl;
+  run: RunStore;
+  /** Whether trainStage continues from a stage's latest checkpoint. */
+  resume: boolean;
+  train: TrainItem[];
+  val: TrainItem[];
+  test: TrainItem[];
+  pool: Sample[];
+  cache: PixelCache;
+}
+
+function stageContext(card: RunCard, inputs: RunInputs, host: PipelineHost, control: RunControl, run: RunStore, state: RunState, resume: boolean): StageContext {
+  const byId = samplesByKey(inputs);
+  const samples = (keys: string[]): Sample[] => keys.map((k) => byId.get(k)!);
+  const train = samples(state.split.train).map(itemFromSample);
+  const val = samples(state.split.val).map(itemFromSample);
+  const test = samples(state.split.test).map(itemFromSample);
+  const pool = samples(state.split.unlabeled);
+  host.emit({
+    type: 'log',
+    message: `split: ${train.length} train, ${val.length} val, ${test.length} test labeled images; ${pool.length} unlabeled`,
+  });
+  const size = card.model.inputSize;
+  const cache = new PixelCache(host.source, host.decoder, host.store, { width: size, height: size }, host.emit);
+  return { card, host, control, run, resume, train, val, test, pool, cache };
+}
+
+/** Steps 2 and 4: the producing stage's best checkpoint labels the pool, read with its post-processing decision. */
+async function runPseudoStage(context: StageContext, stage: PseudoStage, postprocess: boolean): Promise<PseudoLabelRecord[]> {
+  const { card, run } = context;
+  const producer = PRODUCER[stage];
+  const model = buildDeepLabV3(card.model, 'train', card.seed);
+  const best = run.checkpoints(producer);
+  await best.load('best', model);
+  const records = await generatePseudoLabels({
+    stage,
+    producer: { stage: producer, checkpoint: String(await best.identity('best')) },
+    model,
+    postprocess,
+    samples: context.pool,
+    card,
+    cache: context.cache,
+    source: context.host.source,
+    run,
+    emit: context.host.emit,
+    control: context.control,
+  });
+  model.dispose();
+  await run.setPseudoLabels(stage, records);
+  return records;
+}
+
+/**
+ * Steps 1, 3 and 4: a stage trained from its starting weights, its best
+ * checkpoint's post-processing decided on validation, and then tested.
+ */
+async function runTrainingStage(context: StageContext, stage: TrainingStage): Promise<StageResult> {
+  const { card, host, run, val, cache } = context;
+  const model = await startingModel(context, stage);
+  const train = await studentItems(context, stage);
+  const ckpt = run.checkpoints(stage);
+  const outcome = await trainStage({
+    stage,
+    card,
+    model,
+    train,
+    val,
+    cache,
+    checkpoints: ckpt,
+    emit: host.emit,
+    control: context.control,
+    resume: context.resume,
+    deviceError: host.deviceError,
+  });
+  await ckpt.load('best', model);
+  const postprocess = await decidePostprocess(card, model, val, cache);
+  if (postprocess) {
+    const { without, with: withIt } = postprocess.valLesionIoU;
+    host.emit({ type: 'log', message: `${stage}: post-processing (largest lesion, holes filled) ${postprocess.applied ? 'kept' : 'left off'}: validation lesion IoU ${(100 * without).toFixed(1)}% without, ${(100 * withIt).toFixed(1)}% with` });
+  }
+  const test = await testStage(context, stage, model, postprocess?.applied);
+  model.dispose();
+  return {
+    stage,
+    best: { epoch: outcome.bestEpoch, val: outcome.bestValidation },
+    last: { epoch: outcome.lastEpoch, val: outcome.lastValidation },
+    test,
+    ...(postprocess && { postprocess }),
+  };
+}
+
+/**
+ * The card's initialisation, stored at the run's first stage so every later
+ * stage starts from exactly the teacher's; a student whose card says
+ * 'teacher-weights' then takes the teacher's best checkpoint.
+ */
+async function startingModel(context: StageContext, stage: TrainingStage): Promise<tf.LayersModel> {
+  const { card, host, run } = context;
+  const model = buildDeepLabV3(card.model, 'train', card.seed);
+  const init = run.checkpoints('init');
+  if (await init.identity('init')) {
+    await init.load('init', model);
+  } else {
+    await initialiseEncoder(card, model, host.userEncoderWeights, host.emit);
+    await init.save('init', model, [], { epoch: 0, stepInEpoch: 0, step: 0, ema: null, bestEma: null, bestEpoch: null, skipped: [] });
+  }
+  if (stage !== 'teacher' && card.student.init === 'teacher-weights') await run.checkpoints('teacher').load('best', model);
+  return model;
+}
+
+/** The teacher's training set is the labeled images; a student's adds the pseudo-labels before it, less those dropped or rejected by review. */
+async function studentItems(context: StageContext, stage: TrainingStage): Promise<TrainItem[]> {
+  const { run, train } = context;
+  const pseudoStage: PseudoStage | undefined = stage === 'student' ? 'pseudo-teacher' : stage === 'student-star' ? 'pseudo-student' : undefined;
+  if (!pseudoStage) return train;
+  const records = await run.pseudoLabels(pseudoStage);
+  const rejected = new Set(await run.rejected());
+  const poolByImage = new Map(context.pool.map((s) => [s.image, s]));
+  const pseudoItems = records
+    .filter((r) => !r.dropped && !rejected.has(r.image))
+    .map((r): TrainItem => {
+      const sample = poolByImage.get(r.image)!;
+      return { id: sample.id, set: sample.set, image: sample.image, mask: { kind: 'pseudo', key: r.key } };
+    });
+  context.host.emit({ type: 'log', message: `${stage}: ${train.length} labeled + ${pseudoItems.length} pseudo-labeled images (${rejected.size} rejected by review)` });
+  return [...train, ...pseudoItems];
+}
+
+/** The stage's figures on the test images as its readout reads them, with intervals; its per-image scores and masks are stored for the Results view. */
+async function testStage(context: StageContext, stage: TrainingStage, model: tf.LayersModel, postprocess: boolean | undefined): Promise<StageResult['test']> {
+  const { card, run, test } = context;
+  if (test.length === 0) return null;
+  const predictions = new Map<string, Uint8Array>();
+  const evaluation = await evaluate(model, test, context.cache, {
+    ...readoutOf(card, postprocess),
+    batchSize: card.train.batchSize,
+    onPrediction: (id, mask) => predictions.set(id, mask),
+  });
+  const result = {
+    overall: withIntervals(evaluation.overall, { noun: 'test image' }),
+    bySet: Object.fromEntries(Object.entries(evaluation.bySet).map(([k, v]) => [k, withIntervals(v, { noun: 'test image' })])),
+  };
+  context.host.emit({ type: 'evaluation', stage, split: 'test', overall: result.overall, bySet: result.bySet });
+  await run.setPerImage(stage, evaluation.overall.perImage);
+  const size = card.model.inputSize;
+  await run.setTestPredictions(stage, { width: size, height: size }, predictions);
+  return result;
 }
 
 /** eval.postprocess 'auto': whether the largest lesion, holes filled, scores better on the validation images; undefined when not asked or nothing to validate on. */

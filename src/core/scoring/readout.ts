@@ -2,10 +2,12 @@
  * How a model's logits become a lesion mask: the threshold, test-time
  * augmentation, and nnU-Net's post-processing (the largest lesion, its holes
  * filled), which a stage keeps only when it scored better on its validation
- * images. Every consumer (validation, test, eval, predict, pseudo-labels)
- * reads masks through one Readout, so they agree on what the model says.
+ * images. Every consumer (validation, test, eval, predict, pseudo-labels,
+ * the label queue, the fine-tune and the simulated loop) reads masks through
+ * one Readout, so they agree on what the model says.
  */
 import type { RunCard } from '../config.ts';
+import { binariseLogits } from './metrics.ts';
 
 /** none; flips = the mean lesion probability over the image and its horizontal, vertical and double flips. */
 export type TtaKind = 'none' | 'hflip' | 'flips';
@@ -98,7 +100,6 @@ export function largestLesionFilled(mask: Uint8Array, width: number, height: num
 
 /** The 0/1 mask of logits at their own size, read as `readout` says (its TTA is already in the logits). */
 export function readMask(logits: Float32Array, width: number, height: number, readout: Pick<Readout, 'logitThreshold' | 'postprocess'>): Uint8Array {
-  const mask = new Uint8Array(logits.length);
-  for (let i = 0; i < logits.length; i++) mask[i] = logits[i] >= readout.logitThreshold ? 1 : 0;
+  const mask = binariseLogits(logits, readout.logitThreshold);
   return readout.postprocess ? largestLesionFilled(mask, width, height) : mask;
 }
