@@ -1,69 +1,122 @@
 /**
  * Which defaults win (issue 21), measured the way the studio's Compare
- * measures: each arm is a folder written by `lesion-studio train --seeds`
- * (one card per arm, every card with the same data.splitSeed, so all seeds of
- * all arms hold out the same validation and test images). Every seed's stage
- * model is scored on its run's validation images, its test images and any
- * labeled folder it never saw (--external, e.g. PH2) under four readouts
- * (plain, flips TTA, post-processing, both) and under the readout its own card
- * chose. Each arm is then set against the first (the reference) as a paired
- * two-level bootstrap difference of lesion IoU (runs within arms, then images:
- * scoring/compare.ts), and each readout against the plain one on the
- * reference's own models. Prints a markdown table; asserts nothing.
+ * measures. Each arm is one card: the old quick defaults (frozen below, so the
+ * reference does not move when quickCard() does) with one lever changed, or
+ * the current quick card. Every arm trains its teacher for 20 epochs on the
+ * shared ISIC 2017 + 2018 pairs with the same seeds and the same split seed,
+ * so all runs hold out the same validation and test images (`lesion-studio
+ * train --seeds`, one folder per arm under --out; an arm already there is
+ * scored, not retrained). Every seed's model is then scored on its run's
+ * validation images, its test images and PH2 (never trained on) under four
+ * readouts (plain, flips TTA, post-processing, both) and under the readout its
+ * own card chose. Each arm is set against the first as a paired two-level
+ * bootstrap difference of lesion IoU (runs within arms, then images:
+ * scoring/compare.ts); each readout against the plain one on the first arm's
+ * own models. Prints a markdown table; asserts nothing. Hours of CPU: not in
+ * `npm run bench`.
  *
- *   tsx bench/defaults.ts --arm <dir> --arm <dir>... --labeled <dir>... [--external <dir>...] [--stage teacher] [--json <file>]
+ *   tsx bench/defaults.ts --out <dir> [--arms old,poly,...] [--seeds 2137,2,3] [--json <file>]
  */
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type * as tf from '@tensorflow/tfjs';
+import { parseRunCard, quickCard, type RunCard } from '../src/core/config.ts';
 import { itemFromSample, PixelCache, type TrainItem } from '../src/core/dataset/samples.ts';
 import type { Sample } from '../src/core/dataset/layouts.ts';
 import { loadStageModel } from '../src/core/run/pipeline.ts';
 import { samplesByKey } from '../src/core/run/stage-model.ts';
-import { RunStore, type TrainingStage } from '../src/core/run/run-store.ts';
+import { RunStore } from '../src/core/run/run-store.ts';
 import type { ScoredImage } from '../src/core/scoring/bootstrap.ts';
 import { compareArms, type CompareArm } from '../src/core/scoring/compare.ts';
 import { evaluate } from '../src/core/scoring/evaluate.ts';
 import { readoutOf, type Readout } from '../src/core/scoring/readout.ts';
 import { initNodeBackend } from '../src/node/backends.ts';
+import { main } from '../src/node/cli.ts';
 import { SharpDecoder } from '../src/node/decode.ts';
 import { FsFileSource } from '../src/node/files.ts';
 import { FsKeyValueStore, NO_PSEUDO_LABELS } from '../src/node/store.ts';
+import { DATASETS } from './tasks.ts';
+
+/** The quick card's defaults before issue 21, teacher only, 20 epochs, one split for every seed. */
+function oldDefaults(): RunCard {
+  const card = quickCard();
+  return {
+    ...card,
+    name: 'old',
+    model: { ...card.model, init: 'nsfwjs' },
+    train: {
+      ...card.train,
+      epochs: 20,
+      batchSize: 8,
+      optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
+      loss: 'dice',
+      posWeight: 1.25,
+      lrSchedule: 'constant',
+      warmupEpochs: 0,
+    },
+    data: { ...card.data, split: { kind: 'fractions', val: 0.2, test: 0.2 }, splitSeed: 2137 },
+    student: { ...card.student, rounds: 0 },
+    eval: { logitThreshold: 0.5, tta: 'none', postprocess: 'none' },
+  };
+}
+
+/** Each arm: the old defaults with one lever changed, or the current quick card on the same budget. */
+const ARMS: Record<string, () => RunCard> = {
+  old: oldDefaults,
+  poly: () => ({ ...oldDefaults(), name: 'poly', train: { ...oldDefaults().train, lrSchedule: 'poly', warmupEpochs: 1 } }),
+  dicebce: () => ({ ...oldDefaults(), name: 'dicebce', train: { ...oldDefaults().train, loss: 'dice+bce', posWeight: 1 } }),
+  enc: () => ({ ...oldDefaults(), name: 'enc', model: { ...oldDefaults().model, init: 'imagenet-through-block10' } }),
+  b4: () => ({ ...oldDefaults(), name: 'b4', train: { ...oldDefaults().train, batchSize: 4 } }),
+  quick: () => {
+    const card = quickCard();
+    return { ...card, name: 'quick', train: { ...card.train, epochs: 20 }, data: { ...card.data, splitSeed: 2137 }, student: { ...card.student, rounds: 0 } };
+  },
+};
 
 const { values } = parseArgs({
   options: {
-    arm: { type: 'string', multiple: true },
-    labeled: { type: 'string', multiple: true },
-    external: { type: 'string', multiple: true },
+    out: { type: 'string' },
+    arms: { type: 'string', default: 'old,poly,dicebce,enc,b4,quick' },
+    seeds: { type: 'string', default: '2137,2,3' },
     stage: { type: 'string', default: 'teacher' },
     json: { type: 'string' },
     resamples: { type: 'string', default: '2000' },
   },
 });
-const armDirs = values.arm ?? [];
-const stage = values.stage as TrainingStage;
-if (armDirs.length < 1 || !values.labeled) {
-  console.error('usage: tsx bench/defaults.ts --arm <dir> --arm <dir>... --labeled <dir>... [--external <dir>...] [--stage teacher] [--json <file>]');
+const armNames = values.arms!.split(',');
+const unknown = armNames.filter((a) => !(a in ARMS));
+if (!values.out || unknown.length > 0) {
+  console.error(`usage: tsx bench/defaults.ts --out <dir> [--arms ${Object.keys(ARMS).join(',')}] [--seeds 2137,2,3] [--json <file>]${unknown.length ? `\nunknown arms: ${unknown.join(', ')}` : ''}`);
   process.exit(2);
 }
+const stage = values.stage as 'teacher';
+const labeledDirs = [DATASETS.isic2018, DATASETS.isic2017];
 
-const READOUTS = {
-  plain: { tta: 'none', postprocess: false },
-  tta: { tta: 'flips', postprocess: false },
-  pp: { tta: 'none', postprocess: true },
-  'tta+pp': { tta: 'flips', postprocess: true },
-} as const;
-type ReadoutName = keyof typeof READOUTS | 'card';
+for (const name of armNames) {
+  const dir = path.join(values.out, name);
+  if (existsSync(path.join(dir, 'repeats.json'))) continue;
+  await mkdir(dir, { recursive: true });
+  const cardFile = path.join(values.out, `${name}.json`);
+  await writeFile(cardFile, JSON.stringify(parseRunCard(ARMS[name]()), null, 2));
+  const resume = existsSync(path.join(dir, 'train.lock')) || (await readdir(dir)).length > 0;
+  const code = await main(['train', '--config', cardFile, ...labeledDirs.flatMap((d) => ['--labeled', d]), '--out', dir, '--seeds', values.seeds!, '--backend', 'wasm', ...(resume ? ['--resume'] : [])]);
+  if (code !== 0) process.exit(code);
+}
+const armDirs = armNames.map((name) => path.join(values.out!, name));
+
+/** plain, flips TTA, post-processing, both, and the arm's own card's choice. */
+type ReadoutName = 'plain' | 'tta' | 'pp' | 'tta+pp' | 'card';
 type Part = 'val' | 'test' | 'external';
 /** scores[arm][readout][part] = one run's images per seed. */
 type Scores = Record<ReadoutName, Record<Part, ScoredImage[][]>>;
 
 await initNodeBackend('wasm');
-const labeledSource = new FsFileSource(values.labeled);
+const labeledSource = new FsFileSource(labeledDirs);
 const labeled = (await labeledSource.index()).sets.flatMap((s) => s.labeled);
-const externalSource = values.external ? new FsFileSource(values.external) : undefined;
-const external = externalSource ? (await externalSource.index()).sets.flatMap((s) => s.labeled) : [];
+const externalSource = new FsFileSource([DATASETS.ph2]);
+const external = (await externalSource.index()).sets.flatMap((s) => s.labeled);
 
 async function seedFolders(dir: string): Promise<string[]> {
   const names = (await readdir(dir)).filter((n) => /^seed-\d+$/.test(n));
@@ -89,11 +142,11 @@ async function scoreArm(dir: string): Promise<{ scores: Scores; seeds: number[];
     const own = readoutOf(metadata.card, metadata.postprocess);
     cardReadout.push(`tta ${own.tta}, postprocess ${own.postprocess}`);
     const size = metadata.card.model.inputSize;
-    const roots = values.labeled!;
+    const roots = labeledDirs;
     const parts: Record<Part, { items: TrainItem[]; source: FsFileSource }> = {
       val: { items: samplesByKey(labeled, state.split.val, roots).map(itemFromSample), source: labeledSource },
       test: { items: samplesByKey(labeled, state.split.test, roots).map(itemFromSample), source: labeledSource },
-      external: { items: external.map((s: Sample) => itemFromSample(s)), source: externalSource ?? labeledSource },
+      external: { items: external.map((s: Sample) => itemFromSample(s)), source: externalSource },
     };
     for (const [part, { items, source }] of Object.entries(parts) as [Part, (typeof parts)[Part]][]) {
       if (items.length === 0) continue;
