@@ -53,6 +53,47 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     cpu.forEach((expected, i) => expect(relativeError(gpu[i], expected, 1e-6), `tensor ${i}`).toBeLessThan(1e-5));
   });
 
+  it('SGD with momentum, two parameters a kernel: a state saved and given to a fresh optimiser continues bit-identically', async () => {
+    await tf.setBackend('webgpu');
+    const config: OptimizerConfig = { kind: 'sgd', lr: 0.1, momentum: 0.9, weightDecay: 1e-2 };
+    const rng = new Rng(31);
+    const draw = (shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape);
+    // Three: one pair and one alone.
+    const shapes = [[3, 5], [7], [2, 2, 3]];
+    const initial = shapes.map(draw);
+    const grads = [0, 1, 2].map(() => shapes.map(draw));
+    const tensorsBefore = tf.memory().numTensors;
+    const run = async (optimizer: ReturnType<typeof createOptimizer>, params: { key: string; variable: tf.Variable }[], steps: tf.Tensor[][]) => {
+      for (const g of steps) optimizer.apply(params, g.map((t) => t.clone()));
+      return Promise.all(params.map(async (p) => Array.from(await p.variable.data())));
+    };
+    const fresh = () => tf.tidy(() => initial.map((t, i) => ({ key: `p${i}#0`, variable: tf.variable(t.clone()) })));
+
+    const straight = fresh();
+    const reference = createOptimizer(config);
+    const expected = await run(reference, straight, grads);
+
+    const interrupted = fresh();
+    const before = createOptimizer(config);
+    await run(before, interrupted, grads.slice(0, 1));
+    const state = before.state();
+    expect(state.map((s) => s.name).sort()).toEqual(['iterations', 'p0#0/momentum', 'p1#0/momentum', 'p2#0/momentum']);
+    // What a checkpoint holds: plain values.
+    const saved = await Promise.all(state.map(async ({ name, tensor }) => ({ name, tensor: tf.tensor(await tensor.data(), tensor.shape) })));
+    tf.dispose(state.filter((s) => s.name === 'iterations').map((s) => s.tensor));
+    before.dispose();
+    const after = createOptimizer(config);
+    after.setState(saved);
+    tf.dispose(saved.map((s) => s.tensor));
+    expect(await run(after, interrupted, grads.slice(1))).toEqual(expected);
+
+    after.dispose();
+    reference.dispose();
+    tf.dispose([...straight, ...interrupted].map((p) => p.variable));
+    expect(tf.memory().numTensors, 'no tensor leaked').toBe(tensorsBefore);
+    tf.dispose([...initial, ...grads.flat()]);
+  });
+
   it('a training step of the paper card\'s model dispatches at most 750 programs', { timeout: 900_000 }, async () => {
     await tf.setBackend('webgpu');
     const card = paperCard();

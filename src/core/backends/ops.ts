@@ -20,8 +20,9 @@ import {
   batchNormStats,
   batchNormStatsAndMoving,
 } from './webgpu/batchnorm.ts';
+import { DispatchCounter } from './webgpu/dispatches.ts';
 import { leverOn } from './webgpu/levers.ts';
-import { adamStep, sgdStep } from './webgpu/optimizer.ts';
+import { adamStep, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
 
 /** A batch norm layer's running averages, moved by the batch it normalises. */
 export interface Moving {
@@ -65,12 +66,20 @@ export interface BackendOps {
   sgdStep?(w: tf.Variable, g: tf.Tensor, o: SgdOptions): void;
   /** torch.optim.SGD with momentum on one variable and its buffer. */
   sgdMomentumStep?(w: tf.Variable, g: tf.Tensor, buf: tf.Variable, o: SgdOptions): void;
+  /**
+   * sgdMomentumStep on two variables at once, their buffers packed in one
+   * (the first's values, then the second's): half the dispatches, where each
+   * one costs more than its arithmetic. A backend with it has sgdMomentumStep too.
+   */
+  sgdMomentumPairStep?(w: [tf.Variable, tf.Variable], g: [tf.Tensor, tf.Tensor], packed: tf.Variable, o: SgdOptions): void;
   /** torch.optim.Adam on one variable and its two moments. */
   adamStep?(w: tf.Variable, g: tf.Tensor, m: tf.Variable, v: tf.Variable, o: AdamOptions): void;
   /** ReLU6 as one op, where its gradient is one kernel of ours. */
   relu6?(x: tf.Tensor): tf.Tensor;
   /** 'same', stride-1 atrous convolution, NHWC, odd square kernel. */
   atrousConv2d?(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D;
+  /** Counts the programs the backend dispatches from now until detached: a step event carries its step's count. */
+  countDispatches?(): DispatchCounter | undefined;
   /**
    * The backend's memory is one WebAssembly heap that stops at 4 GiB: a step
    * that would outgrow it must recompute activations rather than fail.
@@ -125,9 +134,11 @@ function webGpuOps(): BackendOps {
     batchNorm: leverOn('batchnorm') ? (leverOn('batchnorm-one-pass') ? webGpuOnePass : webGpuBatchNorm) : undefined,
     sgdStep: optimizer ? (w, g, o) => sgdStep(w, g, undefined, o) : undefined,
     sgdMomentumStep: optimizer ? sgdStep : undefined,
+    sgdMomentumPairStep: optimizer ? sgdPairStep : undefined,
     adamStep: optimizer ? adamStep : undefined,
     relu6: leverOn('activation-grad') ? (x) => tf.relu6(x) : undefined,
     atrousConv2d: leverOn('atrous') ? atrousConv2dWebGpu : undefined,
+    countDispatches: DispatchCounter.attach,
   };
 }
 
