@@ -1,8 +1,9 @@
 /**
  * The WebGPU kernels of src/core/backends/webgpu/ against the cpu
  * backend's arithmetic: batch norm forward (output and running statistics)
- * and backward, the optimisers' updates and the convolution gradients, on
- * shapes that leave partial workgroups; and the dispatch count of a whole training step of the paper
+ * and backward, the optimisers' updates (SGD's pairs also across a resumed
+ * state), the Dice loss and the convolution gradients, on shapes that leave
+ * partial workgroups; and the dispatch count of a whole training step of the paper
  * card's model, which these kernels exist to cut.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -11,7 +12,7 @@ import { DispatchCounter } from '../src/core/backends/webgpu/dispatches.ts';
 import { uniformBuffersCreated } from '../src/core/backends/webgpu/launch-cache.ts';
 import { setWebGpuLevers, WEBGPU_LEVERS } from '../src/core/backends/webgpu/levers.ts';
 import { trainableParams } from '../src/core/training/checkpoint.ts';
-import { paperCard, type OptimizerConfig } from '../src/core/config.ts';
+import { type LossName, paperCard, type OptimizerConfig } from '../src/core/config.ts';
 import { lossByName } from '../src/core/training/losses.ts';
 import { atrousConv2d } from '../src/core/model/atrous.ts';
 import { buildDeepLabV3 } from '../src/core/model/deeplab.ts';
@@ -51,6 +52,33 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     expect(tf.memory().numTensors).toBe(tensorsBefore);
     expect(gpu).toHaveLength(cpu.length);
     cpu.forEach((expected, i) => expect(relativeError(gpu[i], expected, 1e-6), `tensor ${i}`).toBeLessThan(1e-5));
+  });
+
+  it.each<{ what: string; loss: LossName; shape: number[]; lesion: number }>([
+    { what: 'lesion pixels', loss: 'dice', shape: [2, 33, 29, 1], lesion: 0.3 },
+    { what: 'no lesion pixel', loss: 'dice', shape: [1, 9, 7, 1], lesion: 0 },
+    // Its Dice part in the two kernels, the cross-entropy in tfjs's ops.
+    { what: 'lesion pixels', loss: 'dice+bce', shape: [2, 33, 29, 1], lesion: 0.3 },
+  ])('the $loss loss and its gradient on $what, its Dice in two kernels, are cpu\'s', async ({ loss, shape, lesion }) => {
+    const rng = new Rng(41);
+    const size = shape.reduce((a, b) => a * b, 1);
+    const logits = Float32Array.from({ length: size }, () => 3 * rng.normal());
+    const targets = Float32Array.from({ length: size }, () => (rng.next() < lesion ? 1 : 0));
+    const run = async (backend: string) => {
+      await tf.setBackend(backend);
+      const before = tf.memory().numTensors;
+      const [x, t] = [tf.tensor(logits, shape), tf.tensor(targets, shape)];
+      const { value, grad } = tf.valueAndGrad((l: tf.Tensor) => lossByName(loss)(l, t))(x);
+      const out = [await value.data(), await grad.data()] as Float32Array[];
+      tf.dispose([x, t, value, grad]);
+      expect(tf.memory().numTensors, `${backend}: no tensor leaked`).toBe(before);
+      return out;
+    };
+    const [cpuLoss, cpuGrad] = await run('cpu');
+    const [gpuLoss, gpuGrad] = await run('webgpu');
+    expect(relativeError(gpuLoss, cpuLoss, 1e-6)).toBeLessThan(1e-5);
+    expect(relativeError(gpuGrad, cpuGrad, 1e-6)).toBeLessThan(1e-5);
+    if (lesion === 0) expect(Array.from(gpuGrad).every((g) => g === 0)).toBe(true);
   });
 
   it('SGD with momentum, two parameters a kernel: a state saved and given to a fresh optimiser continues bit-identically', async () => {

@@ -20,6 +20,7 @@ import {
   batchNormStats,
   batchNormStatsAndMoving,
 } from './webgpu/batchnorm.ts';
+import { diceLoss } from './webgpu/dice.ts';
 import { DispatchCounter } from './webgpu/dispatches.ts';
 import { leverOn } from './webgpu/levers.ts';
 import { adamStep, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
@@ -76,6 +77,8 @@ export interface BackendOps {
   adamStep?(w: tf.Variable, g: tf.Tensor, m: tf.Variable, v: tf.Variable, o: AdamOptions): void;
   /** ReLU6 as one op, where its gradient is one kernel of ours. */
   relu6?(x: tf.Tensor): tf.Tensor;
+  /** losses.ts's softDiceLoss, value and gradient, in the backend's own kernels. */
+  diceLoss?(logits: tf.Tensor, targets: tf.Tensor, eps: number): tf.Scalar;
   /** 'same', stride-1 atrous convolution, NHWC, odd square kernel. */
   atrousConv2d?(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D;
   /** Counts the programs the backend dispatches from now until detached: a step event carries its step's count. */
@@ -138,6 +141,7 @@ function webGpuOps(): BackendOps {
     adamStep: optimizer ? adamStep : undefined,
     relu6: leverOn('activation-grad') ? (x) => tf.relu6(x) : undefined,
     atrousConv2d: leverOn('atrous') ? atrousConv2dWebGpu : undefined,
+    diceLoss: leverOn('loss') ? diceLoss : undefined,
     countDispatches: DispatchCounter.attach,
   };
 }
