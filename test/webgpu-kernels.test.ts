@@ -122,7 +122,7 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
     tf.dispose([...initial, ...grads.flat()]);
   });
 
-  it('a training step of the paper card\'s model dispatches at most 750 programs', { timeout: 900_000 }, async () => {
+  it('a training step of the paper card\'s model dispatches at most 600 programs', { timeout: 900_000 }, async () => {
     await tf.setBackend('webgpu');
     const card = paperCard();
     // At the card's own size (256 px): at smaller ones the ASPP's outer taps fall on padding only and are skipped.
@@ -155,9 +155,10 @@ describe.skipIf(unavailable !== undefined)('WebGPU training kernels against cpu'
       tf.dispose([x, y]);
       model.dispose();
     }
-    // With tfjs's kernels alone: 4,206 at 128 px; 1,411 with those of this repo before the ASPP, optimiser and batch norm kernels of own-dispatch.ts, 718 after.
+    // With tfjs's kernels alone: 4,206 at 128 px; 1,411 with those of this repo before the ASPP, optimiser and batch norm kernels of own-dispatch.ts, 718 after;
+    // 592 here (batch 1) with SGD two parameters a kernel, the Dice loss in two and the residual additions in batch norm's.
     expect(counts[1]).toBeGreaterThan(0);
-    expect(counts[1]).toBeLessThanOrEqual(750);
+    expect(counts[1]).toBeLessThanOrEqual(600);
   });
 });
 

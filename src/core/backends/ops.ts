@@ -36,8 +36,8 @@ export interface Moving {
 
 /** Batch norm's training arithmetic as a backend's own kernels. */
 export interface FusedBatchNorm {
-  /** [y, stats], or with `moving` [y, stats, running mean, running variance]. */
-  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving): tf.Tensor[];
+  /** [y, stats], or with `moving` [y, stats, running mean, running variance]; with `skip`, y + skip. */
+  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving, skip?: tf.Tensor): tf.Tensor[];
   /** [dx, dGamma, dBeta] from the saved input and statistics. */
   backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
 }
@@ -93,7 +93,8 @@ export interface BackendOps {
 interface BatchNormParts {
   stats(x: tf.Tensor): tf.Tensor;
   statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
-  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
+  /** Adds `skip` (a residual block's) in the same kernel where the backend can. */
+  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, skip?: tf.Tensor): tf.Tensor;
   gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
   gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
 }
@@ -101,9 +102,9 @@ interface BatchNormParts {
 /** Statistics (with the running averages), normalisation; gradient sums, input gradient: four kernels. */
 function fromParts(k: BatchNormParts): FusedBatchNorm {
   return {
-    forward: (x, gamma, beta, eps, moving) => {
+    forward: (x, gamma, beta, eps, moving, skip) => {
       const [stats, ...moved] = moving ? k.statsAndMoving(x, moving.mean, moving.variance, moving.momentum, moving.varianceFactor) : [k.stats(x)];
-      return [k.apply(x, stats, gamma, beta, eps), stats, ...moved];
+      return [k.apply(x, stats, gamma, beta, eps, skip), stats, ...moved];
     },
     backward: (dy, x, stats, gamma, eps) => {
       const [sumDy, sumDyXhat] = k.gradSums(dy, x, stats, eps);
@@ -113,7 +114,17 @@ function fromParts(k: BatchNormParts): FusedBatchNorm {
 }
 
 const WASM: BackendOps = {
-  batchNorm: fromParts(wasmBatchNorm),
+  batchNorm: fromParts({
+    ...wasmBatchNorm,
+    // An addition costs wasm no launch: tfjs's, as the Add layer computes it (skip + y), keeps the sum identical to cpu's.
+    apply: (x, stats, gamma, beta, eps, skip) => {
+      const y = wasmBatchNorm.apply(x, stats, gamma, beta, eps);
+      if (!skip) return y;
+      const sum = tf.add(skip, y);
+      y.dispose();
+      return sum;
+    },
+  }),
   sgdMomentumStep: wasmSgdStep,
   heapLimited: true,
 };
