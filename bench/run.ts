@@ -58,7 +58,7 @@ const TASKS: TaskSpec[] = [
   { key: 'train-default-256-b2', title: 'default (w1 OS8 ASPP256)  256 px  batch 2', task: 'train', model: 'default', size: 256, batch: 2, webgpuOnly: true },
   // What each of our WebGPU kernels buys, one at a time: the dispatch count
   // does not depend on the image size, so a small one keeps lavapipe quick.
-  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'all'].map(
+  ...['none', 'batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'loss', 'all'].map(
     (levers): TaskSpec => ({ key: `levers-${levers}`, title: levers, task: 'train', model: 'default', size: 64, batch: 4, levers }),
   ),
 ];

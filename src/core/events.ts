@@ -53,6 +53,8 @@ export type TrainerEvent =
       etaSeconds: number;
       numTensors: number;
       numBytes: number;
+      /** WebGPU programs the step dispatched (dispatches.ts): the figure the studio and the CLI must agree on; absent on other backends. */
+      dispatches?: number;
     }
   | { type: 'epoch'; stage: StageName; epoch: number; epochs: number; metrics: MetricSummary; ema: number; best: boolean; seconds: number }
   | { type: 'evaluation'; stage: StageName; split: 'val' | 'test'; bySet: Record<string, TestFigures>; overall: TestFigures }

@@ -25,7 +25,7 @@ export class ProgressPrinter {
         const width = 24;
         const filled = Math.round((width * e.step) / e.totalSteps);
         const bar = `${'#'.repeat(filled)}${'.'.repeat(width - filled)}`;
-        const line = `${STAGE_TITLES[e.stage]} [${bar}] step ${e.step}/${e.totalSteps} epoch ${e.epoch} loss ${e.loss.toFixed(4)} ${e.imagesPerSecond.toFixed(2)} img/s ETA ${fmtTime(e.etaSeconds)}`;
+        const line = `${STAGE_TITLES[e.stage]} [${bar}] step ${e.step}/${e.totalSteps} epoch ${e.epoch} loss ${e.loss.toFixed(4)} ${e.imagesPerSecond.toFixed(2)} img/s ETA ${fmtTime(e.etaSeconds)}${e.dispatches === undefined ? '' : ` ${e.dispatches} WebGPU dispatches`}`;
         if (this.tty) {
           process.stderr.write(`\r${line.padEnd(120)}`);
           this.live = true;

@@ -20,8 +20,10 @@ import {
   batchNormStats,
   batchNormStatsAndMoving,
 } from './webgpu/batchnorm.ts';
+import { diceLoss } from './webgpu/dice.ts';
+import { DispatchCounter } from './webgpu/dispatches.ts';
 import { leverOn } from './webgpu/levers.ts';
-import { adamStep, sgdStep } from './webgpu/optimizer.ts';
+import { adamStep, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
 
 /** A batch norm layer's running averages, moved by the batch it normalises. */
 export interface Moving {
@@ -34,8 +36,8 @@ export interface Moving {
 
 /** Batch norm's training arithmetic as a backend's own kernels. */
 export interface FusedBatchNorm {
-  /** [y, stats], or with `moving` [y, stats, running mean, running variance]. */
-  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving): tf.Tensor[];
+  /** [y, stats], or with `moving` [y, stats, running mean, running variance]; with `skip`, y + skip. */
+  forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving, skip?: tf.Tensor): tf.Tensor[];
   /** [dx, dGamma, dBeta] from the saved input and statistics. */
   backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
 }
@@ -65,12 +67,22 @@ export interface BackendOps {
   sgdStep?(w: tf.Variable, g: tf.Tensor, o: SgdOptions): void;
   /** torch.optim.SGD with momentum on one variable and its buffer. */
   sgdMomentumStep?(w: tf.Variable, g: tf.Tensor, buf: tf.Variable, o: SgdOptions): void;
+  /**
+   * sgdMomentumStep on two variables at once, their buffers packed in one
+   * (the first's values, then the second's): half the dispatches, where each
+   * one costs more than its arithmetic. A backend with it has sgdMomentumStep too.
+   */
+  sgdMomentumPairStep?(w: [tf.Variable, tf.Variable], g: [tf.Tensor, tf.Tensor], packed: tf.Variable, o: SgdOptions): void;
   /** torch.optim.Adam on one variable and its two moments. */
   adamStep?(w: tf.Variable, g: tf.Tensor, m: tf.Variable, v: tf.Variable, o: AdamOptions): void;
   /** ReLU6 as one op, where its gradient is one kernel of ours. */
   relu6?(x: tf.Tensor): tf.Tensor;
+  /** losses.ts's softDiceLoss, value and gradient, in the backend's own kernels. */
+  diceLoss?(logits: tf.Tensor, targets: tf.Tensor, eps: number): tf.Scalar;
   /** 'same', stride-1 atrous convolution, NHWC, odd square kernel. */
   atrousConv2d?(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D;
+  /** Counts the programs the backend dispatches from now until detached: a step event carries its step's count. */
+  countDispatches?(): DispatchCounter | undefined;
   /**
    * The backend's memory is one WebAssembly heap that stops at 4 GiB: a step
    * that would outgrow it must recompute activations rather than fail.
@@ -81,7 +93,8 @@ export interface BackendOps {
 interface BatchNormParts {
   stats(x: tf.Tensor): tf.Tensor;
   statsAndMoving(x: tf.Tensor, movingMean: tf.Tensor, movingVariance: tf.Tensor, momentum: number, varianceFactor: number): tf.Tensor[];
-  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor;
+  /** Adds `skip` (a residual block's) in the same kernel where the backend can. */
+  apply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, skip?: tf.Tensor): tf.Tensor;
   gradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, epsilon: number): [tf.Tensor, tf.Tensor];
   gradInput(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, sumDy: tf.Tensor, sumDyXhat: tf.Tensor, epsilon: number): tf.Tensor;
 }
@@ -89,9 +102,9 @@ interface BatchNormParts {
 /** Statistics (with the running averages), normalisation; gradient sums, input gradient: four kernels. */
 function fromParts(k: BatchNormParts): FusedBatchNorm {
   return {
-    forward: (x, gamma, beta, eps, moving) => {
+    forward: (x, gamma, beta, eps, moving, skip) => {
       const [stats, ...moved] = moving ? k.statsAndMoving(x, moving.mean, moving.variance, moving.momentum, moving.varianceFactor) : [k.stats(x)];
-      return [k.apply(x, stats, gamma, beta, eps), stats, ...moved];
+      return [k.apply(x, stats, gamma, beta, eps, skip), stats, ...moved];
     },
     backward: (dy, x, stats, gamma, eps) => {
       const [sumDy, sumDyXhat] = k.gradSums(dy, x, stats, eps);
@@ -101,7 +114,17 @@ function fromParts(k: BatchNormParts): FusedBatchNorm {
 }
 
 const WASM: BackendOps = {
-  batchNorm: fromParts(wasmBatchNorm),
+  batchNorm: fromParts({
+    ...wasmBatchNorm,
+    // An addition costs wasm no launch: tfjs's, as the Add layer computes it (skip + y), keeps the sum identical to cpu's.
+    apply: (x, stats, gamma, beta, eps, skip) => {
+      const y = wasmBatchNorm.apply(x, stats, gamma, beta, eps);
+      if (!skip) return y;
+      const sum = tf.add(skip, y);
+      y.dispose();
+      return sum;
+    },
+  }),
   sgdMomentumStep: wasmSgdStep,
   heapLimited: true,
 };
@@ -125,9 +148,12 @@ function webGpuOps(): BackendOps {
     batchNorm: leverOn('batchnorm') ? (leverOn('batchnorm-one-pass') ? webGpuOnePass : webGpuBatchNorm) : undefined,
     sgdStep: optimizer ? (w, g, o) => sgdStep(w, g, undefined, o) : undefined,
     sgdMomentumStep: optimizer ? sgdStep : undefined,
+    sgdMomentumPairStep: optimizer ? sgdPairStep : undefined,
     adamStep: optimizer ? adamStep : undefined,
     relu6: leverOn('activation-grad') ? (x) => tf.relu6(x) : undefined,
     atrousConv2d: leverOn('atrous') ? atrousConv2dWebGpu : undefined,
+    diceLoss: leverOn('loss') ? diceLoss : undefined,
+    countDispatches: DispatchCounter.attach,
   };
 }
 

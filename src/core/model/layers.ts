@@ -167,6 +167,12 @@ export class LayerKit {
     return tf.layers.batchNormalization({ name: s.name, epsilon: s.epsilon, momentum: s.momentum }).apply(x) as Sym;
   }
 
+  /** skip + bn(x): in training builds the BatchNorm adds it (batchnorm.ts), in export builds tfjs's Add layer named `addName`. */
+  bnAdd(x: Sym, s: BnSpec, skip: Sym, addName: string): Sym {
+    if (this.mode === 'train') return new BatchNorm({ name: s.name, epsilon: s.epsilon, momentum: s.momentum }).apply([x, skip]) as Sym;
+    return this.add([skip, this.bn(x, s)], addName);
+  }
+
   relu(x: Sym, name: string, maxValue?: number): Sym {
     if (this.mode === 'train' && maxValue === 6) return new ReLU6({ name }).apply(x) as Sym;
     return tf.layers.reLU({ name, maxValue }).apply(x) as Sym;

@@ -87,7 +87,6 @@ function invertedResidual(
   x = kit.bn(x, { name: `${prefix}depthwise_BN`, ...BN });
   x = kit.relu(x, `${prefix}depthwise_relu`, 6);
   x = kit.conv(x, { name: `${prefix}project`, filters: b.out, kernel: 1 });
-  x = kit.bn(x, { name: `${prefix}project_BN`, ...BN });
-  if (b.inChannels === b.out && b.stride === 1) x = kit.add([input, x], `${prefix}add`);
-  return x;
+  if (b.inChannels === b.out && b.stride === 1) return kit.bnAdd(x, { name: `${prefix}project_BN`, ...BN }, input, `${prefix}add`);
+  return kit.bn(x, { name: `${prefix}project_BN`, ...BN });
 }

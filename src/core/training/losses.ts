@@ -4,6 +4,7 @@
  * targets [B,H,W,1] float32 in {0,1}. Each returns a differentiable scalar.
  */
 import * as tf from '@tensorflow/tfjs';
+import { backendOps } from '../backends/ops.ts';
 import { LOSS_NAMES, type LossName } from '../config.ts';
 import { ConfigError } from '../errors.ts';
 
@@ -36,6 +37,8 @@ function assertSameShape(logits: tf.Tensor, targets: tf.Tensor): void {
  */
 export function softDiceLoss(logits: tf.Tensor, targets: tf.Tensor, eps = 1e-7): tf.Scalar {
   assertSameShape(logits, targets);
+  const fused = backendOps().diceLoss;
+  if (fused) return fused(logits, targets, eps);
   return tf.tidy(() => {
     const p = tf.sigmoid(logits);
     const intersection = tf.sum(tf.mul(p, targets));

@@ -4,7 +4,7 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { backendOps } from '../backends/ops.ts';
+import { type BackendOps, backendOps, type SgdOptions } from '../backends/ops.ts';
 import type { OptimizerConfig, TrainConfig } from '../config.ts';
 
 export interface NamedTensor {
@@ -52,7 +52,8 @@ abstract class SlottedOptimizer implements Optimizer {
     this.dispose();
     for (const { name, tensor } of state) {
       if (name === 'iterations') this.iterations = tensor.dataSync()[0];
-      else this.slots.set(name, tf.variable(tensor.clone(), false));
+      // The clone only seeds the variable: left alive, it would hold the values after the variable's disposal.
+      else this.slots.set(name, tf.tidy(() => tf.variable(tensor.clone(), false)));
     }
   }
 
@@ -63,43 +64,129 @@ abstract class SlottedOptimizer implements Optimizer {
   }
 }
 
-/** torch.optim.SGD: g += wd * w; buf = momentum * buf + g; w -= lr * buf. */
+/** Two parameters' momentum buffers in one tensor, for a backend's sgdMomentumPairStep. */
+interface PackedPair {
+  keys: [string, string];
+  variables: [tf.Variable, tf.Variable];
+  buffer: tf.Variable;
+}
+
+/**
+ * torch.optim.SGD: g += wd * w; buf = momentum * buf + g; w -= lr * buf.
+ * Where the backend steps parameters two at a time (sgdMomentumPairStep),
+ * their buffers are packed by pair; everywhere else, and in state(), every
+ * parameter has a buffer of its own, so checkpoints do not depend on the
+ * backend that wrote them.
+ */
 export class Sgd extends SlottedOptimizer {
+  /** By the pair's keys, in the order of the parameters. */
+  private pairs = new Map<string, PackedPair>();
+  /** The per-parameter buffers state() last cut from the pairs: the optimiser's, like its slots, until the next call. */
+  private snapshot: tf.Tensor[] = [];
+
   constructor(private readonly config: Extract<OptimizerConfig, { kind: 'sgd' }>) {
     super();
   }
 
   apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
     const { momentum, weightDecay } = this.config;
-    const lr = this.config.lr * lrScale;
+    const o: SgdOptions = { lr: this.config.lr * lrScale, momentum, weightDecay, first: this.iterations === 0 };
+    this.dropSnapshot();
     tf.tidy(() => {
       const ops = backendOps();
-      const o = { lr, momentum, weightDecay, first: this.iterations === 0 };
-      if (momentum > 0 && ops.sgdMomentumStep) {
-        const step = ops.sgdMomentumStep;
-        params.forEach(({ key, variable: v }, i) => step(v, grads[i], this.slot(`${key}/momentum`, v), o));
+      const pairStep = momentum > 0 ? ops.sgdMomentumPairStep : undefined;
+      if (!pairStep) {
+        this.unpackPairs();
+        params.forEach((p, i) => this.step(ops, p, grads[i], o));
         return;
       }
-      if (momentum <= 0 && ops.sgdStep) {
-        const step = ops.sgdStep;
-        params.forEach(({ variable: v }, i) => step(v, grads[i], o));
-        return;
+      for (let i = 0; i + 1 < params.length; i += 2) {
+        pairStep([params[i].variable, params[i + 1].variable], [grads[i], grads[i + 1]], this.pair(params[i], params[i + 1]), o);
       }
-      params.forEach(({ key, variable: v }, i) => {
-        const g = weightDecay > 0 ? tf.add(grads[i], tf.mul(v, weightDecay)) : grads[i];
-        let step = g;
-        if (momentum > 0) {
-          const buf = this.slot(`${key}/momentum`, v);
-          // PyTorch's first step initialises the buffer with the gradient itself.
-          const next = this.iterations === 0 ? g : tf.add(tf.mul(buf, momentum), g);
-          buf.assign(next);
-          step = next;
-        }
-        v.assign(tf.sub(v, tf.mul(step, lr)));
-      });
+      if (params.length % 2 === 1) this.step(ops, params[params.length - 1], grads[params.length - 1], o);
     });
     this.iterations++;
     tf.dispose(grads);
+  }
+
+  /** One parameter with a buffer of its own: the backend's kernel where it has one, else tf ops. */
+  private step(ops: BackendOps, { key, variable: v }: Param, grad: tf.Tensor, o: SgdOptions): void {
+    const { lr, momentum, weightDecay, first } = o;
+    if (momentum > 0 && ops.sgdMomentumStep) return ops.sgdMomentumStep(v, grad, this.slot(`${key}/momentum`, v), o);
+    if (momentum <= 0 && ops.sgdStep) return ops.sgdStep(v, grad, o);
+    const g = weightDecay > 0 ? tf.add(grad, tf.mul(v, weightDecay)) : grad;
+    let step = g;
+    if (momentum > 0) {
+      const buf = this.slot(`${key}/momentum`, v);
+      // PyTorch's first step initialises the buffer with the gradient itself.
+      const next = first ? g : tf.add(tf.mul(buf, momentum), g);
+      buf.assign(next);
+      step = next;
+    }
+    v.assign(tf.sub(v, tf.mul(step, lr)));
+  }
+
+  /**
+   * The packed buffer of `a` and `b`: kept from the last step, else packed
+   * from their own buffers (a resumed state; one that lacks a buffer gets
+   * zeros in its place), else zeros (the first step sets it to the gradients).
+   */
+  private pair(a: Param, b: Param): tf.Variable {
+    const id = `${a.key}|${b.key}`;
+    const found = this.pairs.get(id);
+    if (found) return found.buffer;
+    const own = [a, b].map(({ key }) => this.slots.get(`${key}/momentum`));
+    const values = own.some(Boolean)
+      ? tf.concat([a, b].map(({ variable }, i) => (own[i] ? tf.reshape(own[i], [-1]) : tf.zeros([variable.size]))))
+      : tf.zeros([a.variable.size + b.variable.size]);
+    for (const { key } of [a, b]) {
+      this.slots.get(`${key}/momentum`)?.dispose();
+      this.slots.delete(`${key}/momentum`);
+    }
+    const buffer = tf.variable(values, false);
+    this.pairs.set(id, { keys: [a.key, b.key], variables: [a.variable, b.variable], buffer });
+    return buffer;
+  }
+
+  /** Each pair's buffer cut back into its parameters' own (exact copies). */
+  private cutPairs(): [string, tf.Tensor][] {
+    return [...this.pairs.values()].flatMap(({ keys, variables, buffer }) => {
+      const [a, b] = variables;
+      return [
+        [`${keys[0]}/momentum`, tf.reshape(tf.slice(buffer, 0, a.size), a.shape)],
+        [`${keys[1]}/momentum`, tf.reshape(tf.slice(buffer, a.size, b.size), b.shape)],
+      ] as [string, tf.Tensor][];
+    });
+  }
+
+  /** Back to one buffer per parameter, for the paths that update them one by one. */
+  private unpackPairs(): void {
+    if (this.pairs.size === 0) return;
+    for (const [name, tensor] of this.cutPairs()) this.slots.set(name, tf.variable(tensor, false));
+    this.disposePairs();
+  }
+
+  private disposePairs(): void {
+    for (const { buffer } of this.pairs.values()) buffer.dispose();
+    this.pairs.clear();
+  }
+
+  private dropSnapshot(): void {
+    tf.dispose(this.snapshot);
+    this.snapshot = [];
+  }
+
+  override state(): NamedTensor[] {
+    this.dropSnapshot();
+    const cut = tf.tidy(() => this.cutPairs().map(([name, tensor]) => [name, tf.keep(tensor)] as const));
+    this.snapshot = cut.map(([, tensor]) => tensor);
+    return [...super.state(), ...cut.map(([name, tensor]) => ({ name, tensor }))];
+  }
+
+  override dispose(): void {
+    this.dropSnapshot();
+    this.disposePairs();
+    super.dispose();
   }
 }
 

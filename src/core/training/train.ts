@@ -133,7 +133,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     }
   }
 
-  const pending: { step: number; epoch: number; loss: tf.Scalar }[] = [];
+  const pending: { step: number; epoch: number; loss: tf.Scalar; dispatches?: number }[] = [];
   let windowStart = performance.now();
   let secondsPerStep = 0;
 
@@ -170,6 +170,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         etaSeconds: (totalSteps - p.step) * secondsPerStep,
         numTensors: memory.numTensors,
         numBytes: memory.numBytes,
+        ...(p.dispatches === undefined ? {} : { dispatches: p.dispatches }),
       });
     });
   };
@@ -199,14 +200,21 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
           emit({ type: 'warning', message: `${stage}: step ${position.step + 1} skipped, none of its images could be read` });
         } else {
           setDropoutSeed(model, deriveSeed(card.seed, `${stage}/dropout/${epoch}/${s}`));
-          const loss = tf.tidy(() => {
-            const x = tf.tensor4d(batch.x, [B, size, size, 3]);
-            const y = tf.tensor4d(batch.y, [B, size, size, 1]);
-            const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, x, recompute), y), variables);
-            optimizer.apply(params, variables.map((v) => grads[v.name]), learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch));
-            return value;
-          });
-          pending.push({ step: position.step + 1, epoch, loss });
+          // Counted per step, not per stage: a lost device gives the stage a new backend object.
+          const counter = backendOps().countDispatches?.();
+          let loss: tf.Scalar;
+          try {
+            loss = tf.tidy(() => {
+              const x = tf.tensor4d(batch.x, [B, size, size, 3]);
+              const y = tf.tensor4d(batch.y, [B, size, size, 1]);
+              const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, x, recompute), y), variables);
+              optimizer.apply(params, variables.map((v) => grads[v.name]), learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch));
+              return value;
+            });
+          } finally {
+            counter?.detach();
+          }
+          pending.push({ step: position.step + 1, epoch, loss, dispatches: counter?.take().total });
         }
         position = { ...position, epoch, stepInEpoch: s + 1, step: position.step + 1 };
         if (pending.length >= readEverySteps) await flush();

@@ -115,19 +115,23 @@ export function batchNormBackward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor,
   return runOwnTensors(program, [dy, x, stats, gamma], [x.size / c, c, epsilon]);
 }
 
-/** y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel from `stats`. */
-export function batchNormApply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor {
+/**
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel from `stats`;
+ * with `skip`, y + skip in the same kernel (a residual block's addition).
+ */
+export function batchNormApply(x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, skip?: tf.Tensor): tf.Tensor {
   const c = x.shape[x.shape.length - 1];
+  const normalised = '(x[index] - stats[c]) * scale + beta[c]';
   const program = flatProgram(
-    'lesion_bn_apply',
-    ['x', 'stats', 'gamma', 'beta'],
+    skip ? 'lesion_bn_apply_add' : 'lesion_bn_apply',
+    ['x', 'stats', 'gamma', 'beta', ...(skip ? ['skip'] : [])],
     x.shape,
     'C : i32, eps : f32,',
     `let c = index % uniforms.C;
           let scale = inverseSqrt(stats[uniforms.C + c] + uniforms.eps) * gamma[c];
-          setOutputAtIndex(index, (x[index] - stats[c]) * scale + beta[c]);`,
+          setOutputAtIndex(index, ${skip ? `${normalised} + skip[index]` : normalised});`,
   );
-  return runProgram(program, [x, stats, gamma, beta], [{ type: 'int32', data: [c] }, { type: 'float32', data: [epsilon] }]);
+  return runProgram(program, [x, stats, gamma, beta, ...(skip ? [skip] : [])], [{ type: 'int32', data: [c] }, { type: 'float32', data: [epsilon] }]);
 }
 
 /** Per channel, in one kernel: sum(dy) and sum(dy * xhat), the gradients of beta and gamma, each a [C] tensor of its own. */

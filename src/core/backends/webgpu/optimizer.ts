@@ -1,4 +1,7 @@
-/** SGD and Adam as one kernel per variable, writing the weight and its state, where tfjs ran four to eight. */
+/**
+ * SGD and Adam as one kernel per variable, writing the weight and its state,
+ * where tfjs ran four to eight; SGD with momentum two variables a kernel.
+ */
 import type * as tf from '@tensorflow/tfjs';
 import { type OwnProgram, runOwnTensors } from './own-dispatch.ts';
 import { flatOwn } from './programs.ts';
@@ -45,6 +48,44 @@ export function sgdStep(
           nextW[index] = w[index] - u.lr * step;`,
   );
   update([w, buf], program, [g, w, buf], hyper);
+}
+
+/**
+ * sgdStep on two variables in one kernel, their momentum buffers packed in
+ * one tensor (the first variable's values, then the second's): seven storage
+ * buffers, within the eight a stage that tfjs's device allows, where two
+ * variables with buffers of their own would take ten. The arithmetic is
+ * sgdStep's, element for element.
+ */
+export function sgdPairStep(
+  [w1, w2]: [tf.Variable, tf.Variable],
+  [g1, g2]: [tf.Tensor, tf.Tensor],
+  packed: tf.Variable,
+  o: Parameters<typeof sgdStep>[3],
+): void {
+  const program: OwnProgram = {
+    ...flatOwn(
+      'lesion_sgd_momentum_pair',
+      [],
+      ['g1', 'w1', 'g2', 'w2', 'buf'],
+      packed.shape,
+      [['lr', 'f32'], ['momentum', 'f32'], ['wd', 'f32'], ['first', 'f32'], ['n1', 'i32']],
+      `if (index < u.n1) {
+            let grad = g1[index] + u.wd * w1[index];
+            let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+            nextBuf[index] = step;
+            nextW1[index] = w1[index] - u.lr * step;
+          } else {
+            let j = index - u.n1;
+            let grad = g2[j] + u.wd * w2[j];
+            let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+            nextBuf[index] = step;
+            nextW2[j] = w2[j] - u.lr * step;
+          }`,
+    ),
+    outputs: [['nextW1', w1.shape], ['nextW2', w2.shape], ['nextBuf', packed.shape]],
+  };
+  update([w1, w2, packed], program, [g1, w1, g2, w2, packed], [packed.size, o.lr, o.momentum, o.weightDecay, o.first ? 1 : 0, w1.size]);
 }
 
 /**

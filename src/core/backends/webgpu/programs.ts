@@ -52,7 +52,7 @@ export function flatProgram(key: string, variableNames: string[], outputShape: n
  * workgroup keeps C / 4 workgroups busy there; 16 above 256 channels. Our own
  * bind group (own-dispatch.ts), so that one reduction can write several tensors.
  */
-const THREADS = 256;
+export const THREADS = 256;
 
 export function channelReduction(
   label: string,

@@ -12,7 +12,7 @@
  * (depthwise).
  *
  * One file per op (batchnorm.ts, optimizer.ts, filter-grad.ts,
- * activation-grad.ts, reduce-grad.ts, atrous.ts) over what their programs
+ * activation-grad.ts, reduce-grad.ts, atrous.ts, dice.ts) over what their programs
  * share (programs.ts, own-dispatch.ts); each can be turned off by its lever
  * (levers.ts). Ops that model code calls by name are looked up in ../ops.ts;
  * this file registers the ones that replace tfjs's kernels and gradients.
