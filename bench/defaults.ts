@@ -199,7 +199,7 @@ function row(label: string, part: Part, reference: CompareArm, arm: CompareArm):
   results.push({ label, part, images: c.images, reference: ref, arm: other, difference: d.difference, ci95: d.ci95, probabilityBetter: d.probabilityBetter });
 }
 
-const asArm = (name: string, runs: ScoredImage[][], seeds: number[]): CompareArm => ({ name, runs: runs.map((images, i) => ({ name: `${name} seed ${seeds[i]}`, images })) });
+const asArm = (name: string, runs: ScoredImage[][], seeds: number[]): CompareArm => ({ name, runs: runs.map((images, i) => ({ name: `${name} seed ${seeds[i]}`, images, seed: seeds[i] })) });
 const [reference, ...others] = arms;
 for (const part of ['val', 'test', 'external'] as Part[]) {
   const ref = asArm(reference.name, reference.scores.plain[part], reference.seeds);
@@ -211,7 +211,7 @@ for (const part of ['val', 'test', 'external'] as Part[]) {
 }
 
 const header = ['against ' + reference.name, 'part', 'images', 'runs', 'ref lesion IoU', 'arm lesion IoU', 'difference [95 % CI]', 'P(better)', 'paper mIoU difference [95 % CI]'];
-console.log(`stage ${stage}; percentages; two-level paired bootstrap (${resamples} resamples: runs within arms, then images)`);
+console.log(`stage ${stage}; percentages; two-level paired bootstrap (${resamples} resamples: the same seeds for every arm, then the same images)`);
 console.log(`| ${header.join(' | ')} |`);
 console.log(`|${header.map(() => '---').join('|')}|`);
 for (const r of rows) console.log(`| ${r.join(' | ')} |`);

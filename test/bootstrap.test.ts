@@ -194,6 +194,27 @@ describe('compareArms', () => {
     expect(d.wins).toBe(40);
   });
 
+  it('pairs arms by seed: the same seeds drawn for every arm, so a shift shared by a seed cancels', () => {
+    // Each seed moves every image of both arms alike (its own luck); arm B is one point better on every image of every seed.
+    const quality = [0.55, 0.8, 0.68];
+    const armA = quality.map((q, s) => ({ ...scored(40, q, `a${s}`), seed: [2137, 2, 3][s] }));
+    const armB = armA.map((run) => ({ name: run.name.replace('a', 'b'), seed: run.seed, images: run.images.map((x) => image(x.id, x.confusion.tp + 1, x.confusion.fp, Math.max(0, x.confusion.fn - 1), 100, x.batch)) }));
+    // Listed in another seed order: pairing goes by seed, not by position.
+    const paired = compareArms([{ name: 'A', runs: armA }, { name: 'B', runs: [armB[2], armB[0], armB[1]] }]);
+    expect(paired.pairedBySeed).toBe(true);
+    const [d] = paired.differences;
+    expect(d.ci95.lesionIoU[0]).toBeGreaterThan(0);
+    expect(d.probabilityBetter!.lesionIoU).toBe(1);
+    expect(paired.arms[1].runs).toEqual(['b0', 'b1', 'b2']);
+    // The same runs without seeds are resampled arm by arm: the seeds' spread swamps the shared one-point gain.
+    const unseeded = (runs: typeof armA) => runs.map(({ name, images }) => ({ name, images }));
+    const unpaired = compareArms([{ name: 'A', runs: unseeded(armA) }, { name: 'B', runs: unseeded(armB) }]);
+    expect(unpaired.pairedBySeed).toBe(false);
+    expect(unpaired.differences[0].ci95.lesionIoU[0]).toBeLessThan(0);
+    // Different seeds in the two arms are not paired.
+    expect(compareArms([{ name: 'A', runs: armA }, { name: 'B', runs: armB.map((r) => ({ ...r, seed: r.seed + 100 })) }]).pairedBySeed).toBe(false);
+  });
+
   it('widens the interval by training noise over seeds, and reports P(A > B) over paired repeats', () => {
     // Three seeds per arm, whose quality varies from seed to seed far more than the arms differ.
     const seedsA = [0.6, 0.8, 0.7].map((q, s) => scored(60, q, `a${s}`));

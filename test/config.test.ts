@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { batchTooLarge, paperCard, parseRunCard, presetCard, quickCard, RUN_CARD_VERSION, type RunCard } from '../src/core/config.ts';
+import { MemoryStore } from './helpers/memory-store.ts';
+import { RunStore } from '../src/core/run/run-store.ts';
+import { batchTooLarge, cardDifferences, paperCard, parseRunCard, presetCard, quickCard, RUN_CARD_VERSION, type RunCard } from '../src/core/config.ts';
 import { ConfigError } from '../src/core/errors.ts';
 
 /** A JSON copy of the paper card with one edit applied, as an imported file would hold it. */
@@ -66,6 +68,20 @@ describe('presets', () => {
     expect(card.eval).toEqual({ logitThreshold: 0.5, tta: 'none', postprocess: 'none' });
     expect(card.pseudo.flipTta).toBe(false);
     expect(card.model.init).toBe('nsfwjs');
+  });
+
+  it('a run stored with such a card reads back in today\'s shape, so it resumes without a card difference', async () => {
+    const legacy = JSON.parse(JSON.stringify(quickCard())) as Record<string, any>;
+    delete legacy.train.lrSchedule;
+    delete legacy.train.warmupEpochs;
+    legacy.eval = { logitThreshold: 0.5 };
+    legacy.model.init = 'imagenet';
+    const store = new MemoryStore();
+    const run = new RunStore(store, 'old');
+    await run.setCard(legacy as RunCard);
+    const read = await run.card();
+    expect(read).toEqual(parseRunCard(legacy));
+    expect(cardDifferences(read!, parseRunCard(JSON.parse(JSON.stringify(legacy))))).toEqual([]);
   });
 
   it('reads a card written before these knobs as the paper ran: constant rate, Dice, no TTA or post-processing, "imagenet" as nsfwjs', () => {

@@ -152,6 +152,8 @@ export interface ExportedModel {
   inputSize: number;
   /** How its masks are read; a model saved before TTA and post-processing existed reads them as the paper does. */
   readout: Readout;
+  /** The seed of the card that trained it, when its metadata says (compare pairs arms by it). */
+  seed?: number;
 }
 
 /** How a command says it reads masks, e.g. 'logits thresholded at 0.5, flips TTA, largest lesion kept'. */
@@ -189,5 +191,6 @@ export async function loadExportedModel(dir: string, io: CliIo): Promise<Exporte
     logitThreshold = DEFAULT_LOGIT_THRESHOLD;
   }
   const tta: TtaKind = metadata?.tta === 'flips' || metadata?.tta === 'hflip' ? metadata.tta : 'none';
-  return { model, inputSize: h, readout: { logitThreshold, tta, postprocess: metadata?.postprocess === true } };
+  const seed = metadata?.card?.seed;
+  return { model, inputSize: h, readout: { logitThreshold, tta, postprocess: metadata?.postprocess === true }, ...(typeof seed === 'number' && { seed }) };
 }

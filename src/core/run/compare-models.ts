@@ -120,7 +120,7 @@ export function compareModels(picked: readonly ModelScores[], options: CompareOp
     const seeds = positions.map((i) => models[i].card.seed);
     return {
       name: positions.length === 1 ? first.name : first.name.replace(`(seed ${first.card.seed})`, `(seeds ${seeds.join(', ')})`),
-      runs: positions.map((i) => ({ name: models[i].name, images: models[i].images })),
+      runs: positions.map((i) => ({ name: models[i].name, images: models[i].images, seed: models[i].card.seed })),
     };
   };
   return {

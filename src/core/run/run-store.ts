@@ -18,7 +18,7 @@
  * which is what delete() and bytes() rely on.
  */
 import { CheckpointStore } from '../training/checkpoint.ts';
-import type { RunCard } from '../config.ts';
+import { parseRunCard, type RunCard } from '../config.ts';
 import { STAGE_TITLES, type MetricSummary, type PseudoLabelRecord, type StageName, type TestFigures } from '../events.ts';
 import type { BinaryMask, KeyValueStore } from '../io.ts';
 import type { ImageScore } from '../scoring/metrics.ts';
@@ -92,8 +92,14 @@ export class RunStore {
     return states.filter((s): s is RunState => s !== undefined).sort((a, b) => b.updatedAt.localeCompare(a.updatedAt));
   }
 
-  card(): Promise<RunCard | undefined> {
-    return this.kv.get<RunCard>(this.key('card'));
+  /**
+   * The run's card in today's shape: a card stored before a knob existed reads
+   * with the value that ran (parseRunCard's), so it resumes, compares and reads
+   * masks as it trained.
+   */
+  async card(): Promise<RunCard | undefined> {
+    const stored = await this.kv.get<unknown>(this.key('card'));
+    return stored === undefined ? undefined : parseRunCard(stored);
   }
 
   setCard(card: RunCard): Promise<void> {

@@ -44,6 +44,8 @@ import { accumulate, emptyConfusion, lesionJaccard, type Confusion } from './met
 export interface CompareRun {
   name: string;
   images: readonly ScoredImage[];
+  /** The run's seed, where known: arms whose runs have the same seeds are paired by seed. */
+  seed?: number;
 }
 
 /** One recipe: a single run, or the seeds of one card. */
@@ -108,6 +110,12 @@ export interface ArmDifference {
 
 export interface Comparison {
   images: number;
+  /**
+   * Whether every arm's runs had the same seeds and were paired by them: each
+   * resample then draws the same seeds for every arm, as it draws the same
+   * images, and P(A > B) pairs the runs of one seed.
+   */
+  pairedBySeed: boolean;
   ids: string[];
   resamples: number;
   seed: number;
@@ -224,6 +232,17 @@ function trainingNoiseWarning(arms: readonly CompareArm[]): string | undefined {
   return `training noise is not covered (${which}): the interval covers only the choice of images, and two runs of the same card can differ by more; repeat each arm with ${MIN_SEEDS} or more seeds`;
 }
 
+/** Whether every arm has two runs or more, each with a seed, and the same seeds, each once. */
+function seedsPair(arms: readonly CompareArm[]): boolean {
+  const key = (arm: CompareArm): string | undefined => {
+    const seeds = arm.runs.map((r) => r.seed);
+    if (seeds.length < 2 || seeds.some((s) => s === undefined) || new Set(seeds).size !== seeds.length) return undefined;
+    return [...(seeds as number[])].sort((a, b) => a - b).join(',');
+  };
+  const first = key(arms[0]);
+  return first !== undefined && arms.every((arm) => key(arm) === first);
+}
+
 /**
  * Compares every arm with the first on the same images: each arm's figures
  * with their intervals, and each difference with its paired interval, paired
@@ -237,7 +256,10 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
   const resamples = options.resamples ?? DEFAULT_RESAMPLES;
   const seed = options.seed ?? BOOTSTRAP_SEED;
   const permutations = options.permutations ?? DEFAULT_PERMUTATIONS;
-  const aligned = align(arms);
+  const pairedBySeed = seedsPair(arms);
+  // Paired arms list their runs in the first arm's seed order, so run i of each arm is one seed.
+  const ordered = pairedBySeed ? arms.map((arm) => ({ ...arm, runs: arms[0].runs.map((r) => arm.runs.find((x) => x.seed === r.seed)!) })) : arms;
+  const aligned = align(ordered);
   const n = aligned[0][0].length;
   if (n === 0) throw new LesionError('dataset', 'no image was scored (none could be read): nothing to compare');
 
@@ -245,13 +267,15 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
   const values = perRun.map(meanValues);
 
   // Two levels per resample: each arm's runs (no draw for a single run, so such an
-  // arm's interval is exactly eval's), then the images, shared by every arm.
+  // arm's interval is exactly eval's; one draw for all arms when they are paired
+  // by seed), then the images, shared by every arm.
   const rng = new Rng(seed);
   const armTables = arms.map(() => resampleTable(resamples));
   const differenceTables = arms.slice(1).map(() => resampleTable(resamples));
   const pick = new Int32Array(n);
   for (let r = 0; r < resamples; r++) {
-    const chosen = aligned.map((runs) => (runs.length === 1 ? [0] : runs.map(() => rng.int(0, runs.length - 1))));
+    const shared = pairedBySeed ? aligned[0].map(() => rng.int(0, aligned[0].length - 1)) : undefined;
+    const chosen = aligned.map((runs) => shared ?? (runs.length === 1 ? [0] : runs.map(() => rng.int(0, runs.length - 1))));
     drawResample(rng, pick);
     const resampled = aligned.map((runs, a) => {
       const cache = new Map<number, MetricValues>();
@@ -265,7 +289,7 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
 
   const averaged = aligned.map(averagedCounts);
   const perImageIoU = averaged.map((images) => images.map((s) => lesionJaccard(s.confusion)));
-  const figures: ArmFigures[] = arms.map((arm, a) => ({
+  const figures: ArmFigures[] = ordered.map((arm, a) => ({
     name: arm.name,
     runs: arm.runs.map((r) => r.name),
     value: values[a],
@@ -296,6 +320,7 @@ export function compareArms(arms: readonly CompareArm[], options: CompareOptions
   const note = fewImagesNote(n, figures[0].ci95.lesionIoU, 'compared image');
   return {
     images: n,
+    pairedBySeed,
     ids: aligned[0][0].map((s) => s.id),
     resamples,
     seed,

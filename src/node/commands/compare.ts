@@ -105,10 +105,10 @@ const compare: Command = {
     for (const arm of arms) {
       const runs = [];
       for (const dir of arm.dirs) {
-        const { model, readout } = await loadExportedModel(dir, io);
+        const { model, readout, seed } = await loadExportedModel(dir, io);
         io.err(`scoring ${dir} on ${labeled.length} images at ${inputSize}x${inputSize}, ${describeReadout(readout)}`);
         try {
-          runs.push({ name: dir, images: (await evaluate(model, items, cache, { ...readout, batchSize })).overall.perImage });
+          runs.push({ name: dir, seed, images: (await evaluate(model, items, cache, { ...readout, batchSize })).overall.perImage });
         } finally {
           model.dispose();
         }
@@ -137,7 +137,7 @@ function table(header: string[], rows: string[][]): string[] {
 /** What compare prints without --json: the arms, then each difference with its test and wins. */
 function comparisonText(c: Comparison, scoredAt: string): string {
   const out = [
-    `compared on ${c.images} images at ${scoredAt}; percentages, each with its 95 % interval (bootstrap of ${c.resamples.toLocaleString('en')} resamples: runs within each arm, then images, the same images for every arm)`,
+    `compared on ${c.images} images at ${scoredAt}; percentages, each with its 95 % interval (bootstrap of ${c.resamples.toLocaleString('en')} resamples: ${c.pairedBySeed ? 'the same seeds for every arm (the arms were paired by seed)' : 'runs within each arm'}, then images, the same images for every arm)`,
     ...(c.note ? [`note: ${c.note}`] : []),
     ...c.arms.map((a) => `${a.name}: ${a.runs.join(', ')}`),
     '',
