@@ -151,15 +151,19 @@ describe('lesion-studio eval and compare', () => {
     }
   }, 300_000);
 
-  it('takes the seeds of one card as one arm, with P(A > B) over paired runs', async () => {
+  it('takes the seeds of one card as one arm, paired by seed with the other arm\'s, with P(A > B) over paired runs', async () => {
     const { code, stdout, stderr } = await cli('compare', '--model', `${model(1)},${model(2)}`, '--model', `${model(2)},${model(1)}`, '--data', PH2, '--json', '--backend', 'wasm');
     expect(code, stderr).toBe(0);
     const c = JSON.parse(stdout);
-    expect(c.arms.map((a: { runs: string[] }) => a.runs)).toEqual([[model(1), model(2)], [model(2), model(1)]]);
+    // Both arms hold the seeds 1 and 2: they are paired by seed, whatever order they were given in.
+    expect(c.pairedBySeed).toBe(true);
+    expect(c.arms.map((a: { runs: string[] }) => a.runs)).toEqual([[model(1), model(2)], [model(1), model(2)]]);
     const [d] = c.differences;
-    // The same two models in both arms, paired crosswise: no difference on average, and one
-    // pair won for each pair lost (or both tied), whichever seed scored higher.
-    for (const f of FIGURES) expect(d.difference[f]).toBeCloseTo(0, 12);
+    // The same two models in both arms, each against itself: exactly no difference, in every resample too.
+    for (const f of FIGURES) {
+      expect(d.difference[f]).toBe(0);
+      expect(d.ci95[f]).toEqual([0, 0]);
+    }
     expect(d.pairs).toBe(2);
     expect(d.probabilityBetter.lesionIoU).toBe(0.5);
     expect(d.warning).toContain('has 2 seeds');

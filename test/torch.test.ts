@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSample } from '../src/core/dataset/loader.ts';
 import { imagesToBatch } from '../src/core/dataset/samples.ts';
-import { quickCard, type RunCard } from '../src/core/config.ts';
+import { parseRunCard, quickCard, type RunCard } from '../src/core/config.ts';
 import { buildDeepLabV3, type EncoderName, type ModelConfig } from '../src/core/model/deeplab.ts';
 import { MetricAccumulator, binariseLogits } from '../src/core/scoring/metrics.ts';
 import { predictLogits } from '../src/core/scoring/predict.ts';
@@ -340,7 +340,9 @@ print(json.dumps(out))`,
       JSON.stringify({ older, bad: refusals.map(([c]) => c) }),
     )) as [RunCard, ...(string | null)[]];
     const [read, ...messages] = answers;
-    expect(read).toEqual({ ...card, model: { ...card.model, init: 'nsfwjs' } });
+    expect(read).toEqual(parseRunCard(older));
+    expect(read.model.init).toBe('nsfwjs');
+    expect(read.eval).toMatchObject({ tta: 'none', postprocess: 'none' });
     expect(messages).toEqual(refusals.map(([, message]) => message));
   });
   it('decides post-processing on validation as decidePostprocess does, and scores test with the decision', () => {

@@ -154,9 +154,14 @@ export function quickCard(): RunCard {
   return {
     ...card,
     name: 'quick',
-    model: { ...card.model, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 128, inputSize: 128 },
+    // The defaults below beat the paper's protocol on validation images (README, "Defaults, measured"):
+    // only nsfwjs's ImageNet blocks, DeepLabV3's poly decay after a warm-up epoch, flips TTA, and
+    // post-processing where validation says it helps. The paper card keeps every one of them off.
+    model: { ...card.model, outputStride: 16, atrousRates: [6, 12, 18], asppChannels: 128, inputSize: 128, init: 'imagenet-through-block10' },
     train: {
       ...card.train,
+      lrSchedule: 'poly',
+      warmupEpochs: 1,
       epochs: 15,
       batchSize: 8,
       optimizer: { kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0 },
@@ -167,6 +172,7 @@ export function quickCard(): RunCard {
     },
     data: { split: { kind: 'fractions', val: 0.2, test: 0.2 }, unlabeledPerLabeled: 4, labeledFraction: 1 },
     pseudo: { ...card.pseudo, minLesionFraction: 34 / (256 * 256) },
+    eval: { ...card.eval, tta: 'flips', postprocess: 'auto' },
   };
 }
 

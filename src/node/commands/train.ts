@@ -115,7 +115,7 @@ const train: Command = {
         const code = await runAndWrite(r.card, { labeledDirs, unlabeledDirs, out: r.dir, store: r.store, runId, resume: resumes[i], backend }, io);
         if (code !== 0) return code;
       }
-      if (seeds) await reportRepeats(runs.map((r) => ({ seed: r.seed!, store: r.store })), runId, card.name, out, io);
+      if (seeds) await reportRepeats(runs.map((r) => ({ seed: r.seed!, store: r.store })), runId, card, out, io);
       return 0;
     } finally {
       await unlock();
@@ -132,7 +132,8 @@ function parseSeeds(text: string): number[] | string {
 }
 
 /** Each seed's test figures per stage with their mean and spread, printed and written to repeats.json. */
-async function reportRepeats(runs: { seed: number; store: FsKeyValueStore }[], runId: string, name: string, out: string, io: CliIo): Promise<void> {
+async function reportRepeats(runs: { seed: number; store: FsKeyValueStore }[], runId: string, card: RunCard, out: string, io: CliIo): Promise<void> {
+  const { name } = card;
   const seedRuns = await Promise.all(runs.map(async ({ seed, store }) => ({ seed, results: (await new RunStore(store, runId).state())?.results ?? [] })));
   const stages = summariseRepeats(seedRuns);
   await writeFile(path.join(out, 'repeats.json'), `${JSON.stringify({ card: name, seeds: runs.map((r) => r.seed), stages }, null, 2)}\n`);
@@ -145,7 +146,7 @@ async function reportRepeats(runs: { seed: number; store: FsKeyValueStore }[], r
   const line = (cells: string[]): string => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   io.out(
     [
-      `${name} over seeds ${runs.map((r) => r.seed).join(', ')}, in percent (each seed draws its own split, initial weights, data order, noise and dropout):`,
+      `${name} over seeds ${runs.map((r) => r.seed).join(', ')}, in percent (${card.data.splitSeed === undefined ? 'each seed draws its own split, initial weights' : `one split for all, from split seed ${card.data.splitSeed}; each seed draws its initial weights`}, data order, noise and dropout):`,
       line(header),
       ...rows.map(line),
     ].join('\n'),
