@@ -6,6 +6,7 @@
  * the label queue, the fine-tune and the simulated loop) reads masks through
  * one Readout, so they agree on what the model says.
  */
+import { fillHoles } from '../active/mask-edit.ts';
 import type { RunCard } from '../config.ts';
 import { binariseLogits } from './metrics.ts';
 
@@ -69,32 +70,9 @@ export function largestLesionFilled(mask: Uint8Array, width: number, height: num
   }
   const out = new Uint8Array(n);
   if (best === 0) return out;
-  // Background reachable from the border stays background; everything else is the lesion or its holes.
-  const outside = new Uint8Array(n);
-  let tail = 0;
-  const seed = (p: number): void => {
-    if (label[p] !== best && !outside[p]) {
-      outside[p] = 1;
-      queue[tail++] = p;
-    }
-  };
-  for (let x = 0; x < width; x++) {
-    seed(x);
-    seed((height - 1) * width + x);
-  }
-  for (let y = 0; y < height; y++) {
-    seed(y * width);
-    seed(y * width + width - 1);
-  }
-  for (let head = 0; head < tail; head++) {
-    const p = queue[head];
-    const x = p % width;
-    if (x > 0) seed(p - 1);
-    if (x < width - 1) seed(p + 1);
-    if (p >= width) seed(p - width);
-    if (p < n - width) seed(p + width);
-  }
-  for (let p = 0; p < n; p++) out[p] = outside[p] ? 0 : 1;
+  for (let p = 0; p < n; p++) out[p] = label[p] === best ? 1 : 0;
+  // The mask editor's own fill: background that cannot reach the border is the lesion's hole.
+  fillHoles({ width, height, data: out });
   return out;
 }
 
