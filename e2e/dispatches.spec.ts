@@ -12,11 +12,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
-import type { TrainerEvent } from '../src/core/events.ts';
 import { tinyCard } from './cards.ts';
-import { collectErrors, datasets, repoRoot } from './helpers.ts';
-
-type StepEvent = Extract<TrainerEvent, { type: 'step' }>;
+import { collectErrors, datasets, repoRoot, stepEvents } from './helpers.ts';
 
 // 64 px with the paper's optimiser (SGD with momentum): small enough for software adapters, and every kind of program a step has.
 const base = tinyCard('e2e-dispatches', { backend: 'webgpu', optimizer: paperCard().train.optimizer });
@@ -65,23 +62,8 @@ test("a WebGPU training step dispatches as many programs in the studio's worker 
   await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 600_000 });
 
   // The worker's step events as it recorded them for the charts (the run's history in IndexedDB).
-  const steps = await page.evaluate(
-    () =>
-      new Promise<StepEvent[]>((resolve, reject) => {
-        const open = indexedDB.open('lesion-studio-runs');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const store = open.result.transaction('kv').objectStore('kv');
-          const keys = store.getAllKeys();
-          keys.onsuccess = () => {
-            const key = (keys.result as string[]).find((k) => k.endsWith('/studio/history'));
-            if (!key) return resolve([]);
-            const history = store.get(key);
-            history.onsuccess = () => resolve((history.result as { event: TrainerEvent }[]).map((s) => s.event).filter((e): e is StepEvent => e.type === 'step'));
-          };
-        };
-      }),
-  );
+  const steps = await stepEvents(page);
+
   const counts = steps.map((s) => s.dispatches);
   console.log(`studio (SwiftShader): dispatches per step ${counts.join(', ')}`);
   expect(steps.length).toBeGreaterThan(1);

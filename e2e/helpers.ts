@@ -6,6 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { expect, type Page } from '@playwright/test';
 import { unzipSync } from 'fflate';
 import type { RunCard } from '../src/core/config.ts';
+import type { TrainerEvent } from '../src/core/events.ts';
+import type { StampedEvent } from '../src/worker/api.ts';
+
+type StepEvent = Extract<TrainerEvent, { type: 'step' }>;
 import { datasetsRoot as datasets } from '../test/helpers/datasets.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -172,3 +176,25 @@ export const holdReplies = (page: Page, what: string): Promise<void> => inPage(p
 export const heldReplies = (page: Page, what: string): Promise<number> => inPage(page, 'waiting', what);
 /** Delivers what was held, in order, and holds no more; returns how many. */
 export const releaseReplies = (page: Page, what: string): Promise<number> => inPage(page, 'release', what);
+
+/** The run's step events, from the history the worker keeps in IndexedDB. */
+export function stepEvents(page: Page): Promise<StepEvent[]> {
+  return page.evaluate(
+    () =>
+      new Promise<StepEvent[]>((resolve, reject) => {
+        const open = indexedDB.open('lesion-studio-runs');
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const store = open.result.transaction('kv').objectStore('kv');
+          const keys = store.getAllKeys();
+          keys.onsuccess = () => {
+            const key = (keys.result as string[]).find((k) => k.endsWith('/studio/history'));
+            if (key === undefined) return reject(new Error('no run history stored'));
+            const history = store.get(key);
+            history.onsuccess = () =>
+              resolve((history.result as StampedEvent[]).flatMap(({ event }) => (event.type === 'step' ? [event] : [])));
+          };
+        };
+      }),
+  );
+}

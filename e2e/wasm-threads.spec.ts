@@ -7,8 +7,7 @@
  */
 import { expect, test, type Page } from '@playwright/test';
 import { presetCard, type RunCard } from '../src/core/config.ts';
-import type { StampedEvent } from '../src/worker/api.ts';
-import { collectErrors, runCard } from './helpers.ts';
+import { collectErrors, runCard, stepEvents } from './helpers.ts';
 
 /** A teacher only, just enough to see that it trains. */
 function tinyWasmCard(name: string): RunCard {
@@ -34,28 +33,6 @@ async function trainOnDemo(page: Page, card: RunCard): Promise<void> {
   await page.getByTestId('open-demo').click();
   await expect(page.getByTestId('summary-totals')).toContainText('24 labeled pairs');
   await runCard(page, card);
-}
-
-/** The run's step events, from the history the worker keeps in IndexedDB. */
-function stepEvents(page: Page): Promise<{ loss: number; imagesPerSecond: number }[]> {
-  return page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
-        const open = indexedDB.open('lesion-studio-runs');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const store = open.result.transaction('kv').objectStore('kv');
-          const keys = store.getAllKeys();
-          keys.onsuccess = () => {
-            const key = (keys.result as string[]).find((k) => k.endsWith('/studio/history'));
-            if (key === undefined) return reject(new Error('no run history stored'));
-            const history = store.get(key);
-            history.onsuccess = () =>
-              resolve((history.result as StampedEvent[]).flatMap(({ event }) => (event.type === 'step' ? [event] : [])));
-          };
-        };
-      }),
-  );
 }
 
 /** Median milliseconds per step, leaving out the first (kernel set-up and warm-up). */
