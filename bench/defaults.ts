@@ -100,7 +100,8 @@ for (const name of armNames) {
   await mkdir(dir, { recursive: true });
   const cardFile = path.join(values.out, `${name}.json`);
   await writeFile(cardFile, JSON.stringify(parseRunCard(ARMS[name]()), null, 2));
-  const resume = existsSync(path.join(dir, 'train.lock')) || (await readdir(dir)).length > 0;
+  // A folder begun by an earlier run of this script is resumed, not refused.
+  const resume = (await readdir(dir)).length > 0;
   const code = await main(['train', '--config', cardFile, ...labeledDirs.flatMap((d) => ['--labeled', d]), '--out', dir, '--seeds', values.seeds!, '--backend', 'wasm', ...(resume ? ['--resume'] : [])]);
   if (code !== 0) process.exit(code);
 }
@@ -152,7 +153,7 @@ async function scoreArm(dir: string): Promise<{ scores: Scores; seeds: number[];
       if (items.length === 0) continue;
       const cache = new PixelCache(source, new SharpDecoder(), NO_PSEUDO_LABELS, { width: size, height: size }, () => {});
       const score = async (readout: Readout): Promise<{ plain: ScoredImage[]; postprocessed: ScoredImage[] }> => {
-        const e = await evaluate(model, items, cache, { ...readout, postprocess: false, batchSize: 8, alsoPostprocessed: true });
+        const e = await evaluate(model, items, cache, { ...readout, batchSize: 8, alsoPostprocessed: true });
         return { plain: e.overall.perImage, postprocessed: e.postprocessed!.perImage };
       };
       const threshold = metadata.card.eval.logitThreshold;

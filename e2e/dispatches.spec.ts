@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { paperCard } from '../src/core/config.ts';
 import { tinyCard } from './cards.ts';
-import { collectErrors, datasets, repoRoot, stepEvents } from './helpers.ts';
+import { collectErrors, datasets, repoRoot, startCard, stepEvents } from './helpers.ts';
 
 // 64 px with the paper's optimiser (SGD with momentum): small enough for software adapters, and every kind of program a step has.
 const base = tinyCard('e2e-dispatches', { backend: 'webgpu', optimizer: paperCard().train.optimizer });
@@ -53,11 +53,7 @@ test("a WebGPU training step dispatches as many programs in the studio's worker 
   await page.goto('/');
   await page.getByTestId('open-demo').click();
   await expect(page.getByTestId('summary-totals')).toContainText('24 labeled pairs');
-  await page.getByTestId('tab-configure').click();
-  await page.getByTestId('card-json').fill(JSON.stringify(card));
-  await page.getByTestId('card-import').click();
-  await expect(page.locator('#knob-name')).toHaveValue(card.name);
-  await page.getByTestId('start-run').click();
+  await startCard(page, card);
   await expect(page.getByTestId('run-backend')).toContainText('WebGPU');
   await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 600_000 });
 

@@ -59,13 +59,18 @@ export function printLongTasks(what: string, durationsMs: number[]): void {
   console.log(`${what}: ${durationsMs.length} over 50 ms, longest ${longest} ms${durationsMs.length ? ` (${durationsMs.join(', ')} ms)` : ''}`);
 }
 
-/** Imports a run card in the Configure view, starts it, and waits until it has completed. */
-export async function runCard(page: Page, card: RunCard): Promise<void> {
+/** Imports a run card in the Configure view and starts it. */
+export async function startCard(page: Page, card: RunCard): Promise<void> {
   await page.getByTestId('tab-configure').click();
   await page.getByTestId('card-json').fill(JSON.stringify(card));
   await page.getByTestId('card-import').click();
   await expect(page.locator('#knob-name')).toHaveValue(card.name);
   await page.getByTestId('start-run').click();
+}
+
+/** Imports a run card in the Configure view, starts it, and waits until it has completed. */
+export async function runCard(page: Page, card: RunCard): Promise<void> {
+  await startCard(page, card);
   await expect(page.getByTestId('run-status')).toHaveAttribute('data-status', 'completed', { timeout: 300_000 });
 }
 

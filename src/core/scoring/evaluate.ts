@@ -43,7 +43,8 @@ export async function evaluate(
     const preds = logits.map((l) => readMask(l, width, height, readout));
     preds.forEach((mask, i) => options.onPrediction?.(loaded[i].item.id, mask));
     overall.addBatch(preds, loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
-    postprocessed?.addBatch(preds.map((p) => largestLesionFilled(p, width, height)), loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
+    // Post-processing is idempotent: already post-processed predictions are scored as they are.
+    postprocessed?.addBatch(readout.postprocess ? preds : preds.map((p) => largestLesionFilled(p, width, height)), loaded.map((l) => l.pixels.mask.data), loaded.map((l) => l.item.id));
     // Each set sees its own part of the batch as one batch, like the paper's per-batch mIoU.
     const sets = new Set(loaded.map((l) => l.item.set));
     for (const set of sets) {

@@ -10,7 +10,7 @@ import { fillHoles } from '../active/mask-edit.ts';
 import type { RunCard } from '../config.ts';
 import { binariseLogits } from './metrics.ts';
 
-/** none; flips = the mean lesion probability over the image and its horizontal, vertical and double flips. */
+/** The lesion probability averaged over: the image alone (none); it and its mirror (hflip, pseudo.flipTta); it and its horizontal, vertical and double flips (flips). */
 export type TtaKind = 'none' | 'hflip' | 'flips';
 
 export interface Readout {
