@@ -23,7 +23,8 @@ import {
 import { diceLoss } from './webgpu/dice.ts';
 import { DispatchCounter } from './webgpu/dispatches.ts';
 import { leverOn } from './webgpu/levers.ts';
-import { adamStep, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
+import { adamStep, optimizerStepBlock, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
+import { StepReplay } from './webgpu/step-graph.ts';
 
 /** A batch norm layer's running averages, moved by the batch it normalises. */
 export interface Moving {
@@ -81,6 +82,10 @@ export interface BackendOps {
   diceLoss?(logits: tf.Tensor, targets: tf.Tensor, eps: number): tf.Scalar;
   /** 'same', stride-1 atrous convolution, NHWC, odd square kernel. */
   atrousConv2d?(x: tf.Tensor4D, kernel: tf.Tensor4D, rate: number): tf.Tensor4D;
+  /** The optimiser kernels' per-step values (learning rate, bias corrections), as a replayed step writes them. */
+  optimizerStepBlock?(o: SgdOptions | AdamOptions): number[];
+  /** A stage's recorder and replayer of its training step (training/step.ts). */
+  stepReplay?(log?: (message: string) => void): StepReplay;
   /** Counts the programs the backend dispatches from now until detached: a step event carries its step's count. */
   countDispatches?(): DispatchCounter | undefined;
   /**
@@ -150,6 +155,8 @@ function webGpuOps(): BackendOps {
     sgdMomentumStep: optimizer ? sgdStep : undefined,
     sgdMomentumPairStep: optimizer ? sgdPairStep : undefined,
     adamStep: optimizer ? adamStep : undefined,
+    optimizerStepBlock: optimizer ? optimizerStepBlock : undefined,
+    stepReplay: leverOn('replay') ? (log) => new StepReplay(log) : undefined,
     relu6: leverOn('activation-grad') ? (x) => tf.relu6(x) : undefined,
     atrousConv2d: leverOn('atrous') ? atrousConv2dWebGpu : undefined,
     diceLoss: leverOn('loss') ? diceLoss : undefined,

@@ -4,7 +4,7 @@
  * continues exactly where it stopped.
  */
 import * as tf from '@tensorflow/tfjs';
-import { type BackendOps, backendOps, type SgdOptions } from '../backends/ops.ts';
+import { type AdamOptions, type BackendOps, backendOps, type SgdOptions } from '../backends/ops.ts';
 import type { OptimizerConfig, TrainConfig } from '../config.ts';
 
 export interface NamedTensor {
@@ -21,6 +21,10 @@ export interface Param {
 export interface Optimizer {
   /** Applies one update at lrScale times the configured rate; grads[i] belongs to params[i]; disposes the gradients. */
   apply(params: Param[], grads: tf.Tensor[], lrScale?: number): void;
+  /** The hyper-parameters `apply` would use for the next step at lrScale. */
+  stepOptions(lrScale?: number): SgdOptions | AdamOptions;
+  /** Counts a step that ran elsewhere with stepOptions's values (a replayed WebGPU step). */
+  advance(): void;
   state(): NamedTensor[];
   /** Replaces the state with copies of the given tensors. */
   setState(state: NamedTensor[]): void;
@@ -32,6 +36,11 @@ abstract class SlottedOptimizer implements Optimizer {
   protected iterations = 0;
 
   abstract apply(params: Param[], grads: tf.Tensor[], lrScale?: number): void;
+  abstract stepOptions(lrScale?: number): SgdOptions | AdamOptions;
+
+  advance(): void {
+    this.iterations++;
+  }
 
   protected slot(name: string, like: tf.Tensor): tf.Variable {
     let v = this.slots.get(name);
@@ -88,9 +97,14 @@ export class Sgd extends SlottedOptimizer {
     super();
   }
 
-  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+  stepOptions(lrScale = 1): SgdOptions {
     const { momentum, weightDecay } = this.config;
-    const o: SgdOptions = { lr: this.config.lr * lrScale, momentum, weightDecay, first: this.iterations === 0 };
+    return { lr: this.config.lr * lrScale, momentum, weightDecay, first: this.iterations === 0 };
+  }
+
+  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+    const o = this.stepOptions(lrScale);
+    const { momentum } = o;
     this.dropSnapshot();
     tf.tidy(() => {
       const ops = backendOps();
@@ -196,16 +210,18 @@ export class Adam extends SlottedOptimizer {
     super();
   }
 
-  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+  stepOptions(lrScale = 1): AdamOptions {
     const { beta1, beta2, epsilon, weightDecay } = this.config;
-    const lr = this.config.lr * lrScale;
     const t = this.iterations + 1;
-    const correction1 = 1 - beta1 ** t;
-    const correction2 = 1 - beta2 ** t;
+    return { lr: this.config.lr * lrScale, beta1, beta2, epsilon, weightDecay, correction1: 1 - beta1 ** t, correction2: 1 - beta2 ** t };
+  }
+
+  apply(params: Param[], grads: tf.Tensor[], lrScale = 1): void {
+    const o = this.stepOptions(lrScale);
+    const { lr, beta1, beta2, epsilon, weightDecay, correction1, correction2 } = o;
     tf.tidy(() => {
       const step = backendOps().adamStep;
       if (step) {
-        const o = { lr, beta1, beta2, epsilon, weightDecay, correction1, correction2 };
         params.forEach(({ key, variable: v }, i) => step(v, grads[i], this.slot(`${key}/m`, v), this.slot(`${key}/v`, v), o));
         return;
       }
@@ -219,7 +235,7 @@ export class Adam extends SlottedOptimizer {
         v.assign(tf.sub(v, tf.mul(tf.div(m, denom), lr / correction1)));
       });
     });
-    this.iterations = t;
+    this.iterations++;
     tf.dispose(grads);
   }
 }

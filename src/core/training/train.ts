@@ -21,9 +21,10 @@ import type { EventSink, MetricSummary, StageName } from '../events.ts';
 import type { BinaryMask, RgbImage } from '../io.ts';
 import { lossByName } from './losses.ts';
 import { setDropoutSeed } from '../model/dropout.ts';
-import { canRecompute, outgrowsWasmHeap, trainingForward } from '../model/recompute.ts';
+import { canRecompute, outgrowsWasmHeap } from '../model/recompute.ts';
 import { applyNoise } from '../noise/chain.ts';
 import { createOptimizer, learningRateScale } from './optim.ts';
+import { TrainingStep } from './step.ts';
 import { deriveSeed, Rng } from '../random.ts';
 import { imagesToBatch, masksToBatch, type PixelCache, type TrainItem } from '../dataset/samples.ts';
 
@@ -116,7 +117,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   const lossFn = lossByName(card.train.loss, { posWeight: card.train.posWeight });
   const optimizer = createOptimizer(card.train.optimizer);
   const params = trainableParams(model);
-  const variables = params.map((p) => p.variable);
+  const step = new TrainingStep({ model, params, optimizer, lossFn }, (message) => emit({ type: 'log', message: `${stage}: ${message}` }));
 
   let position: LoopPosition = { ...FRESH };
   /** The step the latest checkpoint holds: a cancel right after a write does not write it again. */
@@ -176,6 +177,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
   };
 
   const save = async (kind: 'latest' | 'best'): Promise<void> => {
+    step.sync();
     if (!(await weightsAreFinite(model))) {
       throw new LesionError(
         'diverged',
@@ -194,7 +196,10 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
       const epochStart = performance.now();
       const order = new Rng(deriveSeed(card.seed, `${stage}/order/${epoch}`)).shuffle(train.map((_, i) => i));
       for (let s = epoch === position.epoch ? position.stepInEpoch : 0; s < stepsPerEpoch; s++) {
-        await control.checkpoint(() => emit({ type: 'log', message: `${stage}: paused at step ${position.step}` }));
+        await control.checkpoint(() => {
+          step.sync();
+          emit({ type: 'log', message: `${stage}: paused at step ${position.step}` });
+        });
         const batch = await assemble(order.slice(s * B, (s + 1) * B).map((i) => train[i]), cache, card, `${stage}/${epoch}/${s}`);
         if (!batch) {
           emit({ type: 'warning', message: `${stage}: step ${position.step + 1} skipped, none of its images could be read` });
@@ -204,13 +209,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
           const counter = backendOps().countDispatches?.();
           let loss: tf.Scalar;
           try {
-            loss = tf.tidy(() => {
-              const x = tf.tensor4d(batch.x, [B, size, size, 3]);
-              const y = tf.tensor4d(batch.y, [B, size, size, 1]);
-              const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, x, recompute), y), variables);
-              optimizer.apply(params, variables.map((v) => grads[v.name]), learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch));
-              return value;
-            });
+            loss = step.run({ ...batch, size, batchSize: B }, learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch), recompute);
           } finally {
             counter?.detach();
           }
@@ -229,6 +228,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
       let best = false;
       let validation: MetricSummary | null = null;
       if (val.length > 0) {
+        step.sync();
         validation = summary((await evaluate(model, val, cache, { ...readoutOf(card), batchSize: B })).overall);
         const metric = validation.paperMIoU;
         ema = ema === null ? metric : emaSmoothing * ema + (1 - emaSmoothing) * metric;
@@ -269,6 +269,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         if (!isResourceExhausted(error) || B === 1) throw error;
         // The step that failed changed no weight: go on from the last completed one with half the batch.
         disposeAbandonedTape();
+        step.reset();
         tf.dispose(pending.splice(0).map((p) => p.loss));
         const half = Math.floor(B / 2);
         const done = position.stepInEpoch * B;
@@ -284,6 +285,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     if (error instanceof CancelledError && latestStep !== position.step) await save('latest');
     throw error;
   } finally {
+    step.dispose();
     optimizer.dispose();
   }
   return {

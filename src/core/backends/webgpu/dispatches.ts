@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { onOwnDispatch } from './own-dispatch.ts';
+import { onReplay } from './step-graph.ts';
 
 interface Recorder {
   recordAndSubmit(program: { constructor: { name: string }; label?: string }, ...rest: unknown[]): void;
@@ -29,6 +30,7 @@ export class DispatchCounter {
   private launchMs = 0;
   private readonly original: Recorder['recordAndSubmit'];
   private readonly stopOwn: () => void;
+  private readonly stopReplay: () => void;
 
   constructor(private readonly backend: Recorder) {
     this.original = backend.recordAndSubmit;
@@ -44,6 +46,8 @@ export class DispatchCounter {
       self.launchMs += performance.now() - started;
     };
     this.stopOwn = onOwnDispatch((label) => counts.set(label, (counts.get(label) ?? 0) + 1));
+    // A replayed step launches the programs it recorded, by label too many to keep apart here.
+    this.stopReplay = onReplay((dispatches) => counts.set('replayed step', (counts.get('replayed step') ?? 0) + dispatches));
   }
 
   /** The active backend's counter; undefined unless it is webgpu. */
@@ -64,5 +68,6 @@ export class DispatchCounter {
   detach(): void {
     this.backend.recordAndSubmit = this.original;
     this.stopOwn();
+    this.stopReplay();
   }
 }

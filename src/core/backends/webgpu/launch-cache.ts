@@ -25,10 +25,12 @@
  * (timestamp queries) or for pixel programs.
  */
 import * as tf from '@tensorflow/tfjs';
+import { recordLaunch, unrecordable } from './step-graph.ts';
 
 const CAPACITY = 16_384;
 
 interface Program {
+  constructor: { name: string };
   pipeline: GPUComputePipeline | Promise<GPUComputePipeline>;
   pixelsOpType?: unknown;
   size?: boolean;
@@ -124,6 +126,7 @@ export function installLaunchCache(backend: tf.KernelBackend, enabled: () => boo
   b.recordAndSubmit = (program, output, inputs, programUniforms) => {
     const buffers = [output, ...inputs].map((t) => b.tensorMap.get(t.dataId).resource);
     if (!enabled() || b.activeTimers != null || program.pixelsOpType != null || program.pipeline instanceof Promise || !buffers.every((r) => r instanceof GPUBuffer)) {
+      unrecordable(`${program.constructor.name} was launched by tfjs itself (uniform cache off, profiling, a pixel program or a pipeline still compiling)`);
       return theirs(program, output, inputs, programUniforms);
     }
     const fields: Uniform[] = [
@@ -149,6 +152,7 @@ export function installLaunchCache(backend: tf.KernelBackend, enabled: () => boo
     b.computePassEncoder.setPipeline(program.pipeline);
     b.computePassEncoder.setBindGroup(0, group);
     b.computePassEncoder.dispatchWorkgroups(program.dispatch[0], program.dispatch[1], program.dispatch[2]);
+    recordLaunch({ label: program.constructor.name, pipeline: program.pipeline, storage: buffers as GPUBuffer[], writes: 1, uniforms: [uniform], workgroups: [...program.dispatch] });
     if (++b.dispatchCountInPass >= (tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
       b.endComputePassEncoder();
       b.submitQueue();

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 
 /** Each replacement can be turned off, so the bench measures what each one buys. */
-export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'batchnorm-one-pass', 'loss'] as const;
+export const WEBGPU_LEVERS = ['batchnorm', 'optimizer', 'filter-grad', 'activation-grad', 'atrous', 'reduce-grad', 'uniform-cache', 'batchnorm-one-pass', 'loss', 'replay'] as const;
 export type WebGpuLever = (typeof WEBGPU_LEVERS)[number];
 const enabled = new Set<WebGpuLever>(WEBGPU_LEVERS);
 

@@ -1,10 +1,21 @@
 /**
  * SGD and Adam as one kernel per variable, writing the weight and its state,
  * where tfjs ran four to eight; SGD with momentum two variables a kernel.
+ * What changes from step to step (the learning rate, PyTorch's first-step
+ * rule, Adam's bias corrections) is in the programs' step block, so that a
+ * replayed step (step-graph.ts) takes each step's values.
  */
 import type * as tf from '@tensorflow/tfjs';
+import type { AdamOptions, SgdOptions } from '../ops.ts';
 import { type OwnProgram, runOwnTensors } from './own-dispatch.ts';
 import { flatOwn } from './programs.ts';
+
+/** The step block of an optimiser's programs: SGD (lr, first), Adam (lr / correction1, sqrt(correction2)). */
+export function optimizerStepBlock(o: SgdOptions | AdamOptions): number[] {
+  return 'beta1' in o ? [o.lr / o.correction1, Math.sqrt(o.correction2)] : [o.lr, o.first ? 1 : 0];
+}
+
+const stepped = (program: OwnProgram): OwnProgram => ({ ...program, stepBlock: true });
 
 /**
  * Runs `program` into new tensors that `targets` then take. Writing into the
@@ -12,8 +23,8 @@ import { flatOwn } from './programs.ts';
  * a clone shares the buffer, and a read caches the values on the CPU, which a
  * write under it would leave stale.
  */
-function update(targets: tf.Variable[], program: OwnProgram, inputs: tf.Tensor[], uniforms: number[]): void {
-  runOwnTensors(program, inputs, uniforms).forEach((next, i) => {
+function update(targets: tf.Variable[], program: OwnProgram, inputs: tf.Tensor[], uniforms: number[], o: SgdOptions | AdamOptions): void {
+  runOwnTensors(stepped(program), inputs, uniforms, optimizerStepBlock(o)).forEach((next, i) => {
     targets[i].assign(next);
     next.dispose();
   });
@@ -28,12 +39,12 @@ export function sgdStep(
   w: tf.Variable,
   g: tf.Tensor,
   buf: tf.Variable | undefined,
-  o: { lr: number; momentum: number; weightDecay: number; first: boolean },
+  o: SgdOptions,
 ): void {
-  const fields: OwnProgram['uniforms'] = [['lr', 'f32'], ['momentum', 'f32'], ['wd', 'f32'], ['first', 'f32']];
-  const hyper = [w.size, o.lr, o.momentum, o.weightDecay, o.first ? 1 : 0];
+  const fields: OwnProgram['uniforms'] = [['momentum', 'f32'], ['wd', 'f32']];
+  const hyper = [w.size, o.momentum, o.weightDecay];
   if (!buf) {
-    update([w], flatOwn('lesion_sgd', ['nextW'], ['g', 'w'], w.shape, fields, `nextW[index] = w[index] - u.lr * (g[index] + u.wd * w[index]);`), [g, w], hyper);
+    update([w], flatOwn('lesion_sgd', ['nextW'], ['g', 'w'], w.shape, fields, `nextW[index] = w[index] - s.v.x * (g[index] + u.wd * w[index]);`), [g, w], hyper, o);
     return;
   }
   const program = flatOwn(
@@ -43,11 +54,11 @@ export function sgdStep(
     w.shape,
     fields,
     `let grad = g[index] + u.wd * w[index];
-          let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+          let step = select(u.momentum * buf[index] + grad, grad, s.v.y > 0.5);
           nextBuf[index] = step;
-          nextW[index] = w[index] - u.lr * step;`,
+          nextW[index] = w[index] - s.v.x * step;`,
   );
-  update([w, buf], program, [g, w, buf], hyper);
+  update([w, buf], program, [g, w, buf], hyper, o);
 }
 
 /**
@@ -69,23 +80,23 @@ export function sgdPairStep(
       [],
       ['g1', 'w1', 'g2', 'w2', 'buf'],
       packed.shape,
-      [['lr', 'f32'], ['momentum', 'f32'], ['wd', 'f32'], ['first', 'f32'], ['n1', 'i32']],
+      [['momentum', 'f32'], ['wd', 'f32'], ['n1', 'i32']],
       `if (index < u.n1) {
             let grad = g1[index] + u.wd * w1[index];
-            let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+            let step = select(u.momentum * buf[index] + grad, grad, s.v.y > 0.5);
             nextBuf[index] = step;
-            nextW1[index] = w1[index] - u.lr * step;
+            nextW1[index] = w1[index] - s.v.x * step;
           } else {
             let j = index - u.n1;
             let grad = g2[j] + u.wd * w2[j];
-            let step = select(u.momentum * buf[index] + grad, grad, u.first > 0.5);
+            let step = select(u.momentum * buf[index] + grad, grad, s.v.y > 0.5);
             nextBuf[index] = step;
-            nextW2[j] = w2[j] - u.lr * step;
+            nextW2[j] = w2[j] - s.v.x * step;
           }`,
     ),
     outputs: [['nextW1', w1.shape], ['nextW2', w2.shape], ['nextBuf', packed.shape]],
   };
-  update([w1, w2, packed], program, [g1, w1, g2, w2, packed], [packed.size, o.lr, o.momentum, o.weightDecay, o.first ? 1 : 0, w1.size]);
+  update([w1, w2, packed], program, [g1, w1, g2, w2, packed], [packed.size, o.momentum, o.weightDecay, w1.size], o);
 }
 
 /**
@@ -97,22 +108,22 @@ export function adamStep(
   g: tf.Tensor,
   m: tf.Variable,
   v: tf.Variable,
-  o: { lr: number; beta1: number; beta2: number; epsilon: number; weightDecay: number; correction1: number; correction2: number },
+  o: AdamOptions,
 ): void {
   const program = flatOwn(
     'lesion_adam',
     ['nextW', 'nextM', 'nextV'],
     ['g', 'w', 'm', 'v'],
     w.shape,
-    [['stepSize', 'f32'], ['beta1', 'f32'], ['oneMinusBeta1', 'f32'], ['beta2', 'f32'], ['oneMinusBeta2', 'f32'], ['eps', 'f32'], ['wd', 'f32'], ['sqrtCorrection2', 'f32']],
+    [['beta1', 'f32'], ['oneMinusBeta1', 'f32'], ['beta2', 'f32'], ['oneMinusBeta2', 'f32'], ['eps', 'f32'], ['wd', 'f32']],
     `let grad = g[index] + u.wd * w[index];
           let mNext = u.beta1 * m[index] + u.oneMinusBeta1 * grad;
           let vNext = u.beta2 * v[index] + u.oneMinusBeta2 * (grad * grad);
           nextM[index] = mNext;
           nextV[index] = vNext;
-          let denom = sqrt(vNext) / u.sqrtCorrection2 + u.eps;
-          nextW[index] = w[index] - u.stepSize * mNext / denom;`,
+          let denom = sqrt(vNext) / s.v.y + u.eps;
+          nextW[index] = w[index] - s.v.x * mNext / denom;`,
   );
-  const hyper = [w.size, o.lr / o.correction1, o.beta1, 1 - o.beta1, o.beta2, 1 - o.beta2, o.epsilon, o.weightDecay, Math.sqrt(o.correction2)];
-  update([w, m, v], program, [g, w, m, v], hyper);
+  const hyper = [w.size, o.beta1, 1 - o.beta1, o.beta2, 1 - o.beta2, o.epsilon, o.weightDecay];
+  update([w, m, v], program, [g, w, m, v], hyper, o);
 }

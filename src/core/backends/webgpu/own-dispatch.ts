@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { cachedUniformBuffer, type BackendInternals } from './launch-cache.ts';
+import { recordLaunch } from './step-graph.ts';
 
 interface Backend extends BackendInternals {
   makeTensorInfo(shape: number[], dtype: 'float32'): tf.TensorInfo;
@@ -28,6 +29,11 @@ export interface OwnProgram {
   uniforms: [string, 'i32' | 'f32'][];
   workgroupSize: number;
   workgroups: [number, number, number];
+  /**
+   * A second uniform block, `s.v` (vec4<f32>), for values that change from step to step (the
+   * optimiser's learning rate): a replayed step (step-graph.ts) rewrites it, the rest stays as recorded.
+   */
+  stepBlock?: boolean;
   /** WGSL declarations and `fn main(index : i32, lid : i32, wid : vec3<i32>)` (global x, local x, workgroup id), reading `u.<field>`. Every binding must be used: an 'auto' layout drops unused ones. */
   body: string;
 }
@@ -53,6 +59,7 @@ function shaderOf(p: OwnProgram): string {
 struct Uniforms { ${fields.map(([name, type]) => `${name} : ${type},`).join(' ')} };
 ${bindings.join('\n')}
 @group(0) @binding(${p.outputs.length + p.inputs.length}) var<uniform> u : Uniforms;
+${p.stepBlock ? `struct Step { v : vec4<f32> };\n@group(0) @binding(${p.outputs.length + p.inputs.length + 1}) var<uniform> s : Step;` : ''}
 ${p.body}
 @compute @workgroup_size(${p.workgroupSize}, 1, 1)
 fn entry(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {
@@ -63,7 +70,7 @@ fn entry(@builtin(global_invocation_id) gid : vec3<u32>, @builtin(local_invocati
 function pipelineOf(device: GPUDevice, p: OwnProgram): GPUComputePipeline {
   let cache = pipelines.get(device);
   if (!cache) pipelines.set(device, (cache = new Map()));
-  const key = `${p.label}|${p.workgroupSize}|${p.outputs.length}|${p.inputs.join(',')}`;
+  const key = `${p.label}|${p.workgroupSize}|${p.outputs.length}|${p.inputs.join(',')}|${p.stepBlock === true}`;
   let pipeline = cache.get(key);
   if (!pipeline) {
     const module = device.createShaderModule({ code: shaderOf(p), label: p.label });
@@ -83,8 +90,8 @@ function uniformBytes(p: OwnProgram, values: number[]): ArrayBuffer {
   return data;
 }
 
-/** Runs `p` on `inputs` with `uniforms` (in the order of p.uniforms); returns its outputs, new float32 tensors. */
-export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[]): tf.TensorInfo[] {
+/** Runs `p` on `inputs` with `uniforms` (in the order of p.uniforms) and `step` (its step block's four values); returns its outputs, new float32 tensors. */
+export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[], step: number[] = []): tf.TensorInfo[] {
   const b = tf.backend() as unknown as Backend;
   const outputs = p.outputs.map(([, shape]) => b.makeTensorInfo(shape, 'float32'));
   const buffer = (info: tf.TensorInfo): GPUBuffer => {
@@ -94,16 +101,19 @@ export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[
     return b.tensorMap.get(info.dataId).resource as GPUBuffer;
   };
   const pipeline = pipelineOf(b.device, p);
-  const uniform = cachedUniformBuffer(b.device, b.queue, uniformBytes(p, uniforms));
+  const blocks = [cachedUniformBuffer(b.device, b.queue, uniformBytes(p, uniforms))];
+  if (p.stepBlock) blocks.push(cachedUniformBuffer(b.device, b.queue, Float32Array.from({ length: 4 }, (_, i) => step[i] ?? 0).buffer));
+  const storage = [...outputs.map(buffer), ...inputs.map(buffer)];
   const bindGroup = b.device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
-    entries: [...outputs.map(buffer), ...inputs.map(buffer), uniform].map((resource, binding) => ({ binding, resource: { buffer: resource } })),
+    entries: [...storage, ...blocks].map((resource, binding) => ({ binding, resource: { buffer: resource } })),
   });
   b.ensureCommandEncoderReady();
   b.computePassEncoder ??= b.commandEncoder!.beginComputePass({});
   b.computePassEncoder.setPipeline(pipeline);
   b.computePassEncoder.setBindGroup(0, bindGroup);
   b.computePassEncoder.dispatchWorkgroups(...p.workgroups);
+  recordLaunch({ label: p.label, pipeline, storage, writes: outputs.length, uniforms: blocks, stepBlockAt: p.stepBlock ? 1 : undefined, workgroups: p.workgroups });
   for (const listener of listeners) listener(p.label);
   if (++b.dispatchCountInPass >= (tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number)) {
     b.endComputePassEncoder();
@@ -113,6 +123,6 @@ export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[
 }
 
 /** runOwn's outputs as tensors the engine tracks. */
-export function runOwnTensors(p: OwnProgram, inputs: tf.Tensor[], uniforms: number[]): tf.Tensor[] {
-  return runOwn(p, inputs, uniforms).map((info) => tf.engine().makeTensorFromTensorInfo(info));
+export function runOwnTensors(p: OwnProgram, inputs: tf.Tensor[], uniforms: number[], step?: number[]): tf.Tensor[] {
+  return runOwn(p, inputs, uniforms, step).map((info) => tf.engine().makeTensorFromTensorInfo(info));
 }
