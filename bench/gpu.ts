@@ -16,6 +16,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { softwareAdapter } from '../src/core/backends/adapter.ts';
+import { WEBGPU_LEVERS } from '../src/core/backends/webgpu/levers.ts';
 import { median, table } from './report.ts';
 import type { TaskResult } from './tasks.ts';
 
@@ -25,8 +26,8 @@ const CELLS = [
 ];
 const STEPS = 5;
 const WARMUP = 2;
-/** Per child: six children, so the whole check stays under 8 minutes even if each is stopped. */
-const CHILD_LIMIT_S = 75;
+/** Per child: eight children, so the whole check stays under 8 minutes even if each is stopped. */
+const CHILD_LIMIT_S = 55;
 
 const log = (text: string): void => void process.stderr.write(`${text}\n`);
 
@@ -139,7 +140,14 @@ if ('error' in adapter || adapter.software !== undefined) {
 const torch = findCudaTorch();
 out.push('reason' in torch ? `PyTorch not measured: ${torch.reason}` : `PyTorch ${torch.version} (${torch.python}) on CUDA`);
 
-const step = (size: number, batch: number, levers: 'none' | 'all') =>
+/** tfjs's kernels alone; ours with every step launched through tfjs; ours with the step replayed (step-graph.ts). */
+const VARIANTS = [
+  { label: 'tfjs kernels', levers: 'none' },
+  { label: 'our kernels, no replay', levers: WEBGPU_LEVERS.filter((l) => l !== 'replay').join(',') },
+  { label: 'our kernels, replayed', levers: 'all' },
+];
+
+const step = (size: number, batch: number, levers: string) =>
   runChild(process.execPath, [
     '--import', 'tsx', path.join(import.meta.dirname, 'step.ts'),
     '--backend', 'webgpu', '--task', 'train', '--model', 'default', '--size', String(size), '--batch', String(batch),
@@ -153,12 +161,12 @@ const cell = (r: Child | { error: string } | undefined, text: (c: Child) => stri
 const rows: string[][] = [];
 for (const { size, batch } of CELLS) {
   const runs: { label: string; result?: Child | { error: string } }[] = [];
-  for (const levers of ['none', 'all'] as const) {
-    log(`webgpu ${size} px batch ${batch}, levers ${levers}`);
+  for (const { label, levers } of VARIANTS) {
+    log(`webgpu ${size} px batch ${batch}, ${label}`);
     const result = webgpuMissing ? undefined : await step(size, batch, levers);
     if (result && 'backendDetail' in result && result.backendDetail && softwareAdapter({ description: result.backendDetail })) {
-      runs.push({ label: `WebGPU, levers ${levers}`, result: { error: `ran on a software adapter (${result.backendDetail})` } });
-    } else runs.push({ label: `WebGPU, levers ${levers}`, result });
+      runs.push({ label: `WebGPU, ${label}`, result: { error: `ran on a software adapter (${result.backendDetail})` } });
+    } else runs.push({ label: `WebGPU, ${label}`, result });
   }
   log(`pytorch cuda ${size} px batch ${batch}`);
   const torchResult = 'reason' in torch ? undefined : await torchStep(torch.python, size, batch);

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { DispatchCounter, type DispatchCount } from '../src/core/backends/webgpu/dispatches.ts';
 import { timeHostCost, type HostCost } from '../src/core/backends/webgpu/host-clock.ts';
-import { setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu/levers.ts';
+import { leverOn, setWebGpuLevers, WEBGPU_LEVERS, type WebGpuLever } from '../src/core/backends/webgpu/levers.ts';
 import { CheckpointStore, trainableParams } from '../src/core/training/checkpoint.ts';
 import { paperCard, type RunCard } from '../src/core/config.ts';
 import { RunControl } from '../src/core/training/control.ts';
@@ -28,8 +28,8 @@ import type { RgbImage } from '../src/core/io.ts';
 import { lossByName } from '../src/core/training/losses.ts';
 import { buildDeepLabV3, countParameters, type ModelConfig } from '../src/core/model/deeplab.ts';
 import { setDropoutSeed } from '../src/core/model/dropout.ts';
-import { trainingForward } from '../src/core/model/recompute.ts';
 import { createOptimizer } from '../src/core/training/optim.ts';
+import { TrainingStep } from '../src/core/training/step.ts';
 import { predictLogits } from '../src/core/scoring/predict.ts';
 import { deriveSeed, Rng } from '../src/core/random.ts';
 import { itemFromSample, PixelCache } from '../src/core/dataset/samples.ts';
@@ -95,15 +95,15 @@ switch (values.task) {
 }
 
 /**
- * Runs `step` `warmup` times untimed, then times up to `steps` more runs:
+ * Runs `step` `warmupSteps` times untimed, then times up to `steps` more runs:
  * always one, then more while the last one says another fits the budget.
  * The figures so far go out after every run, so that a child stopped for
  * overrunning still leaves what it measured.
  */
-async function timeRepeated(step: () => Promise<void>, report: (timing: Timing) => void): Promise<Timing> {
+async function timeRepeated(warmupSteps: number, step: () => Promise<void>, report: (timing: Timing) => void): Promise<Timing> {
   const timing: Timing = { timesMs: [], warmupMs: [] };
   const started = performance.now();
-  for (let i = 0; i < warmup; i++) {
+  for (let i = 0; i < warmupSteps; i++) {
     const t = performance.now();
     await step();
     timing.warmupMs.push(performance.now() - t);
@@ -120,35 +120,33 @@ async function timeRepeated(step: () => Promise<void>, report: (timing: Timing) 
   return timing;
 }
 
-/** The training loop's step (train.ts) on a fixed synthetic batch: forward, backward, SGD update, loss read back. */
+/**
+ * The training loop's step (training/step.ts, as train.ts runs it) on a fixed
+ * synthetic batch: forward, backward, SGD update, loss read back. On WebGPU
+ * with the replay lever the first three steps run through tfjs (recorded)
+ * and the fourth compiles the recording before it is the first replayed
+ * (step-graph.ts), so the warm-up is at least four.
+ */
 async function timeTraining(): Promise<void> {
   const card = paperCard();
   const model = buildDeepLabV3(config(), 'train', SEED);
   const params = trainableParams(model);
-  const variables = params.map((p) => p.variable);
   const optimizer = createOptimizer(card.train.optimizer);
-  const lossFn = lossByName(card.train.loss);
+  const step = new TrainingStep({ model, params, optimizer, lossFn: lossByName(card.train.loss) }, (message) => process.stderr.write(`${message}\n`));
   const { x, y } = syntheticBatch(batch, size, new Rng(SEED));
   const parameters = countParameters(model);
-  const xs = tf.tensor4d(x, [batch, size, size, 3]);
-  const ys = tf.tensor4d(y, [batch, size, size, 1]);
   const counter = DispatchCounter.attach();
   let dispatches: DispatchCount | undefined;
   const hostCosts: HostCost[] = [];
+  const warmupSteps = backend.name === 'webgpu' && leverOn('replay') ? Math.max(warmup, 4) : warmup;
   let n = 0;
-  await timeRepeated(async () => {
+  await timeRepeated(warmupSteps, async () => {
     counter?.take();
     setDropoutSeed(model, deriveSeed(SEED, `bench/${n++}`));
     // The host cost: what the step spends in JavaScript and WebGPU calls
     // before it returns with its work enqueued; on a GPU the device runs
     // behind it, so this, not the arithmetic, bounds a step from below.
-    const { value: loss, cost } = timeHostCost(() =>
-      tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => lossFn(trainingForward(model, xs, values.recompute!), ys), variables);
-        optimizer.apply(params, variables.map((v) => grads[v.name]));
-        return value;
-      }),
-    );
+    const { value: loss, cost } = timeHostCost(() => step.run({ x, y, size, batchSize: batch }, 1, values.recompute!));
     hostCosts.push(cost);
     // Reading the loss waits for the device: the step is over only then.
     await loss.data();
@@ -156,8 +154,8 @@ async function timeTraining(): Promise<void> {
     dispatches = counter?.take();
   }, (timing) => emit({ task: 'train', model: modelName, size, batch, parameters, ...timing, host: hostCosts.slice(timing.warmupMs.length), dispatches }));
   counter?.detach();
+  step.dispose();
   optimizer.dispose();
-  tf.dispose([xs, ys]);
   model.dispose();
 }
 
@@ -167,6 +165,7 @@ async function timePrediction(): Promise<void> {
   const model = buildDeepLabV3(config(), 'train', SEED);
   const parameters = countParameters(model);
   await timeRepeated(
+    warmup,
     async () => {
       await predictLogits(model, images, { batchSize: batch });
     },

@@ -55,6 +55,12 @@ export type TrainerEvent =
       numBytes: number;
       /** WebGPU programs the step dispatched (dispatches.ts): the figure the studio and the CLI must agree on; absent on other backends. */
       dispatches?: number;
+      /**
+       * WebGPU: milliseconds from calling the step until it returned with its work enqueued. In a browser,
+       * where submits go to the GPU process, and on a graphics card, that is the host's cost of the step;
+       * on lavapipe (Node) it also holds the arithmetic of the submits, which run in the calling thread.
+       */
+      issueMs?: number;
     }
   | { type: 'epoch'; stage: StageName; epoch: number; epochs: number; metrics: MetricSummary; ema: number; best: boolean; seconds: number }
   | { type: 'evaluation'; stage: StageName; split: 'val' | 'test'; bySet: Record<string, TestFigures>; overall: TestFigures }

@@ -25,6 +25,9 @@ import { DispatchCounter } from './webgpu/dispatches.ts';
 import { leverOn } from './webgpu/levers.ts';
 import { adamStep, optimizerStepBlock, sgdPairStep, sgdStep } from './webgpu/optimizer.ts';
 import { StepReplay } from './webgpu/step-graph.ts';
+import type { AdamOptions, SgdOptions } from './optimizer-options.ts';
+
+export type { AdamOptions, SgdOptions };
 
 /** A batch norm layer's running averages, moved by the batch it normalises. */
 export interface Moving {
@@ -41,25 +44,6 @@ export interface FusedBatchNorm {
   forward(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, moving?: Moving, skip?: tf.Tensor): tf.Tensor[];
   /** [dx, dGamma, dBeta] from the saved input and statistics. */
   backward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor, gamma: tf.Tensor, epsilon: number): tf.Tensor[];
-}
-
-/** torch.optim.SGD's hyper-parameters for one step; `first` starts the momentum buffer at the gradient. */
-export interface SgdOptions {
-  lr: number;
-  momentum: number;
-  weightDecay: number;
-  first: boolean;
-}
-
-/** torch.optim.Adam's hyper-parameters for one step, with this step's bias corrections. */
-export interface AdamOptions {
-  lr: number;
-  beta1: number;
-  beta2: number;
-  epsilon: number;
-  weightDecay: number;
-  correction1: number;
-  correction2: number;
 }
 
 export interface BackendOps {

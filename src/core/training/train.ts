@@ -134,7 +134,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
     }
   }
 
-  const pending: { step: number; epoch: number; loss: tf.Scalar; dispatches?: number }[] = [];
+  const pending: { step: number; epoch: number; loss: tf.Scalar; dispatches?: number; issueMs?: number }[] = [];
   let windowStart = performance.now();
   let secondsPerStep = 0;
 
@@ -171,7 +171,7 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
         etaSeconds: (totalSteps - p.step) * secondsPerStep,
         numTensors: memory.numTensors,
         numBytes: memory.numBytes,
-        ...(p.dispatches === undefined ? {} : { dispatches: p.dispatches }),
+        ...(p.dispatches === undefined ? {} : { dispatches: p.dispatches, issueMs: p.issueMs }),
       });
     });
   };
@@ -208,12 +208,14 @@ export async function trainStage(spec: StageSpec): Promise<StageOutcome> {
           // Counted per step, not per stage: a lost device gives the stage a new backend object.
           const counter = backendOps().countDispatches?.();
           let loss: tf.Scalar;
+          const issued = performance.now();
           try {
             loss = step.run({ ...batch, size, batchSize: B }, learningRateScale(card.train, position.step, totalSteps, stepsPerEpoch), recompute);
           } finally {
             counter?.detach();
           }
-          pending.push({ step: position.step + 1, epoch, loss, dispatches: counter?.take().total });
+          const issueMs = performance.now() - issued;
+          pending.push({ step: position.step + 1, epoch, loss, ...(counter ? { dispatches: counter.take().total, issueMs } : {}) });
         }
         position = { ...position, epoch, stepInEpoch: s + 1, step: position.step + 1 };
         if (pending.length >= readEverySteps) await flush();

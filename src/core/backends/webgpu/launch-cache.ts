@@ -25,6 +25,7 @@
  * (timestamp queries) or for pixel programs.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { BackendInternals } from './backend-internals.ts';
 import { recordLaunch, unrecordable } from './step-graph.ts';
 
 const CAPACITY = 16_384;
@@ -40,20 +41,6 @@ interface Program {
 }
 
 type Uniform = { type: string; data: number[] };
-
-/** The parts of tfjs-webgpu's backend that our launches drive (public in its JavaScript, not in its typings). */
-export interface BackendInternals {
-  device: GPUDevice;
-  queue: GPUQueue;
-  commandEncoder: GPUCommandEncoder | null;
-  computePassEncoder: GPUComputePassEncoder | null;
-  dispatchCountInPass: number;
-  commandQueueOwnedIds: WeakSet<object>;
-  tensorMap: { get(dataId: object): { resource?: GPUBuffer | GPUTexture } };
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
-}
 
 interface Backend extends BackendInternals {
   activeTimers: unknown[] | null;

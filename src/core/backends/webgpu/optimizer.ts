@@ -6,7 +6,7 @@
  * replayed step (step-graph.ts) takes each step's values.
  */
 import type * as tf from '@tensorflow/tfjs';
-import type { AdamOptions, SgdOptions } from '../ops.ts';
+import type { AdamOptions, SgdOptions } from '../optimizer-options.ts';
 import { type OwnProgram, runOwnTensors } from './own-dispatch.ts';
 import { flatOwn } from './programs.ts';
 

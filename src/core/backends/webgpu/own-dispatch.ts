@@ -10,7 +10,8 @@
  * disposal behave as for its own programs.
  */
 import * as tf from '@tensorflow/tfjs';
-import { cachedUniformBuffer, type BackendInternals } from './launch-cache.ts';
+import type { BackendInternals } from './backend-internals.ts';
+import { cachedUniformBuffer } from './launch-cache.ts';
 import { recordLaunch } from './step-graph.ts';
 
 interface Backend extends BackendInternals {

@@ -29,7 +29,7 @@
  * keeps the step on tfjs's path, with the reason logged once.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { BackendInternals } from './launch-cache.ts';
+import type { BackendInternals } from './backend-internals.ts';
 
 interface Backend extends Omit<BackendInternals, 'tensorMap'> {
   makeTensorInfo(shape: number[], dtype: 'float32'): tf.TensorInfo;
