@@ -52,7 +52,7 @@ export class SeededDropout extends tf.layers.Layer {
     const rate = this.args.rate;
     const scale = Math.fround(1 / (1 - rate));
     const rng = new Rng(deriveSeed(this.stepSeed, this.name));
-    const mask = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    const mask = new Float32Array(tf.util.sizeFromShape(shape));
     for (let i = 0; i < mask.length; i++) mask[i] = rng.next() >= rate ? scale : 0;
     return mask;
   }

@@ -7,7 +7,7 @@
  * variables up to date and must precede anything that reads the model.
  */
 import * as tf from '@tensorflow/tfjs';
-import { backendOps } from '../backends/ops.ts';
+import { type BackendOps, backendOps } from '../backends/ops.ts';
 import type { StepReplay } from '../backends/webgpu/step-graph.ts';
 import { dropoutStepInputs } from '../model/dropout.ts';
 import { trainingForward } from '../model/recompute.ts';
@@ -31,14 +31,18 @@ export interface StepBatch {
 
 export class TrainingStep {
   private readonly replay: StepReplay | undefined;
-  /** The model's own step inputs beside the batch: its dropout layers' draws. */
+  /** The backend's optimiser step block, which a replayed step writes (read once: the stage's backend is fixed). */
+  private readonly stepBlockOf: BackendOps['optimizerStepBlock'];
+  /** The model's own step inputs beside the batch: its dropout layers' masks. */
   private readonly modelInputs: Map<string, () => Float32Array | undefined>;
 
   constructor(
     private readonly parts: StepParts,
     log?: (message: string) => void,
   ) {
-    this.replay = backendOps().stepReplay?.(log);
+    const ops = backendOps();
+    this.replay = ops.stepReplay?.(log);
+    this.stepBlockOf = ops.optimizerStepBlock;
     this.modelInputs = dropoutStepInputs(parts.model);
   }
 
@@ -47,13 +51,12 @@ export class TrainingStep {
     const { model, params, optimizer, lossFn } = this.parts;
     const { batchSize: B, size } = batch;
     const shapes = `${B}x${size}${recompute ? ' recompute' : ''}`;
-    const options = optimizer.stepOptions(lrScale);
     const inputs = (key: string): Float32Array => {
       const values = key === 'x' ? batch.x : key === 'y' ? batch.y : this.modelInputs.get(key)?.();
       if (!values) throw new Error(`a replayed step asked for an input it cannot make: ${key}`);
       return values;
     };
-    const replayed = this.replay?.replay(inputs, shapes, backendOps().optimizerStepBlock?.(options) ?? []);
+    const replayed = this.replay?.replay(inputs, shapes, this.stepBlockOf?.(optimizer.stepOptions(lrScale)) ?? []);
     if (replayed) {
       optimizer.advance();
       return replayed;

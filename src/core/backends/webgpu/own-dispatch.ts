@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendInternals } from './backend-internals.ts';
 import { cachedUniformBuffer } from './launch-cache.ts';
-import { recordLaunch } from './step-graph.ts';
+import { recordLaunch, stepBlockData } from './step-graph.ts';
 
 interface Backend extends BackendInternals {
   makeTensorInfo(shape: number[], dtype: 'float32'): tf.TensorInfo;
@@ -103,7 +103,7 @@ export function runOwn(p: OwnProgram, inputs: tf.TensorInfo[], uniforms: number[
   };
   const pipeline = pipelineOf(b.device, p);
   const blocks = [cachedUniformBuffer(b.device, b.queue, uniformBytes(p, uniforms))];
-  if (p.stepBlock) blocks.push(cachedUniformBuffer(b.device, b.queue, Float32Array.from({ length: 4 }, (_, i) => step[i] ?? 0).buffer));
+  if (p.stepBlock) blocks.push(cachedUniformBuffer(b.device, b.queue, stepBlockData(step).buffer));
   const storage = [...outputs.map(buffer), ...inputs.map(buffer)];
   const bindGroup = b.device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),

@@ -25,8 +25,9 @@
  * A step is replayed only when two consecutive recordings agree program for
  * program, uniform block for uniform block and upload for upload: anything that
  * changes from one step to the next other than the batch and the optimiser's
- * step block (dropout masks drawn on the CPU, a learning rate in a tfjs op)
- * keeps the step on tfjs's path, with the reason logged once.
+ * step block (a value computed on the CPU inside the step, a learning rate
+ * passed to a tfjs op) keeps the step on tfjs's path, with the reason logged
+ * once.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { BackendInternals } from './backend-internals.ts';
@@ -54,7 +55,7 @@ type StepEvent = { launch: LaunchRecord } | { upload: GPUBuffer; bytes: Uint8Arr
 
 /**
  * Tensors made on the CPU whose values change from step to step (the batch,
- * dropout's uniform draws), by a key that names them: a replay writes each
+ * dropout's masks), by a key that names them: a replay writes each
  * one's new values. Model code marks its own with `markStepInput`.
  */
 export type StepInputs = Map<string, tf.Tensor>;
@@ -86,6 +87,18 @@ const replayListeners = new Set<ReplayListener>();
 export function onReplay(listener: ReplayListener): () => void {
   replayListeners.add(listener);
   return () => void replayListeners.delete(listener);
+}
+
+/** The optimiser's step block as the graph and the programs bind it: four f32, the values first, zeros after. */
+export function stepBlockData(values: number[]): Float32Array<ArrayBuffer> {
+  return Float32Array.from({ length: 4 }, (_, i) => values[i] ?? 0);
+}
+
+/** Submits what tfjs has encoded and not yet submitted, which also lets its deferred disposals go back to its pool. */
+function submitPending(b: Backend): void {
+  if (!b.commandEncoder) return;
+  b.endComputePassEncoder();
+  b.submitQueue();
 }
 
 function bufferOf(b: Backend, t: { dataId: object }): GPUBuffer | undefined {
@@ -179,7 +192,7 @@ function difference(a: Recording, b: Recording): string | undefined {
     if ('upload' in p || 'upload' in q) {
       if (!('upload' in p && 'upload' in q)) return `event ${i} is an upload in one step and a program in the other`;
       if (p.bytes.length !== q.bytes.length || !p.bytes.every((byte, k) => byte === q.bytes[k])) {
-        return `it uploads data that changes from step to step (${q.bytes.length} bytes at event ${i}, e.g. dropout masks drawn on the CPU)`;
+        return `it uploads data that changes from step to step (${q.bytes.length} bytes at event ${i}: a value computed on the CPU inside the step)`;
       }
       continue;
     }
@@ -322,12 +335,9 @@ class StepGraph {
     if (moved.length > 0) this.pull(moved);
     // The host's batch arrays are never shared memory.
     for (const [name, buffer] of this.inputBuffers) b.queue.writeBuffer(buffer, 0, inputs(name) as Float32Array<ArrayBuffer>);
-    b.queue.writeBuffer(this.stepBlock, 0, new Float32Array([...stepBlock, 0, 0, 0, 0].slice(0, 4)));
+    b.queue.writeBuffer(this.stepBlock, 0, stepBlockData(stepBlock));
     // tfjs's own pending work goes first: the previous step's loss reads and anything else queued.
-    if (b.commandEncoder) {
-      b.endComputePassEncoder();
-      b.submitQueue();
-    }
+    submitPending(b);
     const encoder = b.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     let pipeline: GPUComputePipeline | undefined;
@@ -418,7 +428,7 @@ export class StepReplay {
   private previous: Recording | undefined;
   private disagreements = 0;
   /** Why this stage's step is not replayed, once it is known. */
-  refusal: string | undefined;
+  private refusal: string | undefined;
 
   constructor(private readonly log: (message: string) => void = () => {}) {}
 
@@ -443,9 +453,8 @@ export class StepReplay {
     if (this.graph || this.ready || this.refusal !== undefined || tf.getBackend() !== 'webgpu') return step();
     const b = this.backend();
     const capture = this.previous !== undefined;
-    b.ensureCommandEncoderReady();
-    b.endComputePassEncoder();
-    b.submitQueue();
+    // What came before the step is then on the queue ahead of the copies the recording captures.
+    submitPending(b);
     const recording = new Recording(b, inputs, capture);
     const upload = b.uploadToGPU;
     b.uploadToGPU = (dataId: object) => recording.upload(dataId, upload.bind(b));
@@ -465,24 +474,22 @@ export class StepReplay {
   private consider(recording: Recording, shapes: string): void {
     const previous = this.previous;
     this.previous = undefined;
-    const why = recording.failure ?? (previous && difference(previous, recording));
+    const why = recording.failure ?? (previous ? difference(previous, recording) : undefined);
     previous?.dispose();
-    if (why === undefined && !previous) {
-      this.previous = recording;
-      return;
-    }
-    if (why !== undefined) {
-      if (recording.failure || ++this.disagreements >= ATTEMPTS) {
-        this.refusal = why;
-        recording.dispose();
-        this.log(`WebGPU step replay off for this stage: ${why}`);
+    if (why === undefined) {
+      if (previous) {
+        this.ready = { recording, shapes };
+        this.disagreements = 0;
       } else {
         this.previous = recording;
       }
-      return;
+    } else if (recording.failure || ++this.disagreements >= ATTEMPTS) {
+      this.refusal = why;
+      recording.dispose();
+      this.log(`WebGPU step replay off for this stage: ${why}`);
+    } else {
+      this.previous = recording;
     }
-    this.ready = { recording, shapes };
-    this.disagreements = 0;
   }
 
   /** The agreed recording as a graph, if it is for these shapes on the active backend. */
@@ -493,9 +500,7 @@ export class StepReplay {
     if (agreed.shapes === shapes && agreed.recording.b === this.backend()) {
       // tfjs's deferred disposals first: the step's buffers return to its pool, and the graph takes them from there.
       const b = agreed.recording.b;
-      b.ensureCommandEncoderReady();
-      b.endComputePassEncoder();
-      b.submitQueue();
+      submitPending(b);
       this.graph = new StepGraph(b, agreed.recording, shapes);
     }
     agreed.recording.dispose();
