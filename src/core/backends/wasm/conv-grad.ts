@@ -18,6 +18,7 @@ import { asKernel, type Attrs, type ConvGeometry, geometry, type KernelSpec, reg
 import { heap, onHeap } from './heap.ts';
 
 type Pad4 = [[number, number], [number, number], [number, number], [number, number]];
+type Shape4 = [number, number, number, number];
 
 /**
  * Pads (or crops, for a negative amount) the spatial dims of an NHWC tensor:
@@ -148,7 +149,7 @@ const LAYOUT_KERNELS: KernelSpec[] = [
  * the flipped filter gives the input gradient: zero-dilated by the stride and
  * padded (or cropped) by what the forward padding leaves of the kernel.
  */
-function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, number], g: ConvGeometry): tf.Tensor4D {
+function transposedInput(dy: tf.Tensor4D, inputShape: Shape4, g: ConvGeometry): tf.Tensor4D {
   const [, h, w] = inputShape;
   const attrs = { strideH: g.strideH, strideW: g.strideW, top: g.kh - 1 - g.padTop, left: g.kw - 1 - g.padLeft, height: h + g.kh - 1, width: w + g.kw - 1 };
   if (g.strideH > 1 || g.strideW > 1) return runKernel('LesionSpread', { x: dy }, attrs) as tf.Tensor4D;
@@ -163,7 +164,7 @@ function transposedInput(dy: tf.Tensor4D, inputShape: [number, number, number, n
 function convBackpropInput(
   dy: tf.Tensor4D,
   filter: tf.Tensor4D,
-  inputShape: [number, number, number, number],
+  inputShape: Shape4,
   g: ConvGeometry,
 ): tf.Tensor4D {
   const flipped = g.kh * g.kw === 1 ? filter : (runKernel('LesionReverseTaps', { filter }) as tf.Tensor4D);
@@ -178,7 +179,7 @@ function convBackpropInput(
 function convBackpropFilter(
   x: tf.Tensor4D,
   dy: tf.Tensor4D,
-  filterShape: [number, number, number, number],
+  filterShape: Shape4,
   g: ConvGeometry,
 ): tf.Tensor4D {
   const [kh, kw, ci, co] = filterShape;
@@ -238,14 +239,19 @@ function depthwiseBackpropFilter(b: BackendWasm, x: tf.TensorInfo, dy: tf.Tensor
 function depthwiseBackpropInput(
   dy: tf.Tensor4D,
   filter: tf.Tensor4D,
-  inputShape: [number, number, number, number],
+  inputShape: Shape4,
   g: ConvGeometry,
 ): tf.Tensor4D {
   const flipped = g.kh * g.kw === 1 ? filter : (runKernel('LesionReverseTaps', { filter }) as tf.Tensor4D);
   return tf.depthwiseConv2d(transposedInput(dy, inputShape, g), flipped, 1, 'valid');
 }
 
-function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
+/**
+ * The geometry of gradient kernel `kernel` from its attributes, refusing
+ * what these kernels do not compute: another layout, dilation, a depthwise
+ * channel multiplier other than 1.
+ */
+function gradientGeometry(kernel: string, attrs: Attrs, xShape: Shape4, filterShape: Shape4, depthwise: boolean): ConvGeometry {
   if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC') {
     throw new Error(`${kernel} on wasm: only NHWC is supported, got ${String(attrs.dataFormat)}`);
   }
@@ -253,6 +259,8 @@ function assertNhwcUndilated(kernel: string, attrs: Attrs): void {
   if (d !== undefined && (Array.isArray(d) ? d[0] !== 1 || d[1] !== 1 : d !== 1)) {
     throw new Error(`${kernel} on wasm: dilated gradients are computed by the atrous layers, got dilations ${String(d)}`);
   }
+  if (depthwise && filterShape[3] !== 1) throw new Error(`${kernel} on wasm: channel multiplier must be 1`);
+  return geometry(xShape, filterShape, attrs.strides as never, attrs.pad as never, attrs.dimRoundingMode as never, depthwise);
 }
 
 const register = (config: KernelSpec): void => registerKernelFor('wasm', config);
@@ -262,11 +270,9 @@ export function registerConvGradients(): void {
   register({
     kernelName: 'Conv2DBackpropFilter',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('Conv2DBackpropFilter', a);
       const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const filterShape = a.filterShape as [number, number, number, number];
-      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
+      const filterShape = (attrs as Attrs).filterShape as Shape4;
+      const g = gradientGeometry('Conv2DBackpropFilter', attrs as Attrs, x.shape as Shape4, filterShape, false);
       return asKernel(backend, [x, dy], (xt, dyt) => convBackpropFilter(xt, dyt, filterShape, g));
     },
   });
@@ -275,11 +281,9 @@ export function registerConvGradients(): void {
   register({
     kernelName: 'Conv2DBackpropInput',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('Conv2DBackpropInput', a);
       const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-      const inputShape = a.inputShape as [number, number, number, number];
-      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, false);
+      const inputShape = (attrs as Attrs).inputShape as Shape4;
+      const g = gradientGeometry('Conv2DBackpropInput', attrs as Attrs, inputShape, filter.shape as Shape4, false);
       return asKernel(backend, [dy, filter], (dyt, ft) => convBackpropInput(dyt, ft, inputShape, g));
     },
   });
@@ -287,12 +291,9 @@ export function registerConvGradients(): void {
   register({
     kernelName: 'DepthwiseConv2dNativeBackpropFilter',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('DepthwiseConv2dNativeBackpropFilter', a);
       const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const filterShape = a.filterShape as [number, number, number, number];
-      if (filterShape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropFilter on wasm: channel multiplier must be 1');
-      const g = geometry(x.shape as never, filterShape, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
+      const filterShape = (attrs as Attrs).filterShape as Shape4;
+      const g = gradientGeometry('DepthwiseConv2dNativeBackpropFilter', attrs as Attrs, x.shape as Shape4, filterShape, true);
       const b = backend as BackendWasm;
       const out = b.makeOutput(filterShape, 'float32');
       depthwiseBackpropFilter(b, x, dy, g, out);
@@ -303,12 +304,9 @@ export function registerConvGradients(): void {
   register({
     kernelName: 'DepthwiseConv2dNativeBackpropInput',
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const a = attrs as Attrs;
-      assertNhwcUndilated('DepthwiseConv2dNativeBackpropInput', a);
       const { dy, filter } = inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
-      if (filter.shape[3] !== 1) throw new Error('DepthwiseConv2dNativeBackpropInput on wasm: channel multiplier must be 1');
-      const inputShape = a.inputShape as [number, number, number, number];
-      const g = geometry(inputShape, filter.shape as never, a.strides as never, a.pad as never, a.dimRoundingMode as never, true);
+      const inputShape = (attrs as Attrs).inputShape as Shape4;
+      const g = gradientGeometry('DepthwiseConv2dNativeBackpropInput', attrs as Attrs, inputShape, filter.shape as Shape4, true);
       return asKernel(backend, [dy, filter], (dyt, ft) => depthwiseBackpropInput(dyt, ft, inputShape, g));
     },
   });
