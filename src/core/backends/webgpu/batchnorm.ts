@@ -25,6 +25,29 @@ const STATS_BODY = `
         }
         let variance = laneSum(lid, squares) / f32(u.M);`;
 
+/**
+ * Channel c's sum(dy) and sum(dy * xhat) over the M rows, the lanes' shares
+ * added by laneSum into totalDy and totalDyXhat; mean and rstd are left for
+ * what a kernel computes after. The kernel binds dy, x, stats and the
+ * uniforms M, C and eps.
+ */
+const GRAD_SUMS_BODY = `
+        var accDy = 0.0;
+        var accDyXhat = 0.0;
+        var mean = 0.0;
+        var rstd = 0.0;
+        if (valid) {
+          mean = stats[c];
+          rstd = inverseSqrt(stats[u.C + c] + u.eps);
+          for (var r = lane; r < u.M; r = r + LANES) {
+            let i = r * u.C + c;
+            accDy = accDy + dy[i];
+            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
+          }
+        }
+        let totalDy = laneSum(lid, accDy);
+        let totalDyXhat = laneSum(lid, accDyXhat);`;
+
 /** Per channel: row 0 the batch mean, row 1 the biased variance (two passes, as the cpu path computes them). */
 export function batchNormStats(x: tf.Tensor): tf.Tensor2D {
   const c = x.shape[x.shape.length - 1];
@@ -82,22 +105,7 @@ export function batchNormBackward(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor,
     ['dy', 'x', 'stats', 'gamma'],
     [['M', 'i32'], ['C', 'i32'], ['eps', 'f32']],
     c,
-    `
-        var accDy = 0.0;
-        var accDyXhat = 0.0;
-        var mean = 0.0;
-        var rstd = 0.0;
-        if (valid) {
-          mean = stats[c];
-          rstd = inverseSqrt(stats[u.C + c] + u.eps);
-          for (var r = lane; r < u.M; r = r + LANES) {
-            let i = r * u.C + c;
-            accDy = accDy + dy[i];
-            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
-          }
-        }
-        let totalDy = laneSum(lid, accDy);
-        let totalDyXhat = laneSum(lid, accDyXhat);
+    `${GRAD_SUMS_BODY}
         if (valid) {
           if (lane == 0) {
             sumDy[c] = totalDy;
@@ -143,20 +151,7 @@ export function batchNormGradSums(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor,
     ['dy', 'x', 'stats'],
     [['M', 'i32'], ['C', 'i32'], ['eps', 'f32']],
     c,
-    `
-        var accDy = 0.0;
-        var accDyXhat = 0.0;
-        if (valid) {
-          let mean = stats[c];
-          let rstd = inverseSqrt(stats[u.C + c] + u.eps);
-          for (var r = lane; r < u.M; r = r + LANES) {
-            let i = r * u.C + c;
-            accDy = accDy + dy[i];
-            accDyXhat = accDyXhat + (x[i] - mean) * rstd * dy[i];
-          }
-        }
-        let totalDy = laneSum(lid, accDy);
-        let totalDyXhat = laneSum(lid, accDyXhat);
+    `${GRAD_SUMS_BODY}
         if (valid && lane == 0) {
           sumDy[c] = totalDy;
           sumDyXhat[c] = totalDyXhat;
