@@ -182,24 +182,31 @@ export const heldReplies = (page: Page, what: string): Promise<number> => inPage
 /** Delivers what was held, in order, and holds no more; returns how many. */
 export const releaseReplies = (page: Page, what: string): Promise<number> => inPage(page, 'release', what);
 
-/** The run's step events, from the history the worker keeps in IndexedDB. */
-export function stepEvents(page: Page): Promise<StepEvent[]> {
+/** In the page: the runs database's keys, or with `key` the value stored under it. */
+function inRunStore<T>(page: Page, key?: string): Promise<T> {
   return page.evaluate(
-    () =>
-      new Promise<StepEvent[]>((resolve, reject) => {
+    (k) =>
+      new Promise<T>((resolve, reject) => {
         const open = indexedDB.open('lesion-studio-runs');
         open.onerror = () => reject(open.error);
         open.onsuccess = () => {
           const store = open.result.transaction('kv').objectStore('kv');
-          const keys = store.getAllKeys();
-          keys.onsuccess = () => {
-            const key = (keys.result as string[]).find((k) => k.endsWith('/studio/history'));
-            if (key === undefined) return reject(new Error('no run history stored'));
-            const history = store.get(key);
-            history.onsuccess = () =>
-              resolve((history.result as StampedEvent[]).flatMap(({ event }) => (event.type === 'step' ? [event] : [])));
-          };
+          const request = k === undefined ? store.getAllKeys() : store.get(k);
+          request.onsuccess = () => resolve(request.result as T);
+          request.onerror = () => reject(request.error);
         };
       }),
+    key,
   );
+}
+
+/** Every key of the runs database (checkpoints, pseudo-labels, states). */
+export const runStoreKeys = (page: Page): Promise<string[]> => inRunStore<string[]>(page);
+
+/** The run's step events, from the history the worker keeps in IndexedDB. */
+export async function stepEvents(page: Page): Promise<StepEvent[]> {
+  const key = (await runStoreKeys(page)).find((k) => k.endsWith('/studio/history'));
+  if (key === undefined) throw new Error('no run history stored');
+  const history = await inRunStore<StampedEvent[]>(page, key);
+  return history.flatMap(({ event }) => (event.type === 'step' ? [event] : []));
 }

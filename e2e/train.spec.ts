@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
 import { presetCard, type BackendChoice, type RunCard } from '../src/core/config.ts';
 import path from 'node:path';
-import { collectErrors, datasets, offOrigin, printLongTasks, readZip, recordRequests, snap } from './helpers.ts';
+import { collectErrors, datasets, offOrigin, printLongTasks, readZip, recordRequests, runStoreKeys, snap } from './helpers.ts';
 
 function tinyCard(backend: BackendChoice, overrides: { epochs?: number; rounds?: number; labeledFraction?: number } = {}): RunCard {
   const card = presetCard('quick');
@@ -50,21 +50,6 @@ async function openDemoAndStart(page: Page, card: RunCard): Promise<void> {
 }
 
 const status = (page: Page) => page.getByTestId('run-status');
-
-/** Every key of the runs database (checkpoints, pseudo-labels, states). */
-function runStoreKeys(page: Page): Promise<string[]> {
-  return page.evaluate(
-    () =>
-      new Promise<string[]>((resolve, reject) => {
-        const open = indexedDB.open('lesion-studio-runs');
-        open.onerror = () => reject(open.error);
-        open.onsuccess = () => {
-          const all = open.result.transaction('kv').objectStore('kv').getAllKeys();
-          all.onsuccess = () => resolve(all.result as string[]);
-        };
-      }),
-  );
-}
 
 test("every knob off the paper's value offers the paper's back in one click", async ({ page }) => {
   const card = presetCard('quick');
